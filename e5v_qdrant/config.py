@@ -1,0 +1,155 @@
+"""Validated option dataclasses: the single source of options, defaults and help text for the CLI and Python API.
+
+Each field's ``metadata["help"]`` is its ``--help`` text; ``add_arguments`` turns a dataclass into argparse options
+and ``from_namespace`` builds the validated dataclass back from parsed arguments, so the CLI cannot drift from the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .errors import E5VConfigError
+from .media import DEFAULT_MAX_IMAGE_PIXELS
+
+__all__ = ["EncoderConfig", "StoreConfig", "add_arguments", "from_namespace", "DEFAULT_MODEL", "DTYPE_NAMES"]
+
+DEFAULT_MODEL = "royokong/e5-v"
+DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, choices=None, cli: bool = True, **kw):
+    """A dataclass field carrying its CLI help text (and optional flag name / choices)."""
+    meta = {"help": help, "flag": flag, "choices": choices, "cli": cli}
+    if "default_factory" in kw:
+        return field(metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class EncoderConfig:
+    """How to load and run E5-V. Everything that changes the vectors lives here."""
+
+    model: str = option(DEFAULT_MODEL, help="hub id or local folder of an E5-V / LLaVA-NeXT checkpoint")
+    revision: str | None = option(None, help="hub revision (branch, tag or commit) to pin; reaches every from_pretrained call")
+    adapter: str | None = option(None, help="folder of a PEFT LoRA adapter from `e5v-qdrant finetune`, applied to the language model")
+    device: str | None = option(None, help="torch device (cpu, cuda, cuda:1, mps); default: cuda if available, else cpu")
+    dtype: str = option("auto", help="weights dtype; auto = bfloat16 (or float16) on CUDA, float32 on CPU", choices=DTYPE_NAMES)
+    batch_size: int = option(8, help="most items per forward pass")
+    max_batch_tokens: int | None = option(
+        None, help="token budget per forward pass (batch rows × longest row); default: batch_size alone decides"
+    )
+    prompts: str = option("e5v", help="prompt preset (e5v = the authors' exact strings; e5v-typofix fixes 'desribe')")
+    query_prompt: str | None = option(
+        None, help="body for search queries with a {text} placeholder; default: queries use the document text prompt"
+    )
+    max_text_tokens: int | None = option(
+        None, help="truncate user text to this many tokens before prompting (paper training used 32); default: no limit"
+    )
+    max_image_pixels: int | None = option(DEFAULT_MAX_IMAGE_PIXELS, help="refuse images with more pixels (decompression bombs)")
+    preprocess_workers: int = option(2, help="threads decoding and tiling images ahead of the model (0 = in the calling thread)")
+    attn_implementation: str = option("sdpa", help="transformers attention implementation", choices=("sdpa", "eager", "flash_attention_2"))
+
+    def __post_init__(self):
+        if self.dtype not in DTYPE_NAMES:
+            raise E5VConfigError(f"dtype {self.dtype!r} is not one of {DTYPE_NAMES}")
+        if self.batch_size < 1:
+            raise E5VConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise E5VConfigError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
+        if self.max_text_tokens is not None and self.max_text_tokens < 1:
+            raise E5VConfigError(f"max_text_tokens must be >= 1, got {self.max_text_tokens}")
+        if self.preprocess_workers < 0:
+            raise E5VConfigError(f"preprocess_workers must be >= 0, got {self.preprocess_workers}")
+        if not self.model:
+            raise E5VConfigError("model must be a hub id or a local folder")
+        if self.adapter is not None and not os.path.isdir(self.adapter):
+            raise E5VConfigError(f"adapter folder {self.adapter!r} does not exist (pass the --output folder of `e5v-qdrant finetune`)")
+        from .prompts import get_prompts
+
+        get_prompts(self.prompts, query=self.query_prompt)  # validates preset name and placeholders
+
+
+@dataclass
+class StoreConfig:
+    """Where vectors go: embedded Qdrant in a folder (default) or a Qdrant server / cluster by URL."""
+
+    qdrant_path: str | None = option(
+        None, help="folder of the embedded (local-mode) Qdrant store; default ./qdrant_data when no --qdrant-url is given"
+    )
+    qdrant_url: str | None = option(None, help="URL of a Qdrant server or cluster, e.g. http://localhost:6333")
+    api_key_env: str = option(
+        "QDRANT_API_KEY", help="name of the environment variable holding the server API key (keys are never taken from argv)"
+    )
+    prefer_grpc: bool = option(False, help="talk gRPC to the server (port 6334) instead of REST")
+    timeout: float = option(60.0, help="seconds before a Qdrant request times out")
+
+    def __post_init__(self):
+        if self.qdrant_path and self.qdrant_url:
+            raise E5VConfigError("give either --qdrant-path (embedded store) or --qdrant-url (server), not both")
+        if self.timeout <= 0:
+            raise E5VConfigError(f"timeout must be > 0, got {self.timeout}")
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key read from ``api_key_env`` (never logged)."""
+        return os.environ.get(self.api_key_env) or None
+
+    @property
+    def resolved_path(self) -> str | None:
+        """The embedded store folder, or ``None`` for a server."""
+        if self.qdrant_url:
+            return None
+        return self.qdrant_path or "qdrant_data"
+
+
+def _unwrap_optional(tp):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *, exclude: tuple[str, ...] = (), group: str | None = None) -> None:
+    """Add one ``--option`` per field of dataclass ``cls`` (help, default and choices from the field)."""
+    target = parser.add_argument_group(group) if group and hasattr(parser, "add_argument_group") else parser
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.metadata.get("cli", True):
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        tp = _unwrap_optional(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        )
+        help_text = f.metadata.get("help", "")
+        if tp is bool:
+            target.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{help_text} (default: {default})")
+            continue
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if tp in (int, float):
+            kwargs["type"] = tp
+            kwargs["metavar"] = "N"
+        elif typing.get_origin(tp) in (list, tuple):
+            kwargs["nargs"] = "+"
+        target.add_argument(flag, **kwargs)
+
+
+def from_namespace(cls: type[T], ns: argparse.Namespace, **extra: Any) -> T:
+    """Build ``cls`` from the parsed options that belong to it (others are ignored), plus ``extra``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(ns).items() if k in names}
+    values.update(extra)
+    return cls(**values)
