@@ -6,15 +6,13 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
-
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import E5VImageError
 
 __all__ = ["ImageInput", "load_image", "describe_source", "DEFAULT_MAX_IMAGE_PIXELS", "IMAGE_SUFFIXES"]
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, io.IOBase, Image.Image]
+ImageInput = str | os.PathLike | bytes | bytearray | io.IOBase | Image.Image
 
 #: Same limit as Pillow's own decompression-bomb warning (about 89.5 megapixels). E5-V resizes every image to at
 #: most 1008 px a side anyway, so larger pictures only cost decode time and memory.
