@@ -6,6 +6,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import E5VImageError
