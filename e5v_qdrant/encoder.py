@@ -165,7 +165,7 @@ class E5VEncoder:
             warnings.warn(
                 "processor config disagrees with the model config (known trap of the published E5-V checkpoint, "
                 f"saved by an old transformers); using the model's values: {', '.join(fixed)}",
-                stacklevel=3,
+                stacklevel=4,
             )
         tokenizer = processor.tokenizer
         if tokenizer.pad_token_id is None:
@@ -186,7 +186,7 @@ class E5VEncoder:
             warnings.warn(
                 f"<image> token id {image_id} is outside the embedding table ({rows} rows), as in the published "
                 f"E5-V checkpoint; growing the table to {image_id + 1} rows (the extra rows are never read)",
-                stacklevel=3,
+                stacklevel=4,
             )
             base.language_model.resize_token_embeddings(image_id + 1, mean_resizing=False)
 
