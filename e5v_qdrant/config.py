@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 
-__all__ = ["EncoderConfig", "StoreConfig", "add_arguments", "from_namespace", "DEFAULT_MODEL", "DTYPE_NAMES"]
+__all__ = ["EncoderConfig", "StoreConfig", "IngestConfig", "add_arguments", "from_namespace", "DEFAULT_MODEL", "DTYPE_NAMES"]
 
 DEFAULT_MODEL = "royokong/e5-v"
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
@@ -90,12 +90,40 @@ class StoreConfig:
     )
     prefer_grpc: bool = option(False, help="talk gRPC to the server (port 6334) instead of REST")
     timeout: float = option(60.0, help="seconds before a Qdrant request times out")
+    write_batch_size: int = option(64, help="points per upsert request (Qdrant advises 64-256 points, under ~5 MB)")
+    retries: int = option(6, help="attempts per Qdrant request on transient errors (timeouts, resets, 5xx, lock contention)")
+    retry_wait: float = option(0.5, help="first back-off in seconds between retries; doubles each attempt (max 30 s)")
+    on_disk_vectors: bool = option(False, help="server only: keep vectors on disk (memmap) instead of RAM; ignored by the embedded store")
+    vector_datatype: str = option(
+        "float32", help="server only: stored vector precision (float16 halves memory); ignored by the embedded store",
+        choices=("float32", "float16"),
+    )
+    quantization: str = option(
+        "none", help="server only: int8 = scalar quantization kept in RAM with rescoring; ignored by the embedded store",
+        choices=("none", "int8"),
+    )
+    shard_number: int | None = option(None, help="server/cluster only: shards of a new collection (default: server's)")
+    replication_factor: int | None = option(None, help="server/cluster only: replicas of each shard of a new collection")
 
     def __post_init__(self):
         if self.qdrant_path and self.qdrant_url:
             raise E5VConfigError("give either --qdrant-path (embedded store) or --qdrant-url (server), not both")
         if self.timeout <= 0:
             raise E5VConfigError(f"timeout must be > 0, got {self.timeout}")
+        if self.write_batch_size < 1:
+            raise E5VConfigError(f"write_batch_size must be >= 1, got {self.write_batch_size}")
+        if self.retries < 1:
+            raise E5VConfigError(f"retries must be >= 1 (1 = no retry), got {self.retries}")
+        if self.retry_wait < 0:
+            raise E5VConfigError(f"retry_wait must be >= 0, got {self.retry_wait}")
+        if self.vector_datatype not in ("float32", "float16"):
+            raise E5VConfigError(f"vector_datatype must be float32 or float16, got {self.vector_datatype!r}")
+        if self.quantization not in ("none", "int8"):
+            raise E5VConfigError(f"quantization must be none or int8, got {self.quantization!r}")
+        for name in ("shard_number", "replication_factor"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise E5VConfigError(f"{name} must be >= 1, got {value}")
 
     @property
     def api_key(self) -> str | None:
@@ -109,6 +137,29 @@ class StoreConfig:
             return None
         return self.qdrant_path or "qdrant_data"
 
+
+
+@dataclass
+class IngestConfig:
+    """What `e5v-qdrant ingest` reads and how: the collection (an alias), chunking and sync behaviour."""
+
+    collection: str = option("", help="collection name to ingest into (an alias over a physical collection named after the model)")
+    paths: list[str] = option(default_factory=list, help="files or folders to ingest", cli=False)
+    chunk_size: int = option(512, help="chunk size in tokens (LlamaIndex SentenceSplitter, tiktoken cl100k counting)")
+    chunk_overlap: int = option(64, help="overlap between consecutive chunks in tokens")
+    sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
+    follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
+    queue_size: int = option(4, help="batches buffered between the reading, embedding and writing threads (bounds memory)")
+
+    def __post_init__(self):
+        if not self.collection:
+            raise E5VConfigError("a collection name is required: pass --collection NAME")
+        if self.chunk_size < 16:
+            raise E5VConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise E5VConfigError(f"chunk_overlap must be in [0, chunk_size), got {self.chunk_overlap}")
+        if self.queue_size < 1:
+            raise E5VConfigError(f"queue_size must be >= 1, got {self.queue_size}")
 
 def _unwrap_optional(tp):
     origin = typing.get_origin(tp)
