@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "E5VEncoder",
+    "E5VEmbedding",
     "EncoderConfig",
     "StoreConfig",
     "PromptSet",
@@ -26,8 +27,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .encoder import E5VEncoder
+    from .llamaindex import E5VEmbedding
 
-_LAZY = {"E5VEncoder": ".encoder"}
+_LAZY = {"E5VEmbedding": ".llamaindex", "E5VEncoder": ".encoder"}
 
 
 def __getattr__(name: str):
