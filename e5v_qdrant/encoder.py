@@ -127,6 +127,7 @@ class E5VEncoder:
                 dtype=self.torch_dtype,
                 use_safetensors=True,
                 attn_implementation=cfg.attn_implementation,
+                **self._weight_load_options(),
             )
         except (OSError, ValueError) as exc:
             raise E5VModelError(f"cannot load model weights from {cfg.model!r}: {exc}") from exc
@@ -144,6 +145,10 @@ class E5VEncoder:
         self.image_token_id = model_config.image_token_id
         self.max_positions = getattr(model_config.text_config, "max_position_embeddings", None)
         self._torch = torch
+
+    def _weight_load_options(self) -> dict[str, Any]:
+        """Extra ``from_pretrained`` options for the weights; a hook for subclasses (fine-tuning adds 4-bit QLoRA)."""
+        return {}
 
     @staticmethod
     def _fix_processor(processor, model_config) -> None:
