@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 
-__all__ = ["EncoderConfig", "StoreConfig", "IngestConfig", "FinetuneConfig", "add_arguments", "from_namespace", "DEFAULT_MODEL", "DTYPE_NAMES"]
+__all__ = ["EncoderConfig", "StoreConfig", "IngestConfig", "FinetuneConfig", "EvalConfig", "add_arguments", "from_namespace", "DEFAULT_MODEL", "DTYPE_NAMES"]
 
 DEFAULT_MODEL = "royokong/e5-v"
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
@@ -239,6 +239,22 @@ class FinetuneConfig:
         from .prompts import get_prompts
 
         get_prompts(self.prompts)
+
+
+@dataclass
+class EvalConfig:
+    """Options shared by the `e5v-qdrant eval` commands (the data options are each command's own)."""
+
+    report: str | None = option(None, help="also write the numbers and run facts as JSON to this file")
+    limit: int | None = option(None, help="evaluate only the first N images / queries / pairs / rows (quick checks; flagged in the report)")
+    via_qdrant: bool = option(
+        False, help="also rank by exact search in a temporary Qdrant collection (local mode, or --qdrant-url) to catch storage-side loss"
+    )
+    progress: bool = option(True, help="show tqdm progress bars while embedding")
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 1:
+            raise E5VConfigError(f"limit must be >= 1, got {self.limit}")
 
 
 def _unwrap_optional(tp):
