@@ -240,3 +240,23 @@ def test_fingerprint_tracks_what_changes_vectors(replica_path, encoder):
         typo = E5VEncoder(replica_path, device="cpu", prompts="e5v-typofix")
     assert typo.fingerprint["id"] != encoder.fingerprint["id"]
     assert encoder.fingerprint["dim"] == encoder.dim == 64
+
+
+def test_revision_reaches_every_from_pretrained_call(replica_path, monkeypatch):
+    import transformers
+
+    seen = []
+    for cls in (transformers.LlavaNextConfig, transformers.LlavaNextProcessor, transformers.LlavaNextForConditionalGeneration):
+        original = cls.from_pretrained.__func__
+
+        def recording(klass, *args, _original=original, _name=cls.__name__, **kwargs):
+            seen.append((_name, kwargs.get("revision")))
+            return _original(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        E5VEncoder(replica_path, device="cpu", revision="v1.2")  # a local folder ignores the revision
+    names = {name for name, _ in seen}
+    assert {"LlavaNextConfig", "LlavaNextProcessor", "LlavaNextForConditionalGeneration"} <= names
+    assert all(rev == "v1.2" for _, rev in seen)
