@@ -97,7 +97,9 @@ class E5VEmbedding(MultiModalEmbedding):
 
     model_name: str = Field(default=DEFAULT_MODEL, description="Hub id or local folder of an E5-V checkpoint.")
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to pin.")
-    adapter: str | None = Field(default=None, description="Folder of a PEFT LoRA adapter applied to the language model.")
+    adapter: str | None = Field(
+        default=None, description="Folder of a PEFT LoRA adapter applied to the language model."
+    )
     device: str | None = Field(default=None, description="Torch device; default cuda if available, else cpu.")
     dtype: str = Field(default="auto", description="Weights dtype: auto, float32, float16 or bfloat16.")
     embed_batch_size: int = Field(default=8, gt=0, le=2048, description="Items per batch (one encoder call).")
@@ -105,7 +107,9 @@ class E5VEmbedding(MultiModalEmbedding):
     query_prompt: str | None = Field(
         default=None, description="Query body with a {text} placeholder; None embeds queries like documents."
     )
-    max_text_tokens: int | None = Field(default=None, description="Truncate texts to this many tokens (None: no limit).")
+    max_text_tokens: int | None = Field(
+        default=None, description="Truncate texts to this many tokens (None: no limit)."
+    )
     encoder_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other EncoderConfig options that do not change the vectors."
     )
@@ -263,25 +267,24 @@ class E5VEmbedding(MultiModalEmbedding):
         """
         text_nodes, texts, image_nodes, images = _split_nodes(nodes)
         if texts:
-            for node, vector in zip(text_nodes, self.get_text_embedding_batch(texts, show_progress=show_progress)):
-                node.embedding = vector
+            _assign(text_nodes, self.get_text_embedding_batch(texts, show_progress=show_progress))
         if images:
-            for node, vector in zip(image_nodes, self.get_image_embedding_batch(images, show_progress=show_progress)):
-                node.embedding = vector
+            _assign(image_nodes, self.get_image_embedding_batch(images, show_progress=show_progress))
         return nodes
 
     async def acall(self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any) -> Sequence[BaseNode]:
         """Async ``__call__``."""
         text_nodes, texts, image_nodes, images = _split_nodes(nodes)
         if texts:
-            vectors = await self.aget_text_embedding_batch(texts, show_progress=show_progress)
-            for node, vector in zip(text_nodes, vectors):
-                node.embedding = vector
+            _assign(text_nodes, await self.aget_text_embedding_batch(texts, show_progress=show_progress))
         if images:
-            vectors = await self.aget_image_embedding_batch(images, show_progress=show_progress)
-            for node, vector in zip(image_nodes, vectors):
-                node.embedding = vector
+            _assign(image_nodes, await self.aget_image_embedding_batch(images, show_progress=show_progress))
         return nodes
+
+
+def _assign(nodes: list[BaseNode], vectors: list[Embedding]) -> None:
+    for node, vector in zip(nodes, vectors, strict=True):
+        node.embedding = vector
 
 
 def _mirror_encoder(encoder: E5VEncoder, data: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import threading
 from pathlib import Path
 
@@ -111,13 +110,17 @@ def test_image_and_composed_paths_match_encoder(emb, encoder, image_paths):
     reference = encoder.embed_composed(image_paths[:1], ["make it blue"])[0]
     assert _close(composed, reference)
     assert _close(emb.get_composed_embedding(image_paths[0], "make it blue"), reference)
-    assert _close(emb.get_composed_embeddings(image_paths[:2], ["a", "b"]), encoder.embed_composed(image_paths[:2], ["a", "b"]))
+    assert _close(
+        emb.get_composed_embeddings(image_paths[:2], ["a", "b"]), encoder.embed_composed(image_paths[:2], ["a", "b"])
+    )
     # A composed query is neither the plain image nor the plain text embedding.
     assert not _close(composed, expected[0], min_cos=0.999)
 
 
 def test_query_prompt_changes_only_queries(replica_path):
-    enc = E5VEncoder(replica_path, device="cpu", dtype="float32", query_prompt="Query: {text}\nSummary above sentence in one word: ")
+    enc = E5VEncoder(
+        replica_path, device="cpu", dtype="float32", query_prompt="Query: {text}\nSummary above sentence in one word: "
+    )
     emb = E5VEmbedding(encoder=enc)
     assert emb.query_prompt == enc.config.query_prompt
     assert _close(emb.get_query_embedding("a dog"), enc.embed_queries(["a dog"])[0])
