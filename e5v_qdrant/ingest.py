@@ -1,0 +1,370 @@
+"""The ingestion pipeline: files → items → E5-V vectors → Qdrant, idempotent, resumable and bad-input safe.
+
+Per file, the ids a clean run would store are computed from its current content (ids are deterministic), then
+compared with the ids stored for that source:
+
+- equal sets → *unchanged*: nothing is embedded or written;
+- otherwise only the missing ids are embedded and upserted, and **after** they are written the stored ids the file
+  no longer yields are deleted (*new* / *replaced*);
+- with ``sync``, points of sources under the given folders that no longer exist are deleted (*deleted*).
+
+Because every decision is "make the stored id set equal the expected one" and writes go new-before-stale, a run
+killed at any moment and re-run converges to exactly the point set of a clean run.
+
+Three stages overlap through bounded queues (memory stays flat): a reader thread (discover, read, chunk, hash,
+compare, decode images), the embedding loop in the calling thread, and a writer thread (retried upserts, deletes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import IngestConfig
+from .errors import E5VImageError, E5VInputError
+from .media import load_image
+from .sources import Chunker, Document, Item, SkippedInput, discover, read_source
+from .store import VECTOR_NAME, QdrantStore
+
+__all__ = ["IngestReport", "ingest", "FileWork"]
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()
+#: Test hook: seconds to sleep before each upsert batch (crash tests use it to SIGKILL a run mid-way).
+WRITE_DELAY_ENV = "E5V_QDRANT_TEST_WRITE_DELAY"
+
+
+@dataclass
+class IngestReport:
+    """Counts and per-input outcomes of one ingest run (``to_dict`` is the ``--json`` / ``--report`` format).
+
+    File counts: ``discovered`` (supported files found), ``new``, ``unchanged``, ``replaced``, ``deleted`` (vanished
+    sources removed by ``sync``), ``skipped`` (bad inputs, listed in ``skipped_inputs``). Point counts: ``embedded``
+    (vectors computed), ``points_written``, ``points_deleted``.
+    """
+
+    collection: str
+    physical_collection: str = ""
+    model_fingerprint: str = ""
+    discovered: int = 0
+    new: int = 0
+    unchanged: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    embedded: int = 0
+    points_written: int = 0
+    points_deleted: int = 0
+    seconds: float = 0.0
+    skipped_inputs: list[SkippedInput] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every input was ingested, 1 when some were skipped."""
+        return 1 if self.skipped_inputs else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "physical_collection": self.physical_collection,
+            "model_fingerprint": self.model_fingerprint,
+            "counts": {
+                k: getattr(self, k)
+                for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped", "embedded", "points_written", "points_deleted")
+            },
+            "seconds": round(self.seconds, 3),
+            "skipped_inputs": [s.to_dict() for s in self.skipped_inputs],
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class FileWork:
+    """What one changed file needs: items to embed and write, then stale ids to delete."""
+
+    source: str
+    status: str  # "new" | "replaced"
+    items: list[Item]
+    stale_ids: set[str]
+    failed: bool = False
+
+
+class _Stop(Exception):
+    pass
+
+
+def _put(q: queue.Queue, value, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            q.put(value, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+def _under(source: str, roots: list[str]) -> bool:
+    return any(source == root or source.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def ingest(
+    config: IngestConfig,
+    encoder,
+    store: QdrantStore,
+    *,
+    progress: bool | None = None,
+    on_file: Callable[[str, str], None] | None = None,
+) -> IngestReport:
+    """Ingest ``config.paths`` into ``config.collection`` (created and aliased on first use).
+
+    Args:
+        config: paths, collection, chunking, sync.
+        encoder: an ``E5VEncoder`` (anything with ``embed_texts``, ``embed_images``, ``dim``, ``fingerprint``,
+            ``config``).
+        store: the open ``QdrantStore``.
+        progress: show tqdm bars (``None`` = only on a terminal).
+        on_file: called with (source, outcome) after each file's outcome is known (tests, custom progress).
+
+    Returns:
+        The run's ``IngestReport``.
+
+    Raises:
+        CollectionMismatchError: the collection serves another model.
+        StoreError: Qdrant failed permanently (or transient errors outlasted the retries).
+
+    Example:
+        >>> report = ingest(IngestConfig(collection="docs", paths=["./docs"]), E5VEncoder(), QdrantStore())  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    report = IngestReport(collection=config.collection)
+    physical = store.ensure_collection(config.collection, encoder)
+    fingerprint_id = encoder.fingerprint["id"]
+    report.physical_collection, report.model_fingerprint = physical, fingerprint_id
+    stored = store.source_index(physical)
+    chunker = Chunker(config.chunk_size, config.chunk_overlap)
+    max_pixels = encoder.config.max_image_pixels
+    batch = max(store.config.write_batch_size, encoder.config.batch_size)
+    disable = None if progress is None else not progress
+    write_delay = float(os.environ.get(WRITE_DELAY_ENV) or 0)
+
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    work_q: queue.Queue = queue.Queue(maxsize=config.queue_size)
+    write_q: queue.Queue = queue.Queue(maxsize=config.queue_size)
+    discovered_sources: set[str] = set()
+    file_bar = tqdm(desc="files", unit="file", disable=disable, dynamic_ncols=True, position=0)
+    item_bar = tqdm(desc="embedded", unit="item", disable=disable, dynamic_ncols=True, position=1)
+
+    def skip(source: str, reason: str) -> None:
+        with lock:
+            report.skipped_inputs.append(SkippedInput(source, reason))
+            report.skipped += 1
+        logger.info("skipped %s: %s", source, reason)
+        if on_file:
+            on_file(source, "skipped")
+
+    # ---------------------------------------------------------- stage 1: read, compare, decode
+    def reader() -> None:
+        try:
+            for entry in discover(config.paths, follow_symlinks=config.follow_symlinks):
+                if stop.is_set():
+                    return
+                if isinstance(entry, SkippedInput):
+                    skip(entry.source, entry.reason)
+                    continue
+                discovered_sources.add(entry.source)
+                with lock:
+                    report.discovered += 1
+                doc = read_source(entry, chunker)
+                file_bar.update(1)
+                if isinstance(doc, SkippedInput):
+                    skip(doc.source, doc.reason)
+                    continue
+                for warning in doc.warnings:
+                    with lock:
+                        report.warnings.append({"source": doc.source, "warning": warning})
+                    logger.warning("%s: %s", doc.source, warning)
+                work = _plan(doc, stored.get(doc.source, set()))
+                if work is None:
+                    with lock:
+                        report.unchanged += 1
+                    if on_file:
+                        on_file(doc.source, "unchanged")
+                    continue
+                if not _decode_images(work, max_pixels, skip):
+                    continue
+                _put(work_q, work, stop)
+            _put(work_q, _DONE, stop)
+        except _Stop:
+            return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(exc)
+            stop.set()
+
+    # ---------------------------------------------------------- stage 3: write
+    def writer() -> None:
+        try:
+            while True:
+                message = _get(write_q, stop)
+                if message is _DONE:
+                    return
+                kind, payload = message
+                if kind == "points":
+                    if write_delay:
+                        time.sleep(write_delay)  # test hook: lets crash tests kill the process mid-run
+                    written = store.upsert(physical, payload)
+                    with lock:
+                        report.points_written += written
+                else:  # a file's points are all written: now drop its stale ones
+                    work: FileWork = payload
+                    if work.failed:
+                        continue
+                    if work.stale_ids:
+                        deleted = store.delete(physical, sorted(work.stale_ids))
+                        with lock:
+                            report.points_deleted += deleted
+                    with lock:
+                        setattr(report, work.status, getattr(report, work.status) + 1)
+                    if on_file:
+                        on_file(work.source, work.status)
+        except _Stop:
+            return
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=reader, name="e5v-ingest-read", daemon=True),
+               threading.Thread(target=writer, name="e5v-ingest-write", daemon=True)]
+    for t in threads:
+        t.start()
+
+    # ---------------------------------------------------------- stage 2: embed (calling thread)
+    pending: list[tuple[FileWork, Item]] = []
+    finished: list[FileWork] = []  # files whose items are all in `pending` or already sent
+
+    def flush() -> None:
+        if pending:
+            points = _embed(encoder, pending, fingerprint_id, skip)
+            with lock:
+                report.embedded += len(points)
+            item_bar.update(len(pending))
+            if points:
+                _put(write_q, ("points", points), stop)
+            pending.clear()
+        for work in finished:
+            _put(write_q, ("file", work), stop)
+        finished.clear()
+
+    try:
+        while True:
+            work = _get(work_q, stop)
+            if work is _DONE:
+                break
+            for item in work.items:
+                pending.append((work, item))
+                if len(pending) >= batch:
+                    flush()
+            finished.append(work)
+            if len(pending) >= batch or not work.items:
+                flush()
+        flush()
+        if config.sync:
+            roots = [os.path.abspath(os.fspath(p)) for p in config.paths]
+            skipped_sources = {s.source for s in report.skipped_inputs}
+            vanished = [
+                s for s in stored if _under(s, roots) and s not in discovered_sources and s not in skipped_sources
+                and not os.path.exists(s)
+            ]
+            for source in sorted(vanished):
+                _put(write_q, ("file", FileWork(source, "deleted", [], stored[source])), stop)
+        _put(write_q, _DONE, stop)
+    except _Stop:
+        pass
+    except BaseException as exc:
+        errors.append(exc)
+        stop.set()
+    finally:
+        for t in threads:
+            t.join()
+        file_bar.close()
+        item_bar.close()
+    if errors:
+        raise errors[0]
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _plan(doc: Document, have: set[str]) -> FileWork | None:
+    expected = {item.id for item in doc.items}
+    if expected == have:
+        return None
+    todo = [item for item in doc.items if item.id not in have]
+    return FileWork(doc.source, "replaced" if have else "new", todo, have - expected)
+
+
+def _decode_images(work: FileWork, max_pixels: int | None, skip: Callable[[str, str], None]) -> bool:
+    for item in work.items:
+        if item.modality == "image" and isinstance(item.content, (bytes, bytearray)):
+            try:
+                item.content = load_image(item.content, max_pixels=max_pixels, name=work.source)
+            except E5VImageError as exc:
+                skip(work.source, exc.reason)
+                return False
+    return True
+
+
+def _point(item: Item, vector, fingerprint_id: str):
+    from qdrant_client import models
+
+    payload = dict(item.payload)
+    payload["model_fingerprint"] = fingerprint_id
+    return models.PointStruct(id=item.id, vector={VECTOR_NAME: vector.tolist()}, payload=payload)
+
+
+def _embed(encoder, pending: list[tuple[FileWork, Item]], fingerprint_id: str, skip) -> list:
+    """Embed a batch (texts and images separately); an item the encoder refuses skips its whole file."""
+    points = []
+    for modality in ("text", "image"):
+        group = [(w, it) for w, it in pending if it.modality == modality and not w.failed]
+        if not group:
+            continue
+        embed = encoder.embed_texts if modality == "text" else encoder.embed_images
+        try:
+            vectors = embed([it.content for _, it in group])
+        except E5VInputError:
+            vectors = None
+        if vectors is None:  # find the culprit(s) one by one
+            vectors = []
+            for work, item in group:
+                try:
+                    vectors.append(embed([item.content])[0] if not work.failed else None)
+                except E5VInputError as exc:
+                    work.failed = True
+                    skip(work.source, f"cannot embed: {exc.reason}")
+                    vectors.append(None)
+        for (work, item), vector in zip(group, vectors, strict=True):
+            if vector is not None and not work.failed:
+                points.append(_point(item, vector, fingerprint_id))
+    return points

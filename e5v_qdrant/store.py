@@ -1,0 +1,497 @@
+"""Qdrant storage: collection spec, model-fingerprint stamps, aliases, deterministic ids, retried batched writes.
+
+Users address a collection by the name they pass (``--collection docs``). That name is an **alias** of a physical
+collection named after the model fingerprint (``docs-e5v-<fingerprint id>``), so a re-ingest with another model can
+build a new physical collection and switch the alias over in one call. A name that is already a plain collection
+(made by other tools) is used as it is.
+
+Every physical collection is created explicitly (one named dense vector ``text-dense``, cosine, size from the
+encoder) and stamped in its collection metadata with the encoder fingerprint; writing vectors of another model or
+dimension into it raises ``CollectionMismatchError``. Writes are batched upserts with ``wait=True``, retried with
+exponential back-off (tenacity) on transient errors; permanent errors raise ``StoreError`` at once.
+
+The payload layout is the one stock LlamaIndex ``QdrantVectorStore`` reads (see ``sources.py``), and the vector name
+is its default, so ``QdrantVectorStore(client=..., collection_name=NAME)`` works on these collections.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from .config import StoreConfig
+from .errors import E5VConfigError, E5VError
+
+__all__ = [
+    "VECTOR_NAME",
+    "METADATA_KEY",
+    "ID_NAMESPACE",
+    "point_id",
+    "document_id",
+    "physical_name",
+    "CollectionMismatchError",
+    "StoreError",
+    "QdrantStore",
+    "open_client",
+    "is_transient",
+    "collection_create_kwargs",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the dense vector; the default of LlamaIndex's ``QdrantVectorStore``.
+VECTOR_NAME = "text-dense"
+#: Key of this package's stamp inside the collection metadata.
+METADATA_KEY = "e5v_qdrant"
+#: UUIDv5 namespace of point ids (fixed forever: changing it changes every id).
+ID_NAMESPACE = uuid.UUID("5b0c7f4e-2f1d-5e6a-9c3b-e5a0d1a7c001")
+_SCHEMA = 1
+
+
+class CollectionMismatchError(E5VConfigError):
+    """The collection holds vectors of another model, prompt set or dimension."""
+
+
+class StoreError(E5VError, RuntimeError):
+    """Qdrant refused a request for a reason retrying will not fix (bad request, bad config, missing collection)."""
+
+
+def point_id(source: str, chunk_index: int, content_hash: str) -> str:
+    """Deterministic point id: canonical UUIDv5 string of (source URI, chunk index, content hash)."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"{source}\n{chunk_index}\n{content_hash}"))
+
+
+def document_id(source: str) -> str:
+    """Deterministic LlamaIndex ``ref_doc_id`` of a source file (UUIDv5 of its URI)."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"document\n{source}"))
+
+
+def physical_name(alias: str, fingerprint_id: str) -> str:
+    """Name of the physical collection serving ``alias`` for the model with this fingerprint id."""
+    return f"{alias}-e5v-{fingerprint_id}"
+
+
+# ---------------------------------------------------------------- error classification
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a retry may fix: timeouts, connection resets, 5xx / 429, gRPC UNAVAILABLE, lock contention."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code is None or exc.status_code in _TRANSIENT_STATUS
+    if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    if isinstance(exc, RuntimeError) and "already accessed by another instance" in str(exc):
+        return True  # embedded store folder held by another process
+    try:
+        import httpx
+
+        if isinstance(exc, (httpx.TransportError, httpx.TimeoutException)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import grpc
+
+        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+            return exc.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.ABORTED,
+            )
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        body = (exc.content or b"")[:300].decode("utf-8", "replace")
+        return f"HTTP {exc.status_code} {exc.reason_phrase}: {body}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retrying(config: StoreConfig, what: str) -> Retrying:
+    def log_retry(state) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "retrying %s after transient error (attempt %d of %d, next in %.2fs): %s",
+            what, state.attempt_number, config.retries, state.next_action.sleep if state.next_action else 0.0,
+            _describe(exc) if exc else "?",
+        )
+
+    return Retrying(
+        stop=stop_after_attempt(config.retries),
+        wait=wait_exponential(multiplier=config.retry_wait, max=30),
+        retry=retry_if_exception(is_transient),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+
+
+def open_client(config: StoreConfig):
+    """Open a ``QdrantClient``: embedded store in ``config.resolved_path`` or a server at ``config.qdrant_url``.
+
+    The API key is read from the environment variable ``config.api_key_env``; it is never logged.
+
+    Raises:
+        StoreError: the store cannot be opened (folder locked by another process after retries, bad URL…).
+    """
+    from qdrant_client import QdrantClient
+
+    def connect():
+        if config.qdrant_url:
+            return QdrantClient(
+                url=config.qdrant_url,
+                api_key=config.api_key,
+                prefer_grpc=config.prefer_grpc,
+                timeout=int(config.timeout),
+            )
+        return QdrantClient(path=config.resolved_path)
+
+    where = config.qdrant_url or f"embedded store {config.resolved_path!r}"
+    try:
+        return _retrying(config, f"opening {where}")(connect)
+    except Exception as exc:
+        hint = (
+            " Another process holds this folder: wait for it, or use a Qdrant server for concurrent access."
+            if "already accessed" in str(exc)
+            else ""
+        )
+        raise StoreError(f"cannot open {where}: {_describe(exc)}.{hint}") from exc
+
+
+def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool) -> dict[str, Any]:
+    """``create_collection`` arguments for a new physical collection (server-only options only for servers)."""
+    from qdrant_client import models
+
+    params: dict[str, Any] = {"size": dim, "distance": models.Distance.COSINE}
+    kwargs: dict[str, Any] = {}
+    if server:
+        if config.on_disk_vectors:
+            params["on_disk"] = True
+        if config.vector_datatype == "float16":
+            params["datatype"] = models.Datatype.FLOAT16
+        if config.quantization == "int8":
+            kwargs["quantization_config"] = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+            )
+        if config.shard_number:
+            kwargs["shard_number"] = config.shard_number
+        if config.replication_factor:
+            kwargs["replication_factor"] = config.replication_factor
+    kwargs["vectors_config"] = {VECTOR_NAME: models.VectorParams(**params)}
+    return kwargs
+
+
+@dataclass
+class CollectionStamp:
+    """What the collection metadata records about the vectors inside."""
+
+    fingerprint: dict[str, Any]
+    encoder: dict[str, Any]
+    alias: str | None = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {METADATA_KEY: {"schema": _SCHEMA, "fingerprint": self.fingerprint, "encoder": self.encoder, "alias": self.alias}}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any] | None) -> CollectionStamp | None:
+        data = (metadata or {}).get(METADATA_KEY)
+        if not isinstance(data, dict) or "fingerprint" not in data:
+            return None
+        return cls(fingerprint=data["fingerprint"], encoder=data.get("encoder") or {}, alias=data.get("alias"))
+
+
+def encoder_record(encoder) -> dict[str, Any]:
+    """The encoder options that must be reproduced to query a collection (recorded in its stamp)."""
+    cfg = encoder.config
+    return {
+        "model": cfg.model,
+        "revision": cfg.revision,
+        "adapter": cfg.adapter,
+        "prompts": cfg.prompts,
+        "query_prompt": cfg.query_prompt,
+        "max_text_tokens": cfg.max_text_tokens,
+    }
+
+
+class QdrantStore:
+    """One Qdrant connection and the operations the pipelines need, every request retried on transient errors.
+
+    Args:
+        config: where the store is and how to write.
+        client: an already open ``QdrantClient`` (tests, or sharing one embedded store); default: ``open_client``.
+
+    Example:
+        >>> store = QdrantStore(StoreConfig(qdrant_path="qdrant_data"))     # doctest: +SKIP
+        >>> store.collections()                                              # doctest: +SKIP
+    """
+
+    def __init__(self, config: StoreConfig | None = None, *, client=None):
+        self.config = config or StoreConfig()
+        self.client = client if client is not None else open_client(self.config)
+        self._owns_client = client is None
+
+    @property
+    def is_server(self) -> bool:
+        return bool(self.config.qdrant_url)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ retried calls
+    def call(self, what: str, fn, *args, **kwargs):
+        """Run ``fn`` with retries on transient errors; permanent ones become ``StoreError`` naming ``what``."""
+        try:
+            return _retrying(self.config, what)(fn, *args, **kwargs)
+        except E5VError:
+            raise
+        except Exception as exc:
+            retried = " (gave up after retries)" if is_transient(exc) else ""
+            raise StoreError(f"Qdrant refused {what}{retried}: {_describe(exc)}") from exc
+
+    # ------------------------------------------------------------ names, aliases, stamps
+    def aliases(self) -> dict[str, str]:
+        """Alias name → physical collection name."""
+        response = self.call("listing aliases", self.client.get_aliases)
+        return {a.alias_name: a.collection_name for a in response.aliases}
+
+    def exists(self, name: str) -> bool:
+        return bool(self.call(f"checking collection {name!r}", self.client.collection_exists, name))
+
+    def resolve(self, name: str) -> str | None:
+        """Physical collection behind ``name`` (an alias or a plain collection), or ``None`` if neither exists."""
+        target = self.aliases().get(name)
+        if target is not None:
+            return target
+        names = {c.name for c in self.call("listing collections", self.client.get_collections).collections}
+        return name if name in names else None
+
+    def stamp(self, physical: str) -> CollectionStamp | None:
+        """The fingerprint stamp of a physical collection (``None`` if not made by this package)."""
+        info = self.call(f"reading collection {physical!r}", self.client.get_collection, physical)
+        return CollectionStamp.from_metadata(getattr(info.config, "metadata", None))
+
+    def dimension(self, physical: str) -> int | None:
+        info = self.call(f"reading collection {physical!r}", self.client.get_collection, physical)
+        vectors = info.config.params.vectors
+        if isinstance(vectors, dict):
+            params = vectors.get(VECTOR_NAME) or next(iter(vectors.values()), None)
+            return params.size if params is not None else None
+        return vectors.size if vectors is not None else None
+
+    def check_compatible(self, name: str, physical: str, encoder) -> None:
+        """Refuse to mix models: the stamp's fingerprint id and the vector size must match ``encoder``.
+
+        Raises:
+            CollectionMismatchError: naming both models and the remedies.
+        """
+        stamp = self.stamp(physical)
+        dim = self.dimension(physical)
+        fingerprint = encoder.fingerprint
+        remedy = (
+            f"Ingest into a new collection (--collection OTHER_NAME), or move {name!r} to this model with "
+            f"`e5v-qdrant reingest --collection {name} --model/--adapter ...`."
+        )
+        if dim is not None and dim != encoder.dim:
+            raise CollectionMismatchError(
+                f"collection {name!r} ({physical}) holds {dim}-d vectors but the model {encoder.config.model!r} "
+                f"makes {encoder.dim}-d vectors. {remedy}"
+            )
+        if stamp is None:
+            raise CollectionMismatchError(
+                f"collection {name!r} ({physical}) was not created by e5v-qdrant (no model fingerprint stamp); "
+                f"its vectors may come from another model. {remedy}"
+            )
+        if stamp.fingerprint.get("id") != fingerprint["id"]:
+            recorded = {k: stamp.fingerprint.get(k) for k in ("model", "revision", "adapter", "prompts", "id")}
+            current = {k: fingerprint.get(k) for k in ("model", "revision", "adapter", "prompts", "id")}
+            raise CollectionMismatchError(
+                f"collection {name!r} ({physical}) holds vectors of model {recorded}, not of {current}. {remedy}"
+            )
+
+    def create_physical(self, physical: str, encoder, *, alias: str | None) -> None:
+        """Create a physical collection sized for ``encoder`` and stamped with its fingerprint."""
+        stamp = CollectionStamp(fingerprint=encoder.fingerprint, encoder=encoder_record(encoder), alias=alias)
+        kwargs = collection_create_kwargs(self.config, encoder.dim, server=self.is_server)
+        self.call(
+            f"creating collection {physical!r}",
+            self.client.create_collection,
+            collection_name=physical,
+            metadata=stamp.to_metadata(),
+            **kwargs,
+        )
+        logger.info("created collection %s (%d-d, cosine, model fingerprint %s)", physical, encoder.dim, encoder.fingerprint["id"])
+
+    def point_alias(self, alias: str, physical: str) -> None:
+        """Make ``alias`` point at ``physical`` in one ``update_collection_aliases`` call (atomic switch)."""
+        from qdrant_client import models
+
+        operations = []
+        if alias in self.aliases():
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        operations.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=physical, alias_name=alias))
+        )
+        self.call(
+            f"pointing alias {alias!r} at {physical!r}",
+            self.client.update_collection_aliases,
+            change_aliases_operations=operations,
+        )
+
+    def ensure_collection(self, name: str, encoder) -> str:
+        """The physical collection to write ``encoder``'s vectors for ``name`` into, created and aliased if new.
+
+        Returns:
+            The physical collection name.
+
+        Raises:
+            CollectionMismatchError: ``name`` already serves another model or dimension.
+        """
+        if not name or "/" in name:
+            raise E5VConfigError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
+        physical = self.resolve(name)
+        if physical is not None:
+            self.check_compatible(name, physical, encoder)
+            return physical
+        physical = physical_name(name, encoder.fingerprint["id"])
+        if self.exists(physical):  # a run killed between creating the collection and its alias
+            self.check_compatible(name, physical, encoder)
+        else:
+            self.create_physical(physical, encoder, alias=name)
+        self.point_alias(name, physical)
+        return physical
+
+    # ------------------------------------------------------------ points
+    def upsert(self, collection: str, points: Sequence[Any]) -> int:
+        """Upsert ``points`` in batches of ``write_batch_size`` with ``wait=True``; returns how many were written."""
+        size = self.config.write_batch_size
+        for start in range(0, len(points), size):
+            batch = list(points[start : start + size])
+            self.call(
+                f"upserting {len(batch)} points into {collection!r}",
+                self.client.upsert,
+                collection_name=collection,
+                points=batch,
+                wait=True,
+            )
+        return len(points)
+
+    def delete(self, collection: str, ids: Iterable[str]) -> int:
+        """Delete points by id (batched, ``wait=True``); returns how many ids were sent."""
+        from qdrant_client import models
+
+        ids = list(ids)
+        size = max(self.config.write_batch_size, 256)
+        for start in range(0, len(ids), size):
+            batch = ids[start : start + size]
+            self.call(
+                f"deleting {len(batch)} points from {collection!r}",
+                self.client.delete,
+                collection_name=collection,
+                points_selector=models.PointIdsList(points=batch),
+                wait=True,
+            )
+        return len(ids)
+
+    def scroll(
+        self, collection: str, *, with_payload: bool | Sequence[str] = True, with_vectors: bool = False,
+        scroll_filter=None, page_size: int = 256,
+    ) -> Iterator[Any]:
+        """Every point (``Record``) of ``collection``, page by page."""
+        offset = None
+        while True:
+            records, offset = self.call(
+                f"scrolling {collection!r}",
+                self.client.scroll,
+                collection_name=collection,
+                scroll_filter=scroll_filter,
+                limit=page_size,
+                offset=offset,
+                with_payload=list(with_payload) if isinstance(with_payload, (list, tuple)) else with_payload,
+                with_vectors=with_vectors,
+            )
+            yield from records
+            if offset is None:
+                return
+
+    def source_index(self, collection: str) -> dict[str, set[str]]:
+        """Source URI → ids of its stored points (one scroll over payload ``source`` only, no vectors)."""
+        index: dict[str, set[str]] = {}
+        for record in self.scroll(collection, with_payload=["source"], page_size=1024):
+            source = (record.payload or {}).get("source")
+            if source is not None:
+                index.setdefault(source, set()).add(str(record.id))
+        return index
+
+    def retrieve(self, collection: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Any]:
+        return self.call(
+            f"retrieving {len(ids)} points from {collection!r}",
+            self.client.retrieve,
+            collection_name=collection,
+            ids=list(ids),
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+
+    def count(self, collection: str) -> int:
+        return int(self.call(f"counting {collection!r}", self.client.count, collection_name=collection, exact=True).count)
+
+    def query(self, collection: str, vector: Sequence[float], *, top_k: int = 10, modality: str | None = None) -> list[Any]:
+        """Nearest points to ``vector`` (cosine), optionally only ``modality`` = ``text`` / ``image``."""
+        from qdrant_client import models
+
+        query_filter = None
+        if modality in ("text", "image"):
+            query_filter = models.Filter(must=[models.FieldCondition(key="modality", match=models.MatchValue(value=modality))])
+        response = self.call(
+            f"querying {collection!r}",
+            self.client.query_points,
+            collection_name=collection,
+            query=[float(x) for x in vector],
+            using=VECTOR_NAME,
+            limit=top_k,
+            query_filter=query_filter,
+            with_payload=True,
+        )
+        return list(response.points)
+
+    def collections(self) -> list[dict[str, Any]]:
+        """Every collection: name, aliases pointing at it, model fingerprint id and model, point count."""
+        aliases = self.aliases()
+        rows = []
+        for desc in self.call("listing collections", self.client.get_collections).collections:
+            stamp = self.stamp(desc.name)
+            rows.append(
+                {
+                    "collection": desc.name,
+                    "aliases": sorted(a for a, c in aliases.items() if c == desc.name),
+                    "fingerprint": stamp.fingerprint.get("id") if stamp else None,
+                    "model": stamp.encoder.get("model") if stamp else None,
+                    "adapter": stamp.encoder.get("adapter") if stamp else None,
+                    "dim": self.dimension(desc.name),
+                    "points": self.count(desc.name),
+                }
+            )
+        return sorted(rows, key=lambda r: r["collection"])
