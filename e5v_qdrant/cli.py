@@ -70,8 +70,156 @@ def _run_info(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- ingest / search / collections
+_STORE_HELP = (
+    "Vectors go to the embedded Qdrant store in ./qdrant_data (override with --qdrant-path DIR) unless --qdrant-url "
+    "names a server; a server API key is read from the environment variable named by --api-key-env, never from argv."
+)
+
+
+def _store_from(args):
+    from .config import StoreConfig
+    from .store import QdrantStore
+
+    return QdrantStore(from_namespace(StoreConfig, args))
+
+
+def _encoder_from(args, store, collection: str):
+    """Load the encoder: options given on the command line, else those recorded in the collection, else defaults."""
+    from .encoder import E5VEncoder
+    from .search import recorded_encoder_options
+
+    recorded = recorded_encoder_options(store, collection)
+    ns = argparse.Namespace(**{**recorded, **vars(args)})
+    return E5VEncoder(config=from_namespace(EncoderConfig, ns))
+
+
+def _add_ingest(sub) -> Callable:
+    from .config import IngestConfig, StoreConfig
+
+    p = sub.add_parser(
+        "ingest",
+        help="embed folders of documents and images into a Qdrant collection (idempotent, resumable)",
+        description="Embed files into COLLECTION. Text: .txt .md .markdown .rst .html .htm (and .pdf with the optional "
+        "extra: pip install 'e5v-qdrant[pdf]'), chunked with LlamaIndex's SentenceSplitter; images: .jpg .jpeg .png "
+        ".webp .gif .bmp .tif .tiff. Re-running skips unchanged files, replaces the chunks of changed ones, and with "
+        "--sync removes files that vanished. Bad inputs are skipped and listed. " + _STORE_HELP
+        + " Exit status: 0 all ingested, 1 some inputs skipped, 2 usage/config/store error.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
+    add_arguments(p, IngestConfig, group="ingest")
+    add_arguments(p, EncoderConfig, group="model (default: the model recorded in the collection, else royokong/e5-v)")
+    add_arguments(p, StoreConfig, group="store")
+    p.add_argument("--report", metavar="FILE.json", help="also write the run report (counts, skipped inputs) as JSON")
+    p.add_argument("--json", action="store_true", help="print the run report as JSON instead of a summary")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: only on a terminal)")
+    return _run_ingest
+
+
+def _run_ingest(args) -> int:
+    from .config import IngestConfig
+    from .ingest import ingest
+
+    config = from_namespace(IngestConfig, args, paths=list(args.paths))
+    with _store_from(args) as store:
+        encoder = _encoder_from(args, store, config.collection)
+        report = ingest(config, encoder, store, progress=args.progress)
+    data = report.to_dict()
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+    if args.json:
+        _print_json(data)
+    else:
+        counts = data["counts"]
+        print(f"collection {report.collection} -> {report.physical_collection} (model fingerprint {report.model_fingerprint})")
+        print("files: " + ", ".join(f"{k} {counts[k]}" for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped")))
+        print(f"points: embedded {counts['embedded']}, written {counts['points_written']}, deleted {counts['points_deleted']}"
+              f" in {data['seconds']:.1f}s")
+        for w in data["warnings"]:
+            print(f"warning: {w['source']}: {w['warning']}")
+        for s in data["skipped_inputs"]:
+            print(f"skipped: {s['source']}: {s['reason']}")
+    return report.exit_code
+
+
+def _add_search(sub) -> Callable:
+    from .config import StoreConfig
+
+    p = sub.add_parser(
+        "search",
+        help="query a collection with text, an image, or both (composed query)",
+        description="Search COLLECTION with a text query, an --image, or both (the image modified by the text). "
+        "The model defaults to the one recorded in the collection. " + _STORE_HELP,
+    )
+    p.add_argument("text", nargs="?", default=None, metavar="TEXT", help="query text (with --image: the modification)")
+    p.add_argument("--image", help="query image path (alone: image query; with TEXT: composed query)")
+    p.add_argument("--collection", required=True, help="collection (alias) to search")
+    p.add_argument("--top-k", type=int, default=10, metavar="K", help="number of results (default: 10)")
+    p.add_argument("--modality", choices=("text", "image", "any"), default="any", help="only return this modality (default: any)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    add_arguments(p, EncoderConfig, group="model (default: the model recorded in the collection)")
+    add_arguments(p, StoreConfig, group="store")
+    return _run_search
+
+
+def _run_search(args) -> int:
+    from .errors import E5VConfigError
+    from .search import search
+
+    if args.text is None and args.image is None:
+        raise E5VConfigError("give a query TEXT, an --image PATH, or both")
+    if args.top_k < 1:
+        raise E5VConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    with _store_from(args) as store:
+        if store.resolve(args.collection) is None:
+            raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
+        encoder = _encoder_from(args, store, args.collection)
+        hits = search(store, encoder, args.collection, text=args.text, image=args.image, top_k=args.top_k, modality=args.modality)
+    if args.json:
+        _print_json([h.to_dict() for h in hits])
+    else:
+        for h in hits:
+            snippet = ""
+            if h.text:
+                flat = " ".join(h.text.split())
+                snippet = "  " + (flat[:77] + "..." if len(flat) > 80 else flat)
+            where = f"{h.source}#{h.chunk_index}" if h.modality == "text" else f"{h.source}"
+            print(f"{h.score:.4f}  {h.modality or '?':5}  {where}{snippet}")
+    return EXIT_OK
+
+
+def _add_collections(sub) -> Callable:
+    from .config import StoreConfig
+
+    p = sub.add_parser(
+        "collections",
+        help="list collections: alias -> physical collection, model fingerprint, point count",
+        description="List the store's physical collections with the aliases pointing at them, the model fingerprint "
+        "each was built with, and its point count. " + _STORE_HELP,
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_arguments(p, StoreConfig, group="store")
+    return _run_collections
+
+
+def _run_collections(args) -> int:
+    with _store_from(args) as store:
+        rows = store.collections()
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            alias = ", ".join(r["aliases"]) or "(no alias)"
+            adapter = f" + adapter {r['adapter']}" if r["adapter"] else ""
+            print(f"{alias} -> {r['collection']}  fingerprint {r['fingerprint']}  {r['points']} points  "
+                  f"model {r['model']}{adapter}  dim {r['dim']}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- wiring
-_COMMANDS: list[Callable] = [_add_info]
+_COMMANDS: list[Callable] = [_add_info, _add_ingest, _add_search, _add_collections]
 
 
 def build_parser() -> argparse.ArgumentParser:
