@@ -17,6 +17,7 @@ Nothing here embeds or writes: ``read_source`` returns a ``Document`` of ``Item`
 from __future__ import annotations
 
 import hashlib
+import io
 import mimetypes
 import os
 import stat
@@ -258,7 +259,7 @@ def _decode_text(data: bytes) -> tuple[str, list[str]]:
     return text, warnings
 
 
-def _read_pdf(path: str) -> str:
+def _read_pdf(path) -> str:
     try:
         from pypdf import PdfReader
     except ImportError as exc:
@@ -361,8 +362,11 @@ def image_item(source: str, data: bytes) -> Item:
     return Item(pid, "image", data, payload)
 
 
-def read_source(entry: SourceFile, chunker: Chunker) -> Document | SkippedInput:
+def read_source(entry: SourceFile, chunker: Chunker, data: bytes | None = None) -> Document | SkippedInput:
     """Read one discovered file into items (text chunks or one image); never raises for bad input.
+
+    ``data``, when given, is the file's content already read by the caller (the Ray engine reads files with
+    ``ray.data.read_binary_files``); the file is then not opened again.
 
     Images are only read and hashed here (cheap); decoding and validation happen when they are to be embedded
     (``media.load_image``), so unchanged images cost no decode on re-runs.
@@ -370,10 +374,11 @@ def read_source(entry: SourceFile, chunker: Chunker) -> Document | SkippedInput:
     source = entry.source
     try:
         if entry.kind == "pdf":
-            text, warnings = _read_pdf(source), []
+            text, warnings = _read_pdf(source if data is None else io.BytesIO(data)), []
         else:
-            with open(source, "rb") as fh:
-                data = fh.read()
+            if data is None:
+                with open(source, "rb") as fh:
+                    data = fh.read()
             if entry.kind == "image":
                 if not data:
                     return SkippedInput(source, "empty (zero bytes)")
