@@ -99,11 +99,20 @@ class StoreConfig:
         choices=("float32", "float16"),
     )
     quantization: str = option(
-        "none", help="server only: int8 = scalar quantization kept in RAM with rescoring; ignored by the embedded store",
-        choices=("none", "int8"),
+        "none", help="server only: int8 = scalar quantization (4x smaller), binary = 1 bit per dimension (32x smaller), "
+        "both kept in RAM and rescored with the original vectors at search time; ignored by the embedded store",
+        choices=("none", "int8", "binary"),
     )
     shard_number: int | None = option(None, help="server/cluster only: shards of a new collection (default: server's)")
     replication_factor: int | None = option(None, help="server/cluster only: replicas of each shard of a new collection")
+    write_consistency_factor: int | None = option(
+        None, help="server/cluster only: replicas that must acknowledge each write of a new collection (<= replication_factor)"
+    )
+    rescore: bool = option(True, help="with quantization: re-rank the quantized candidates with the original vectors at search time")
+    oversampling: float = option(2.0, help="with quantization: fetch top_k x this many quantized candidates before rescoring")
+    write_batch_bytes: int = option(
+        4 * 1024 * 1024, help="most estimated bytes per upsert request of the Ray engine's writer (REST servers refuse bodies over 32 MiB)"
+    )
 
     def __post_init__(self):
         if self.qdrant_path and self.qdrant_url:
@@ -118,9 +127,19 @@ class StoreConfig:
             raise E5VConfigError(f"retry_wait must be >= 0, got {self.retry_wait}")
         if self.vector_datatype not in ("float32", "float16"):
             raise E5VConfigError(f"vector_datatype must be float32 or float16, got {self.vector_datatype!r}")
-        if self.quantization not in ("none", "int8"):
-            raise E5VConfigError(f"quantization must be none or int8, got {self.quantization!r}")
-        for name in ("shard_number", "replication_factor"):
+        if self.quantization not in ("none", "int8", "binary"):
+            raise E5VConfigError(f"quantization must be none, int8 or binary, got {self.quantization!r}")
+        if self.oversampling < 1:
+            raise E5VConfigError(f"oversampling must be >= 1, got {self.oversampling}")
+        if self.write_batch_bytes < 1024:
+            raise E5VConfigError(f"write_batch_bytes must be >= 1024, got {self.write_batch_bytes}")
+        if (self.write_consistency_factor is not None and self.replication_factor is not None
+                and self.write_consistency_factor > self.replication_factor):
+            raise E5VConfigError(
+                f"write_consistency_factor ({self.write_consistency_factor}) cannot exceed replication_factor "
+                f"({self.replication_factor}): a write would wait for replicas that do not exist"
+            )
+        for name in ("shard_number", "replication_factor", "write_consistency_factor"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise E5VConfigError(f"{name} must be >= 1, got {value}")
@@ -150,6 +169,14 @@ class IngestConfig:
     sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
     follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
     queue_size: int = option(4, help="batches buffered between the reading, embedding and writing threads (bounds memory)")
+    bulk_load: bool = option(
+        False, help="server only: defer HNSW index building during the run (hnsw m=0), restore the collection's settings after, even on failure"
+    )
+    engine: str = option("local", help="local = threads in this process; ray = a Ray cluster (pip install 'e5v-qdrant[ray]')", choices=("local", "ray"))
+    ray_address: str | None = option(None, help="ray engine: cluster to join (auto = the running cluster); default: a local Ray instance")
+    replicas: int = option(1, help="ray engine: encoder replicas (actors), one model load each")
+    gpus_per_replica: float | None = option(None, help="ray engine: GPUs per encoder replica (0 = CPU); default 1 when the cluster has GPUs, else 0")
+    write_concurrency: int = option(2, help="ray engine: parallel Qdrant write tasks (server only; the embedded store is written by the driver)")
 
     def __post_init__(self):
         if not self.collection:
@@ -160,6 +187,12 @@ class IngestConfig:
             raise E5VConfigError(f"chunk_overlap must be in [0, chunk_size), got {self.chunk_overlap}")
         if self.queue_size < 1:
             raise E5VConfigError(f"queue_size must be >= 1, got {self.queue_size}")
+        if self.engine not in ("local", "ray"):
+            raise E5VConfigError(f"engine must be local or ray, got {self.engine!r}")
+        if self.replicas < 1 or self.write_concurrency < 1:
+            raise E5VConfigError(f"replicas and write_concurrency must be >= 1, got {self.replicas} and {self.write_concurrency}")
+        if self.gpus_per_replica is not None and self.gpus_per_replica < 0:
+            raise E5VConfigError(f"gpus_per_replica must be >= 0, got {self.gpus_per_replica}")
 
 #: LoRA targets of the paper: every attention and MLP projection of the Llama text model.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
