@@ -20,6 +20,7 @@ import logging
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,8 @@ __all__ = [
     "open_client",
     "is_transient",
     "collection_create_kwargs",
+    "search_params",
+    "bulk_load",
 ]
 
 logger = logging.getLogger(__name__)
@@ -189,10 +192,14 @@ def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool) -> 
             kwargs["quantization_config"] = models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
             )
+        elif config.quantization == "binary":
+            kwargs["quantization_config"] = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
         if config.shard_number:
             kwargs["shard_number"] = config.shard_number
         if config.replication_factor:
             kwargs["replication_factor"] = config.replication_factor
+        if config.write_consistency_factor:
+            kwargs["write_consistency_factor"] = config.write_consistency_factor
     kwargs["vectors_config"] = {VECTOR_NAME: models.VectorParams(**params)}
     return kwargs
 
@@ -473,6 +480,7 @@ class QdrantStore:
             using=VECTOR_NAME,
             limit=top_k,
             query_filter=query_filter,
+            search_params=search_params(self.config),
             with_payload=True,
         )
         return list(response.points)
@@ -495,3 +503,69 @@ class QdrantStore:
                 }
             )
         return sorted(rows, key=lambda r: r["collection"])
+
+
+# ---------------------------------------------------------------- cluster settings (search time, bulk load)
+def search_params(config: StoreConfig):
+    """``SearchParams`` for a quantized collection (rescoring with the originals, oversampling), else ``None``."""
+    if config.quantization == "none":
+        return None
+    from qdrant_client import models
+
+    return models.SearchParams(
+        quantization=models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
+    )
+
+
+@contextmanager
+def bulk_load(store: QdrantStore, collection: str, *, enabled: bool = True) -> Iterator[None]:
+    """Defer HNSW index building on ``collection`` while the block runs; restore its HNSW settings after, even on error.
+
+    Sets ``hnsw_config.m = 0`` (Qdrant then keeps incoming segments unindexed) and, on exit, sets ``m`` and
+    ``payload_m`` back to the values read before, which makes the server build the index once over all the points.
+    A no-op for the embedded store (it has no HNSW index) or when ``enabled`` is false. If the restore itself fails
+    the error is raised (after the block's own error, if any, is logged) with the exact setting to re-apply.
+
+    Example:
+        >>> with bulk_load(store, "docs"):                      # doctest: +SKIP
+        ...     ingest(config, encoder, store)
+    """
+    if not enabled or not store.is_server:
+        yield
+        return
+    from qdrant_client import models
+
+    physical = store.resolve(collection) or collection
+    info = store.call(f"reading collection {physical!r}", store.client.get_collection, physical)
+    hnsw = info.config.hnsw_config
+    original = models.HnswConfigDiff(m=hnsw.m, payload_m=hnsw.payload_m)
+    if hnsw.m == 0:  # already deferred (a killed bulk run): restore to Qdrant's default when done
+        original = models.HnswConfigDiff(m=16, payload_m=hnsw.payload_m)
+        logger.warning("collection %s already had hnsw m=0 (an earlier bulk load did not finish); restoring m=16 after", physical)
+    store.call(
+        f"deferring HNSW indexing on {physical!r}", store.client.update_collection,
+        collection_name=physical, hnsw_config=models.HnswConfigDiff(m=0),
+    )
+    logger.info("bulk load: HNSW indexing deferred on %s (m=0); will restore m=%s", physical, original.m)
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            store.call(
+                f"restoring HNSW settings on {physical!r}", store.client.update_collection,
+                collection_name=physical, hnsw_config=original,
+            )
+            logger.info("bulk load: HNSW settings restored on %s (m=%s)", physical, original.m)
+        except Exception as exc:
+            message = (
+                f"bulk load: could not restore HNSW settings on {physical!r} ({exc}); the collection is left unindexed. "
+                f"Re-apply them with client.update_collection({physical!r}, hnsw_config=HnswConfigDiff(m={original.m}))"
+            )
+            if failed:
+                logger.error(message)
+            else:
+                raise StoreError(message) from exc
