@@ -290,23 +290,9 @@ class Chunker:
         self.chunk_overlap = chunk_overlap
         self._splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
 
-    def split(self, text: str) -> list[tuple[str, int | None, int | None]]:
-        """Chunks of ``text`` with their start / end character offsets (``None`` if not found verbatim)."""
-        chunks = []
-        cursor = 0
-        for chunk in self._splitter.split_text(text):
-            if not chunk.strip():
-                continue
-            start = text.find(chunk, cursor)
-            if start < 0:
-                start = text.find(chunk)
-            if start >= 0:
-                end = start + len(chunk)
-                cursor = start + 1
-                chunks.append((chunk, start, end))
-            else:
-                chunks.append((chunk, None, None))
-        return chunks
+    def split(self, text: str) -> list[str]:
+        """Non-blank chunks of ``text`` in order."""
+        return [chunk for chunk in self._splitter.split_text(text) if chunk.strip()]
 
 
 def _node_metadata(source: str, modality: str, content_hash_: str, chunk_index: int) -> dict[str, Any]:
@@ -319,8 +305,12 @@ def _node_metadata(source: str, modality: str, content_hash_: str, chunk_index: 
     }
 
 
-def text_item(source: str, chunk_index: int, text: str, start: int | None = None, end: int | None = None) -> Item:
-    """A text chunk as an ``Item`` whose payload LlamaIndex reads back as a ``TextNode`` with id = point id."""
+def text_item(source: str, chunk_index: int, text: str) -> Item:
+    """A text chunk as an ``Item`` whose payload LlamaIndex reads back as a ``TextNode`` with id = point id.
+
+    The payload is a pure function of (source, chunk index, chunk text) — no character offsets, which would change
+    when an earlier part of the file is edited — so an unchanged chunk keeps its point as is.
+    """
     from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
     from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
@@ -333,8 +323,6 @@ def text_item(source: str, chunk_index: int, text: str, start: int | None = None
         metadata=metadata,
         excluded_embed_metadata_keys=list(metadata),
         excluded_llm_metadata_keys=[k for k in metadata if k not in ("source", "file_name")],
-        start_char_idx=start,
-        end_char_idx=end,
         relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=document_id(source))},
     )
     payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
@@ -394,7 +382,7 @@ def read_source(entry: SourceFile, chunker: Chunker, data: bytes | None = None) 
         return SkippedInput(source, _os_reason(exc))
     if not text.strip():
         return SkippedInput(source, "empty document (no text after reading)")
-    items = [text_item(source, i, chunk, start, end) for i, (chunk, start, end) in enumerate(chunker.split(text))]
+    items = [text_item(source, i, chunk) for i, chunk in enumerate(chunker.split(text))]
     if not items:
         return SkippedInput(source, "empty document (no chunks)")
     return Document(source, entry.kind, items, warnings)
