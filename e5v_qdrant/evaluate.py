@@ -264,7 +264,7 @@ def qdrant_ranks(
     from qdrant_client import models
 
     from .config import StoreConfig
-    from .store import VECTOR_NAME, QdrantStore, collection_create_kwargs
+    from .store import VECTOR_NAME, QdrantStore, collection_create_kwargs, search_params
 
     candidates = np.asarray(candidates, dtype=np.float32)
     queries = np.asarray(queries, dtype=np.float32)
@@ -285,11 +285,8 @@ def qdrant_ranks(
             # that search params have no effect there), so it gets none.
             params = None
             if server:
-                params = models.SearchParams(
-                    exact=True,
-                    quantization=models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
-                    if quantized else None,
-                )
+                searched = search_params(config)  # what `e5v-qdrant search` sends (rescore, oversampling)
+                params = models.SearchParams(exact=True, quantization=searched.quantization if searched else None)
             create = collection_create_kwargs(config, candidates.shape[1], server=qs.is_server)
             qs.call(f"creating collection {name!r}", qs.client.create_collection, collection_name=name, **create)
             try:
@@ -731,8 +728,9 @@ def diagnose(encoder: E5VEncoder, task: str, *, limited: bool = False) -> tuple[
     cfg = encoder.config
     warnings: list[str] = []
     notes: list[str] = []
-    if cfg.prompts != "e5v":
-        warnings.append(f"prompt preset {cfg.prompts!r} is not the authors' ('e5v'); the paper's numbers used 'e5v'")
+    authors = ("e5v", "e5v-cirr-target") if task == "composed" else ("e5v",)
+    if cfg.prompts not in authors:
+        warnings.append(f"prompt preset {cfg.prompts!r} is not the authors' ({' or '.join(map(repr, authors))}) for {task}")
     if cfg.query_prompt is not None:
         warnings.append(f"query_prompt {cfg.query_prompt!r} replaces the authors' text prompt for queries")
     if cfg.dtype != "auto":

@@ -242,3 +242,31 @@ def test_read_triplets_jsonl_and_csv(tmp_path):
     bad.write_text('{"anchor": "a"}\n')
     with pytest.raises(E5VInputError):
         read_triplets(bad)
+
+
+# ------------------------------------------------------------------ diagnosis
+def test_diagnose_flags_settings_that_move_the_numbers(encoder):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from e5v_qdrant.evaluate import diagnose
+    from e5v_qdrant.prompts import get_prompts
+
+    def facts(task, **changes):
+        cfg = replace(encoder.config, **changes)
+        view = SimpleNamespace(config=cfg, prompts=get_prompts(cfg.prompts, query=cfg.query_prompt),
+                               torch_dtype=encoder.torch_dtype, tokenizer=encoder.tokenizer)
+        return diagnose(view, task)
+
+    warnings, _ = facts("retrieval", model="royokong/e5-v", revision=None, prompts="e5v-typofix", max_text_tokens=32)
+    text = "\n".join(warnings)
+    assert "no revision pin" in text and "'e5v-typofix'" in text and "truncated to 32" in text
+    assert "non-default dtype 'float32'" in text  # the session encoder asks for float32 explicitly
+    warnings, _ = facts("retrieval", model="royokong/e5-v", revision="abc123", dtype="auto")
+    assert warnings == []
+    # the authors' CIRR target prompt is their choice for composed retrieval, not a deviation …
+    warnings, notes = facts("composed", prompts="e5v-cirr-target", dtype="auto")
+    assert warnings == [] and not any("e5v-cirr-target" in n for n in notes)
+    # … but it is one for caption retrieval, and plain prompts for composed get a note pointing at it
+    assert any("e5v-cirr-target" in w for w in facts("retrieval", prompts="e5v-cirr-target", dtype="auto")[0])
+    assert any("e5v-cirr-target" in n for n in facts("composed", dtype="auto")[1])
