@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import ImageNode, TextNode
-
 from llama_index.embeddings.e5v import E5VEmbedding
 
 
