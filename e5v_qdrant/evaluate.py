@@ -165,7 +165,7 @@ def retrieval_ranks(
     relevant: Sequence[Sequence[int]],
     exclude: Sequence[Sequence[int] | None] | None = None,
     *,
-    chunk: int = 1024,
+    chunk: int = 256,
 ) -> np.ndarray:
     """``ranks_from_scores`` of ``queries @ candidates.T``, computed ``chunk`` queries at a time (bounded memory)."""
     queries = np.asarray(queries, dtype=np.float32)
@@ -226,7 +226,9 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     dx, dy = x - x.mean(), y - y.mean()
     denom = np.sqrt((dx * dx).sum() * (dy * dy).sum())
     if denom == 0:
-        raise E5VInputError("correlation", "one side is constant (all gold scores or all similarities equal); undefined")
+        raise E5VInputError(
+            "correlation", "one side is constant (all gold scores or all similarities equal); undefined"
+        )
     return float((dx * dy).sum() / denom)
 
 
@@ -290,16 +292,23 @@ def qdrant_ranks(
             create = collection_create_kwargs(config, candidates.shape[1], server=qs.is_server)
             qs.call(f"creating collection {name!r}", qs.client.create_collection, collection_name=name, **create)
             try:
-                qs.upsert(name, [models.PointStruct(id=i, vector={VECTOR_NAME: v.tolist()}) for i, v in enumerate(candidates)])
+                qs.upsert(
+                    name, [models.PointStruct(id=i, vector={VECTOR_NAME: v.tolist()}) for i, v in enumerate(candidates)]
+                )
                 for start in range(0, len(queries), batch_size):
                     stop = min(start + batch_size, len(queries))
                     requests = []
                     for q in range(start, stop):
                         excluded = [] if exclude is None or exclude[q] is None else [int(i) for i in exclude[q]]
                         flt = models.Filter(must_not=[models.HasIdCondition(has_id=excluded)]) if excluded else None
-                        requests.append(models.QueryRequest(query=queries[q].tolist(), using=VECTOR_NAME, limit=limit,
-                                                            params=params, filter=flt))
-                    responses = qs.call(f"querying {name!r}", qs.client.query_batch_points, collection_name=name, requests=requests)
+                        requests.append(
+                            models.QueryRequest(
+                                query=queries[q].tolist(), using=VECTOR_NAME, limit=limit, params=params, filter=flt
+                            )
+                        )
+                    responses = qs.call(
+                        f"querying {name!r}", qs.client.query_batch_points, collection_name=name, requests=requests
+                    )
                     for q, response in zip(range(start, stop), responses, strict=True):
                         wanted = {int(i) for i in relevant[q]}
                         for position, point in enumerate(response.points):
@@ -379,7 +388,9 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise E5VInputError(f"{path}:{number}", f"not valid JSON ({exc.msg}); expected one JSON object per line") from None
+                raise E5VInputError(
+                    f"{path}:{number}", f"not valid JSON ({exc.msg}); expected one JSON object per line"
+                ) from None
             if not isinstance(row, dict):
                 raise E5VInputError(f"{path}:{number}", f"expected a JSON object, got {type(row).__name__}")
             rows.append((number, row))
@@ -391,7 +402,9 @@ def _field(row: dict, names: Sequence[str], where: str, *, required: bool = True
         if name in row and row[name] is not None:
             return row[name]
     if required:
-        raise E5VInputError(where, f"missing field {names[0]!r} (accepted names: {', '.join(names)}); found {sorted(row)}")
+        raise E5VInputError(
+            where, f"missing field {names[0]!r} (accepted names: {', '.join(names)}); found {sorted(row)}"
+        )
     return None
 
 
@@ -410,11 +423,15 @@ def _image_path(name: str, images_dir: Path | None, where: str, *extra_dirs: str
                 return str(trial)
         candidate = images_dir / name
     if not candidate.is_file():
-        raise E5VInputError(where, f"image {str(candidate)!r} not found; pass --images DIR with the folder holding the images")
+        raise E5VInputError(
+            where, f"image {str(candidate)!r} not found; pass --images DIR with the folder holding the images"
+        )
     return str(candidate)
 
 
-def read_retrieval(captions: str | os.PathLike, images_dir: str | os.PathLike, *, split: str = "test", limit: int | None = None) -> RetrievalSet:
+def read_retrieval(
+    captions: str | os.PathLike, images_dir: str | os.PathLike, *, split: str = "test", limit: int | None = None
+) -> RetrievalSet:
     """Read an image–caption retrieval set.
 
     Formats: Karpathy-split JSON (``{"images": [{"filename", "split", "sentences": [{"raw"}], "filepath"?}]}``;
@@ -505,7 +522,9 @@ def read_composed(
         rows = rows[:limit]
     for number, row in rows:
         where = f"{path}:{number}"
-        out.references.append(_image_path(str(_field(row, ("reference", "reference_image", "ref"), where)), root, where))
+        out.references.append(
+            _image_path(str(_field(row, ("reference", "reference_image", "ref"), where)), root, where)
+        )
         text = _field(row, ("text", "caption", "modification"), where)
         if isinstance(text, list):
             text = ", ".join(map(str, text))
@@ -522,11 +541,15 @@ def read_composed(
             out.candidates = names
         else:
             lines = [ln.strip() for ln in _existing(cand, "candidates file").read_text(encoding="utf-8").splitlines()]
-            out.candidates = list(dict.fromkeys(_image_path(ln, root, f"{cand}:{i}") for i, ln in enumerate(lines, 1) if ln))
+            out.candidates = list(
+                dict.fromkeys(_image_path(ln, root, f"{cand}:{i}") for i, ln in enumerate(lines, 1) if ln)
+            )
             out.files.append(str(cand))
         missing = sorted(set(out.targets) - set(out.candidates))
         if missing:
-            raise E5VInputError(str(cand), f"{len(missing)} target image(s) are not among the candidates, e.g. {missing[0]!r}")
+            raise E5VInputError(
+                str(cand), f"{len(missing)} target image(s) are not among the candidates, e.g. {missing[0]!r}"
+            )
     return out
 
 
@@ -576,7 +599,9 @@ def read_sts(data_file: str | os.PathLike, *, limit: int | None = None) -> PairS
                 continue
             where = f"{path}:{number}"
             if len(row) <= max(cols):
-                raise E5VInputError(where, f"has {len(row)} tab-separated columns; expected sentence1, sentence2, score")
+                raise E5VInputError(
+                    where, f"has {len(row)} tab-separated columns; expected sentence1, sentence2, score"
+                )
             add(row[cols[0]], row[cols[1]], row[cols[2]], where)
     if limit is not None:
         out.sentences1, out.sentences2, out.scores = out.sentences1[:limit], out.sentences2[:limit], out.scores[:limit]
@@ -630,7 +655,9 @@ class EvalReport:
         """Write the report as indented JSON (parent folders are created)."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        target.write_text(
+            json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+        )
 
     def format_table(self) -> str:
         """The metrics as a text table (with Qdrant and paper columns when present), then warnings and notes."""
@@ -645,16 +672,27 @@ class EvalReport:
                 rows.append(["  paper", *(_fmt(self.paper[direction].get(n)) for n in names)])
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         lines = [f"{self.task}: " + ", ".join(f"{k}={v}" for k, v in self.data.get("counts", {}).items())]
-        lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+        lines.append(
+            "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+        )
         for row in rows:
-            lines.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+            lines.append(
+                "  ".join(
+                    str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
         if self.paper:
             lines.append(f"paper: {self.paper.get('benchmark')}")
         m = self.model
-        lines.append(f"model {m.get('model')} @ {m.get('revision') or 'unpinned'}, adapter {m.get('adapter')}, {m.get('dtype')} on {m.get('device')}")
+        lines.append(
+            f"model {m.get('model')} @ {m.get('revision') or 'unpinned'}, adapter {m.get('adapter')}, {m.get('dtype')} on {m.get('device')}"
+        )
         if self.image_tokens:
             t = self.image_tokens
-            lines.append(f"image tokens per image: min {t['min']}, mean {t['mean']:.1f}, max {t['max']} over {t['images']} images")
+            lines.append(
+                f"image tokens per image: min {t['min']}, mean {t['mean']:.1f}, max {t['max']} over {t['images']} images"
+            )
         lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         lines.extend(f"WARNING: {w}" for w in self.warnings)
         lines.extend(f"note: {n}" for n in self.notes)
@@ -690,8 +728,13 @@ def _data_facts(files: Sequence[str], counts: dict[str, int], **extra: Any) -> d
 def _environment() -> dict[str, Any]:
     from . import __version__
 
-    env = {"e5v_qdrant": __version__, "python": platform.python_version(), "numpy": np.__version__,
-           "platform": platform.platform(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    env = {
+        "e5v_qdrant": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     try:
         import qdrant_client
 
@@ -730,14 +773,18 @@ def diagnose(encoder: E5VEncoder, task: str, *, limited: bool = False) -> tuple[
     notes: list[str] = []
     authors = ("e5v", "e5v-cirr-target") if task == "composed" else ("e5v",)
     if cfg.prompts not in authors:
-        warnings.append(f"prompt preset {cfg.prompts!r} is not the authors' ({' or '.join(map(repr, authors))}) for {task}")
+        warnings.append(
+            f"prompt preset {cfg.prompts!r} is not the authors' ({' or '.join(map(repr, authors))}) for {task}"
+        )
     if cfg.query_prompt is not None:
         warnings.append(f"query_prompt {cfg.query_prompt!r} replaces the authors' text prompt for queries")
     if cfg.dtype != "auto":
         warnings.append(f"non-default dtype {cfg.dtype!r} requested (default 'auto'); the authors ran {AUTHORS_DTYPE}")
     dtype = str(encoder.torch_dtype).removeprefix("torch.")
     if dtype != AUTHORS_DTYPE:
-        notes.append(f"running {dtype}; the authors evaluated in {AUTHORS_DTYPE} (expect differences of a few tenths, not points)")
+        notes.append(
+            f"running {dtype}; the authors evaluated in {AUTHORS_DTYPE} (expect differences of a few tenths, not points)"
+        )
     if cfg.revision is None and not os.path.isdir(cfg.model):
         warnings.append(f"no revision pin for hub model {cfg.model!r}: the files may change upstream (pass --revision)")
     if cfg.model != DEFAULT_MODEL:
@@ -745,22 +792,32 @@ def diagnose(encoder: E5VEncoder, task: str, *, limited: bool = False) -> tuple[
     if cfg.adapter:
         notes.append(f"adapter {cfg.adapter!r} applied: numbers measure the fine-tuned model")
     if cfg.max_text_tokens is not None:
-        warnings.append(f"texts truncated to {cfg.max_text_tokens} tokens (max_text_tokens); the authors' evaluation does not truncate")
+        warnings.append(
+            f"texts truncated to {cfg.max_text_tokens} tokens (max_text_tokens); the authors' evaluation does not truncate"
+        )
     if encoder.tokenizer.padding_side != "left":
-        warnings.append(f"tokenizer padding side is {encoder.tokenizer.padding_side!r}; last-token pooling needs left padding")
+        warnings.append(
+            f"tokenizer padding side is {encoder.tokenizer.padding_side!r}; last-token pooling needs left padding"
+        )
     if limited:
         warnings.append("--limit evaluated a subset: numbers are not comparable to the full benchmark")
     if task == "composed" and encoder.prompts.image != "<image>\n Describe this image in one word: ":
-        notes.append("the authors embed CIRR candidate images with the prompt preset 'e5v-cirr-target' "
-                     "('<image>\\n Describe this image in one word: '); this run used the plain image prompt")
+        notes.append(
+            "the authors embed CIRR candidate images with the prompt preset 'e5v-cirr-target' "
+            "('<image>\\n Describe this image in one word: '); this run used the plain image prompt"
+        )
     if task == "sts":
-        notes.append("the authors' STS evaluation uses a slightly different text body (' {text}\\nSummary above sentence in "
-                     "one word:', leading space, no trailing space); this run uses the encoder's text prompt")
+        notes.append(
+            "the authors' STS evaluation uses a slightly different text body (' {text}\\nSummary above sentence in "
+            "one word:', leading space, no trailing space); this run uses the encoder's text prompt"
+        )
     import transformers
 
     if transformers.__version__ != AUTHORS_TRANSFORMERS:
-        notes.append(f"transformers {transformers.__version__} (the authors pinned {AUTHORS_TRANSFORMERS}); the "
-                     "encoder's checkpoint fixes are recorded in model.load_warnings when loaded by the CLI")
+        notes.append(
+            f"transformers {transformers.__version__} (the authors pinned {AUTHORS_TRANSFORMERS}); the "
+            "encoder's checkpoint fixes are recorded in model.load_warnings when loaded by the CLI"
+        )
     return warnings, notes
 
 
@@ -782,8 +839,13 @@ def _image_token_stats(encoder: E5VEncoder, paths: Sequence[str]) -> dict[str, A
     if not counts:
         return {"images": 0, "min": 0, "mean": 0.0, "max": 0, "distinct_sizes": 0}
     arr = np.asarray(counts)
-    return {"images": len(counts), "min": int(arr.min()), "mean": float(arr.mean()), "max": int(arr.max()),
-            "distinct_sizes": len(by_size)}
+    return {
+        "images": len(counts),
+        "min": int(arr.min()),
+        "mean": float(arr.mean()),
+        "max": int(arr.max()),
+        "distinct_sizes": len(by_size),
+    }
 
 
 class _Clock:
@@ -802,11 +864,18 @@ class _Clock:
 
 
 def _qdrant_section(metrics, qdrant_metrics, facts, warnings) -> dict[str, Any]:
-    delta = {d: {k: (None if v is None or metrics[d].get(k) is None else round(v - metrics[d][k], 6))
-                 for k, v in vals.items()} for d, vals in qdrant_metrics.items()}
+    delta = {
+        d: {
+            k: (None if v is None or metrics[d].get(k) is None else round(v - metrics[d][k], 6))
+            for k, v in vals.items()
+        }
+        for d, vals in qdrant_metrics.items()
+    }
     if any(abs(v) > 1e-9 for vals in delta.values() for v in vals.values() if v is not None):
-        warnings.append("recall through Qdrant differs from in-memory recall (storage-side loss: quantization, "
-                        "datatype, or approximate search); see qdrant.delta")
+        warnings.append(
+            "recall through Qdrant differs from in-memory recall (storage-side loss: quantization, "
+            "datatype, or approximate search); see qdrant.delta"
+        )
     if facts.get("location", "").startswith("local mode"):
         facts["caveat"] = "local mode ignores quantization and HNSW; use --qdrant-url to test a server's storage"
     return {"metrics": qdrant_metrics, "delta": delta, "collection": facts}
@@ -846,15 +915,21 @@ def evaluate_retrieval(
     image_vecs = encoder.embed_images(data.images, show_progress=show_progress)
     t = clock.lap("embed_images_s", t)
     query_vecs = encoder.embed_queries(data.captions, show_progress=show_progress)
-    doc_vecs = encoder.embed_texts(data.captions, show_progress=show_progress) if encoder.prompts.query is not None else query_vecs
+    doc_vecs = (
+        encoder.embed_texts(data.captions, show_progress=show_progress)
+        if encoder.prompts.query is not None
+        else query_vecs
+    )
     t = clock.lap("embed_texts_s", t)
     t2i_rel = [[i] for i in data.caption_image]
     i2t_rel: list[list[int]] = [[] for _ in data.images]
     for j, i in enumerate(data.caption_image):
         i2t_rel[i].append(j)
     metrics = {}
-    for direction, queries, candidates, relevant in (("text_to_image", query_vecs, image_vecs, t2i_rel),
-                                                      ("image_to_text", image_vecs, doc_vecs, i2t_rel)):
+    for direction, queries, candidates, relevant in (
+        ("text_to_image", query_vecs, image_vecs, t2i_rel),
+        ("image_to_text", image_vecs, doc_vecs, i2t_rel),
+    ):
         ranks = retrieval_ranks(queries, candidates, relevant)
         metrics[direction] = {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
     t = clock.lap("score_s", t)
@@ -862,8 +937,10 @@ def evaluate_retrieval(
     qdrant = None
     if via_qdrant:
         qm, facts = {}, {}
-        for direction, queries, candidates, relevant in (("text_to_image", query_vecs, image_vecs, t2i_rel),
-                                                          ("image_to_text", image_vecs, doc_vecs, i2t_rel)):
+        for direction, queries, candidates, relevant in (
+            ("text_to_image", query_vecs, image_vecs, t2i_rel),
+            ("image_to_text", image_vecs, doc_vecs, i2t_rel),
+        ):
             ranks, facts[direction] = qdrant_ranks(queries, candidates, relevant, limit=max(ks), store=store)
             qm[direction] = recall_at_k(ranks, ks)
         qdrant = _qdrant_section(metrics, qm, facts["text_to_image"], warnings)
@@ -946,7 +1023,9 @@ def evaluate_composed(
     )
 
 
-def evaluate_sts(encoder: E5VEncoder, data: PairSet, *, show_progress: bool = False, limited: bool = False) -> EvalReport:
+def evaluate_sts(
+    encoder: E5VEncoder, data: PairSet, *, show_progress: bool = False, limited: bool = False
+) -> EvalReport:
     """Spearman (and Pearson) correlation, × 100, between gold scores and the cosine similarity of each pair's
     ``embed_texts`` vectors. Each distinct sentence is embedded once."""
     clock = _Clock()
@@ -1003,7 +1082,9 @@ def evaluate_triplets(
     index = {s: i for i, s in enumerate(pool)}
     relevant = [[index[p]] for p in data.positives]
     ranks = retrieval_ranks(anchor_vecs, pool_vecs, relevant)
-    metrics: dict[str, dict[str, float | None]] = {"anchor_to_positive": {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}}
+    metrics: dict[str, dict[str, float | None]] = {
+        "anchor_to_positive": {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
+    }
     with_neg = [i for i, n in enumerate(data.negatives) if n is not None]
     if with_neg:
         pos = (anchor_vecs[with_neg] * pool_vecs[[index[data.positives[i]] for i in with_neg]]).sum(1)

@@ -65,8 +65,23 @@ def dataset(tmp_path_factory):
 
 def _run(replica_path, tmp_path, *args) -> dict:
     report = tmp_path / f"{args[0]}.json"
-    code = main(["eval", *args, "--model", str(replica_path), "--device", "cpu", "--dtype", "float32",
-                 "--batch-size", "4", "--no-progress", "--report", str(report)])
+    code = main(
+        [
+            "eval",
+            *args,
+            "--model",
+            str(replica_path),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--report",
+            str(report),
+        ]
+    )
     assert code == 0
     return json.loads(report.read_text())
 
@@ -74,8 +89,20 @@ def _run(replica_path, tmp_path, *args) -> dict:
 def _check_common(rep: dict, task: str, data_file) -> None:
     assert rep["task"] == task
     model = rep["model"]
-    for key in ("model", "revision", "adapter", "dtype", "device", "prompts", "transformers", "torch", "fingerprint",
-                "padding_side", "prompt_preset", "load_warnings"):
+    for key in (
+        "model",
+        "revision",
+        "adapter",
+        "dtype",
+        "device",
+        "prompts",
+        "transformers",
+        "torch",
+        "fingerprint",
+        "padding_side",
+        "prompt_preset",
+        "load_warnings",
+    ):
         assert key in model, key
     assert model["dtype"] == "float32" and model["device"] == "cpu" and model["padding_side"] == "left"
     assert model["revision"] is None and model["adapter"] is None
@@ -109,8 +136,16 @@ def _recall_by_argsort(scores: np.ndarray, relevant: list[set[int]], k: int) -> 
 
 
 def test_eval_retrieval_end_to_end(replica_path, encoder, dataset, tmp_path, capsys):
-    rep = _run(replica_path, tmp_path, "retrieval", "--images", str(dataset / "images"),
-               "--captions", str(dataset / "karpathy.json"), "--via-qdrant")
+    rep = _run(
+        replica_path,
+        tmp_path,
+        "retrieval",
+        "--images",
+        str(dataset / "images"),
+        "--captions",
+        str(dataset / "karpathy.json"),
+        "--via-qdrant",
+    )
     out = capsys.readouterr().out
     assert "text_to_image" in out and "R@1" in out and "paper" in out
     _check_common(rep, "retrieval", dataset / "karpathy.json")
@@ -128,7 +163,9 @@ def test_eval_retrieval_end_to_end(replica_path, encoder, dataset, tmp_path, cap
     img = encoder.embed_images(paths)
     txt = encoder.embed_texts(captions)
     for k in (1, 5, 10):
-        assert rep["metrics"]["text_to_image"][f"R@{k}"] == pytest.approx(_recall_by_argsort(txt @ img.T, [{o} for o in owner], k))
+        assert rep["metrics"]["text_to_image"][f"R@{k}"] == pytest.approx(
+            _recall_by_argsort(txt @ img.T, [{o} for o in owner], k)
+        )
         own = [{j for j, o in enumerate(owner) if o == i} for i in range(4)]
         assert rep["metrics"]["image_to_text"][f"R@{k}"] == pytest.approx(_recall_by_argsort(img @ txt.T, own, k))
 
@@ -148,8 +185,16 @@ def test_eval_retrieval_end_to_end(replica_path, encoder, dataset, tmp_path, cap
 
 
 def test_eval_composed_end_to_end(replica_path, dataset, tmp_path):
-    rep = _run(replica_path, tmp_path, "composed", "--data", str(dataset / "composed.jsonl"), "--images",
-               str(dataset / "images"), "--via-qdrant")
+    rep = _run(
+        replica_path,
+        tmp_path,
+        "composed",
+        "--data",
+        str(dataset / "composed.jsonl"),
+        "--images",
+        str(dataset / "images"),
+        "--via-qdrant",
+    )
     _check_common(rep, "composed", dataset / "composed.jsonl")
     assert rep["data"]["counts"] == {"queries": 3, "candidates": 4, "target_is_reference": 0}
     metrics = rep["metrics"]["composed_to_image"]
@@ -189,8 +234,18 @@ def test_eval_limit_and_bad_path(replica_path, dataset, tmp_path, capsys):
     assert rep["data"]["counts"]["triplets"] == 2
     assert any("--limit" in w for w in rep["warnings"])
     # a missing image is reported (exit 2) before any model is loaded
-    code = main(["eval", "retrieval", "--images", str(tmp_path), "--captions", str(dataset / "karpathy.json"),
-                 "--model", str(tmp_path / "no-model")])
+    code = main(
+        [
+            "eval",
+            "retrieval",
+            "--images",
+            str(tmp_path),
+            "--captions",
+            str(dataset / "karpathy.json"),
+            "--model",
+            str(tmp_path / "no-model"),
+        ]
+    )
     assert code == 2
     assert "img0.png" in capsys.readouterr().err
     assert main(["eval"]) == 2

@@ -117,7 +117,7 @@ def test_spearman_with_ties_by_hand():
     # ranks(y) = [1, 2, 3.5, 5, 3.5]; centred: dx = [-2,-1,0,1,2], dy = [-2,-1,0.5,2,0.5]
     # Σdx·dy = 4+1+0+2+1 = 8, Σdx² = 10, Σdy² = 9.5 → ρ = 8 / √95
     assert spearman(x, y) == pytest.approx(8 / math.sqrt(95))
-    assert spearman(x, -x**3) == pytest.approx(-1.0)  # monotone, non-linear → exactly −1
+    assert spearman(x, -(x**3)) == pytest.approx(-1.0)  # monotone, non-linear → exactly −1
     with pytest.raises(E5VInputError, match="constant"):
         spearman(x, np.ones(5))
 
@@ -154,7 +154,9 @@ def test_qdrant_server_exact_search_equals_in_memory():
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     relevant = [[int(i)] for i in rng.integers(0, 30, 12)]
     memory = retrieval_ranks(queries, cands, relevant)
-    ranks, facts = qdrant_ranks(queries, cands, relevant, limit=10, store=StoreConfig(qdrant_url=os.environ["QDRANT_URL"]))
+    ranks, facts = qdrant_ranks(
+        queries, cands, relevant, limit=10, store=StoreConfig(qdrant_url=os.environ["QDRANT_URL"])
+    )
     assert ranks.tolist() == np.where(memory < 10, memory, MISS).tolist()
     assert facts["location"] == os.environ["QDRANT_URL"]
 
@@ -218,21 +220,27 @@ def test_read_composed_default_candidates_and_candidate_file(image_dir, tmp_path
 
 def test_read_sts_tsv_with_and_without_header_and_jsonl(tmp_path):
     with_header = tmp_path / "sts.tsv"
-    with_header.write_text("genre\tscore\tsentence1\tsentence2\nnews\t4.5\tA cat.\tA kitten.\nnews\t0\tA \"car\".\tSoup.\n")
+    with_header.write_text(
+        'genre\tscore\tsentence1\tsentence2\nnews\t4.5\tA cat.\tA kitten.\nnews\t0\tA "car".\tSoup.\n'
+    )
     data = read_sts(with_header)
     assert data.sentences1 == ["A cat.", 'A "car".'] and data.scores == [4.5, 0.0]
     plain = tmp_path / "plain.tsv"
     plain.write_text("a\tb\t1\nc\td\t2\n")
     assert read_sts(plain).scores == [1.0, 2.0]
     js = tmp_path / "sts.jsonl"
-    js.write_text('{"sentence1": "a", "sentence2": "b", "score": 3}\n{"sentence1": "c", "sentence2": "d", "score": "x"}\n')
+    js.write_text(
+        '{"sentence1": "a", "sentence2": "b", "score": 3}\n{"sentence1": "c", "sentence2": "d", "score": "x"}\n'
+    )
     with pytest.raises(E5VInputError, match=r"sts.jsonl:2.*not a number"):
         read_sts(js)
 
 
 def test_read_triplets_jsonl_and_csv(tmp_path):
     js = tmp_path / "t.jsonl"
-    js.write_text('{"anchor": "a", "positive": "p", "negative": "n"}\n{"anchor": "b", "positive": "q", "negative": "m"}\n')
+    js.write_text(
+        '{"anchor": "a", "positive": "p", "negative": "n"}\n{"anchor": "b", "positive": "q", "negative": "m"}\n'
+    )
     data = read_triplets(js)
     assert data.anchors == ["a", "b"] and data.negatives == ["n", "m"]
     csv_file = tmp_path / "t.csv"
@@ -254,8 +262,12 @@ def test_diagnose_flags_settings_that_move_the_numbers(encoder):
 
     def facts(task, **changes):
         cfg = replace(encoder.config, **changes)
-        view = SimpleNamespace(config=cfg, prompts=get_prompts(cfg.prompts, query=cfg.query_prompt),
-                               torch_dtype=encoder.torch_dtype, tokenizer=encoder.tokenizer)
+        view = SimpleNamespace(
+            config=cfg,
+            prompts=get_prompts(cfg.prompts, query=cfg.query_prompt),
+            torch_dtype=encoder.torch_dtype,
+            tokenizer=encoder.tokenizer,
+        )
         return diagnose(view, task)
 
     warnings, _ = facts("retrieval", model="royokong/e5-v", revision=None, prompts="e5v-typofix", max_text_tokens=32)
