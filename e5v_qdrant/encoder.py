@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 # How many items an embed_* call prepares (decodes, tiles, tokenises) before sorting them into batches. Bounds the
 # memory of pixel tensors held at once: an anyres image is up to 5 tiles × 3 × 336 × 336 floats (≈ 6.8 MB).
 _WINDOW_BATCHES = 8
+#: Default token budget per forward pass, per row of ``batch_size`` (``max_batch_tokens`` = batch_size × this).
+_TOKENS_PER_ROW = 512
+#: Rows longer than this are batched only with rows of equal length (no padding, no attention mask); see ``_batches``.
+_PAD_FREE_ABOVE = 1024
 
 
 @dataclass
@@ -277,7 +281,12 @@ class E5VEncoder:
         """
         images = _as_list(images, "images")
         prompt = self.prompts.for_image()
-        return self._embed(len(images), lambda i: self._prepare_image(images[i], prompt, f"image {i}"), show_progress)
+        return self._embed(
+            len(images),
+            lambda i: self._prepare_image(images[i], prompt, f"image {i}"),
+            show_progress,
+            window=self.config.batch_size,
+        )
 
     def embed_composed(self, images: Sequence[ImageInput], texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
         """Embed composed queries: each image with its modification text (CIRR-style prompt by default)."""
@@ -289,6 +298,7 @@ class E5VEncoder:
             len(images),
             lambda i: self._prepare_image(images[i], self.prompts.for_composed(texts[i]), f"image {i}"),
             show_progress,
+            window=self.config.batch_size,
         )
 
     # ------------------------------------------------------------------ preparation
@@ -314,38 +324,60 @@ class E5VEncoder:
 
     # ------------------------------------------------------------------ batching and the forward pass
     def _batches(self, prepared: list[_Prepared]) -> list[list[int]]:
-        """Indices grouped into batches: longest first, at most batch_size rows and max_batch_tokens padded tokens."""
+        """Group indices into batches that waste as little compute as possible on padding.
+
+        Longest first; a batch holds at most ``batch_size`` rows and ``max_batch_tokens`` padded tokens (default
+        ``batch_size × 512``). Rows longer than ``_PAD_FREE_ABOVE`` tokens (every image: 1.2k–2.9k tokens) share a
+        batch only with rows of exactly their length: padding them would force SDPA's masked path (a materialised
+        L × L mask, no causal block skipping) for a batching gain that long rows do not need.
+        """
         order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i].input_ids))
-        budget = self.config.max_batch_tokens
+        budget = self.config.max_batch_tokens or self.config.batch_size * _TOKENS_PER_ROW
         batches: list[list[int]] = []
         current: list[int] = []
         for i in order:
-            longest = len(prepared[current[0]].input_ids) if current else len(prepared[i].input_ids)
-            fits = len(current) < self.config.batch_size and (budget is None or longest * (len(current) + 1) <= budget)
-            if current and not fits:
-                batches.append(current)
-                current = []
+            length = len(prepared[i].input_ids)
+            if current:
+                longest = len(prepared[current[0]].input_ids)
+                fits = (
+                    len(current) < self.config.batch_size
+                    and longest * (len(current) + 1) <= budget
+                    and (length == longest or longest <= _PAD_FREE_ABOVE)
+                )
+                if not fits:
+                    batches.append(current)
+                    current = []
             current.append(i)
         if current:
             batches.append(current)
         return batches
 
-    def _embed(self, n: int, prepare: Callable[[int], _Prepared], show_progress: bool) -> np.ndarray:
+    def _embed(
+        self, n: int, prepare: Callable[[int], _Prepared], show_progress: bool, *, window: int | None = None
+    ) -> np.ndarray:
+        """Prepare items in windows (in worker threads, one window ahead of the model) and embed them batch by batch."""
         out = np.zeros((n, self.dim), dtype=np.float32)
         if n == 0:
             return out
-        window = max(self.config.batch_size * _WINDOW_BATCHES, 1)
+        window = max(window or self.config.batch_size * _WINDOW_BATCHES, 1)
+        windows = [range(start, min(start + window, n)) for start in range(0, n, window)]
         progress = _progress(n, show_progress)
         workers = self.config.preprocess_workers
         pool = ThreadPoolExecutor(workers, thread_name_prefix="e5v-prep") if workers > 0 and n > 1 else None
         try:
-            for start in range(0, n, window):
-                idx = range(start, min(start + window, n))
-                prepared = list(pool.map(prepare, idx)) if pool else [prepare(i) for i in idx]
+            pending = [pool.submit(prepare, i) for i in windows[0]] if pool else None
+            for k, idx in enumerate(windows):
+                if pool:
+                    prepared = [future.result() for future in pending]
+                    # Start preparing the next window now: decoding and tiling overlap this window's forwards.
+                    pending = [pool.submit(prepare, i) for i in windows[k + 1]] if k + 1 < len(windows) else []
+                else:
+                    prepared = [prepare(i) for i in idx]
                 for batch in self._batches(prepared):
-                    out[[start + i for i in batch]] = self._forward([prepared[i] for i in batch])
+                    out[[idx.start + i for i in batch]] = self._forward([prepared[i] for i in batch])
                     if progress is not None:
                         progress.update(len(batch))
+                del prepared
         finally:
             if pool:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -356,6 +388,7 @@ class E5VEncoder:
     def _forward(self, items: list[_Prepared]) -> np.ndarray:
         torch = self._torch
         length = max(len(it.input_ids) for it in items)
+        padded = any(len(it.input_ids) != length for it in items)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(items), length), pad, dtype=torch.long)
         mask = torch.zeros((len(items), length), dtype=torch.long)
@@ -363,22 +396,19 @@ class E5VEncoder:
             ids[row, length - len(it.input_ids):] = torch.tensor(it.input_ids, dtype=torch.long)
             mask[row, length - len(it.input_ids):] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs: dict[str, Any] = {}
+        tensors: dict[str, Any] = {"input_ids": ids, "position_ids": position_ids}
+        if padded:  # without padding no mask is needed: SDPA then runs its causal kernel without a materialised mask
+            tensors["attention_mask"] = mask
         with_images = [it for it in items if it.pixel_values is not None]
         if with_images:
-            kwargs["pixel_values"] = torch.cat([it.pixel_values for it in with_images]).to(self.device, self.torch_dtype)
-            kwargs["image_sizes"] = torch.stack([it.image_size for it in with_images]).to(self.device)
+            tensors["pixel_values"] = torch.cat([it.pixel_values for it in with_images]).to(dtype=self.torch_dtype)
+            tensors["image_sizes"] = torch.stack([it.image_size for it in with_images])
         non_blocking = self.device.type == "cuda"
-        if non_blocking:
-            ids, mask, position_ids = ids.pin_memory(), mask.pin_memory(), position_ids.pin_memory()
+        if non_blocking:  # page-locked host memory makes the copies asynchronous
+            tensors = {name: value.pin_memory() for name, value in tensors.items()}
+        kwargs = {name: value.to(self.device, non_blocking=non_blocking) for name, value in tensors.items()}
         with torch.inference_mode():
-            hidden = self.model(
-                input_ids=ids.to(self.device, non_blocking=non_blocking),
-                attention_mask=mask.to(self.device, non_blocking=non_blocking),
-                position_ids=position_ids.to(self.device, non_blocking=non_blocking),
-                use_cache=False,
-                **kwargs,
-            ).last_hidden_state[:, -1, :]
+            hidden = self.model(**kwargs, use_cache=False).last_hidden_state[:, -1, :]
             vectors = torch.nn.functional.normalize(hidden.float(), dim=-1)
         return vectors.cpu().numpy()
 

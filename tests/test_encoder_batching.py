@@ -1,0 +1,155 @@
+"""Batching and preprocessing must change speed only, never vectors.
+
+Every test compares a batched / pipelined / mask-free run against the same inputs embedded one at a time (batch of one:
+no padding, no batching decision), or checks a structural property of the batch plan.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+from e5v_qdrant import encoder as encoder_module
+from e5v_qdrant.encoder import E5VEncoder, _Prepared
+from e5v_qdrant.errors import E5VImageError
+from e5v_qdrant.testing import draw_image
+
+WORDS = "cat dog river street bread ticket invoice snow cabin flour egg park bench photo query".split()
+
+
+@pytest.fixture(scope="module")
+def enc(replica_path):
+    """A private encoder whose config the tests may change (the session ``encoder`` fixture stays untouched)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return E5VEncoder(replica_path, device="cpu", dtype="float32", batch_size=8, preprocess_workers=2)
+
+
+@pytest.fixture
+def configure(enc, monkeypatch):
+    def apply(**options):
+        for name, value in options.items():
+            monkeypatch.setattr(enc.config, name, value)
+
+    return apply
+
+
+def _texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 60))) for _ in range(n)]
+
+
+def _one_by_one(enc, embed, inputs, configure) -> np.ndarray:
+    configure(batch_size=1, max_batch_tokens=None, preprocess_workers=0)
+    return np.concatenate([embed([x]) for x in inputs])
+
+
+def _plan(enc, lengths: list[int]) -> list[list[int]]:
+    return enc._batches([_Prepared(list(range(n))) for n in lengths])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batch_plan_covers_every_item_once_within_limits(enc, configure, seed):
+    rng = random.Random(seed)
+    batch_size, budget = rng.randint(1, 6), rng.choice([None, 50, 300, 5000])
+    configure(batch_size=batch_size, max_batch_tokens=budget)
+    lengths = [rng.choice([rng.randint(1, 200), rng.randint(900, 3000), 1500]) for _ in range(40)]
+    plan = _plan(enc, lengths)
+    assert sorted(i for batch in plan for i in batch) == list(range(len(lengths)))
+    effective = budget or batch_size * encoder_module._TOKENS_PER_ROW
+    for batch in plan:
+        rows = [lengths[i] for i in batch]
+        assert len(rows) <= batch_size
+        assert len(rows) == 1 or max(rows) * len(rows) <= effective
+        if max(rows) > encoder_module._PAD_FREE_ABOVE:  # long rows (images) are never padded
+            assert len(set(rows)) == 1, rows
+
+
+def test_long_rows_of_equal_length_share_a_batch_and_short_rows_pack(enc, configure):
+    configure(batch_size=4, max_batch_tokens=100_000)
+    lengths = [2000, 1500, 2000, 2000, 1500, 30, 25, 31, 10, 2]
+    plan = [sorted(lengths[i] for i in batch) for batch in _plan(enc, lengths)]
+    assert [2000, 2000, 2000] in plan and [1500, 1500] in plan
+    assert [2, 10, 25, 30] in plan or [10, 25, 30, 31] in plan  # short texts are batched despite padding
+
+
+def test_default_budget_splits_long_texts_into_smaller_batches(enc, configure):
+    configure(batch_size=8, max_batch_tokens=None)
+    plan = _plan(enc, [1000] * 8)
+    assert all(len(b) <= 8 * encoder_module._TOKENS_PER_ROW // 1000 for b in plan) and len(plan) == 2
+
+
+@pytest.mark.parametrize("budget", [None, 60, 150])
+def test_token_budget_batching_gives_unbatched_vectors(enc, configure, budget):
+    texts = _texts(14, seed=budget or 1)
+    configure(batch_size=5, max_batch_tokens=budget, preprocess_workers=2)
+    batched = enc.embed_texts(texts)
+    single = _one_by_one(enc, enc.embed_texts, texts, configure)
+    np.testing.assert_allclose(batched, single, atol=2e-5)
+
+
+def test_workers_and_window_prefetch_give_serial_vectors(enc, configure, monkeypatch):
+    texts = _texts(11, seed=3)
+    monkeypatch.setattr(encoder_module, "_WINDOW_BATCHES", 1)  # windows of batch_size items: prefetch is exercised
+    configure(batch_size=3, preprocess_workers=2)
+    pipelined = enc.embed_texts(texts)
+    configure(preprocess_workers=0)
+    serial = enc.embed_texts(texts)
+    np.testing.assert_array_equal(pipelined, serial)  # same batches, same order of operations: bit-identical
+
+
+def test_images_pipelined_equal_sizes_batched_match_one_at_a_time(enc, configure, monkeypatch):
+    # Tiny replica images are short; lower the threshold so they take the no-padding path real images take.
+    monkeypatch.setattr(encoder_module, "_PAD_FREE_ABOVE", 8)
+    sizes = [(90, 60), (60, 90), (90, 60), (300, 100), (90, 60), (100, 300), (60, 90)]
+    images = [draw_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
+    calls = []
+    real_forward = enc._forward
+
+    def spy(items):
+        calls.append([len(it.input_ids) for it in items])
+        return real_forward(items)
+
+    monkeypatch.setattr(enc, "_forward", spy)
+    configure(batch_size=4, max_batch_tokens=None, preprocess_workers=2)  # windows of 4: second window prefetched
+    pipelined = enc.embed_images(images)
+    assert all(len(set(rows)) == 1 for rows in calls), calls  # never padded
+    assert any(len(rows) > 1 for rows in calls), calls  # equal token counts did share a batch
+    calls.clear()
+    single = _one_by_one(enc, enc.embed_images, images, configure)
+    np.testing.assert_allclose(pipelined, single, atol=2e-5)
+
+
+def test_unpadded_batches_run_without_attention_mask_padded_ones_with(enc, configure, monkeypatch):
+    seen = []
+    real_model = enc.model
+
+    class Spy:
+        config = real_model.config
+
+        def __call__(self, **kwargs):
+            seen.append(kwargs.get("attention_mask"))
+            return real_model(**kwargs)
+
+    monkeypatch.setattr(enc, "model", Spy())
+    configure(batch_size=4, max_batch_tokens=None)
+    same = enc.embed_texts(["red cat", "big dog"])  # equal token counts (checked below)
+    assert len({len(enc.tokenizer(enc.prompts.for_text(t))["input_ids"]) for t in ["red cat", "big dog"]}) == 1
+    assert len(seen) == 1 and seen[0] is None
+    seen.clear()
+    enc.embed_texts(["red cat", "a big dog runs along the river bank in the snow"])
+    assert len(seen) == 1 and seen[0] is not None and int(seen[0].sum()) < seen[0].numel()
+    monkeypatch.setattr(enc, "model", real_model)
+    np.testing.assert_allclose(same, _one_by_one(enc, enc.embed_texts, ["red cat", "big dog"], configure), atol=2e-5)
+
+
+def test_bad_image_in_a_prefetched_window_is_named(enc, configure, tmp_path):
+    configure(batch_size=2, preprocess_workers=2)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    images = [draw_image(40, 40, seed=i) for i in range(3)] + [str(bad)]
+    with pytest.raises(E5VImageError, match="broken.png"):
+        enc.embed_images(images)
