@@ -426,7 +426,7 @@ def _image_path(name: str, images_dir: Path | None, where: str, *extra_dirs: str
         raise E5VInputError(
             where, f"image {str(candidate)!r} not found; pass --images DIR with the folder holding the images"
         )
-    return str(candidate)
+    return os.path.abspath(candidate)  # one spelling per file: references, targets and candidates match by path
 
 
 def read_retrieval(
@@ -537,7 +537,7 @@ def read_composed(
     else:
         cand = Path(candidates)
         if cand.is_dir():
-            names = sorted(str(p) for p in cand.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            names = sorted(os.path.abspath(p) for p in cand.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             out.candidates = names
         else:
             lines = [ln.strip() for ln in _existing(cand, "candidates file").read_text(encoding="utf-8").splitlines()]

@@ -212,6 +212,12 @@ def test_read_composed_default_candidates_and_candidate_file(image_dir, tmp_path
     data = read_composed(path)  # relative to the data file's folder
     assert [p.rsplit("/", 1)[-1] for p in data.candidates] == ["a.png", "b.png", "c.png"]
     assert data.texts == ["make it red", "add a dog"]
+    # a candidate folder spelled differently from --images still matches references and targets by path
+    spelled = tmp_path / "x" / ".." / "imgs"
+    (tmp_path / "x").mkdir()
+    by_folder = read_composed(path, image_dir, candidates=spelled)
+    assert set(by_folder.references) | set(by_folder.targets) <= set(by_folder.candidates)
+    assert len(by_folder.candidates) == 3
     cand = tmp_path / "cands.txt"
     cand.write_text("b.png\n")
     with pytest.raises(E5VInputError, match="not among the candidates"):
