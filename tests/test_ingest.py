@@ -9,14 +9,13 @@ import time
 import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
+from test_store import FlakyClient
 
 from e5v_qdrant.config import IngestConfig, StoreConfig
 from e5v_qdrant.ingest import ingest
 from e5v_qdrant.search import search
 from e5v_qdrant.store import QdrantStore, StoreError
 from e5v_qdrant.testing import draw_image
-
-from test_store import FlakyClient
 
 TEXTS = {
     "animals.txt": " ".join(
