@@ -1,0 +1,379 @@
+"""ray_engine.py: Ray Data ingestion equals the local engine; the Qdrant Datasink's batching, retries and failures;
+killed workers / jobs converge to the clean point set. CPU only, one local Ray session for the whole module."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs pip install 'e5v-qdrant[ray]'")
+
+from qdrant_client import QdrantClient, models  # noqa: E402
+
+from e5v_qdrant.config import EncoderConfig, IngestConfig, StoreConfig  # noqa: E402
+from e5v_qdrant.ingest import ingest  # noqa: E402
+from e5v_qdrant.ray_engine import (  # noqa: E402
+    POINT_SCHEMA,
+    REST_MAX_REQUEST_BYTES,
+    QdrantDatasink,
+    RayEncoderActor,
+    ingest_ray,
+)
+from e5v_qdrant.sources import Chunker, SourceFile, read_source  # noqa: E402
+from e5v_qdrant.store import VECTOR_NAME, QdrantStore, StoreError  # noqa: E402
+from e5v_qdrant.testing import draw_image  # noqa: E402
+
+CHUNK = {"chunk_size": 32, "chunk_overlap": 4}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray instance (2 CPUs, no GPU) for every test of this module."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers get this module's test classes by value
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Texts (several chunks each, one HTML), images, and bad inputs (corrupt image, empty file, unsupported type)."""
+    root = tmp_path_factory.mktemp("corpus")
+    sentences = [
+        "A cat sits on the warm windowsill and watches the birds outside.",
+        "Two dogs are running across a green field chasing a red ball.",
+        "Fresh bread, cheese and olives are laid out on a wooden table.",
+        "Snow covers the mountains and a small wooden cabin stands by the frozen lake.",
+    ]
+    (root / "docs").mkdir()
+    (root / "docs" / "a.txt").write_text(" ".join(sentences * 2))
+    (root / "docs" / "b.md").write_text("# Notes\n\n" + " ".join(reversed(sentences)))
+    (root / "docs" / "c.html").write_text("<html><body><p>" + sentences[0] + "</p><script>x()</script></body></html>")
+    (root / "img").mkdir()
+    for i, size in enumerate([(80, 60), (50, 90)]):
+        draw_image(*size, seed=i).save(root / "img" / f"p{i}.png")
+    (root / "img" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "docs" / "empty.txt").write_bytes(b"")
+    (root / "docs" / "data.xyz").write_text("unsupported")
+    return root
+
+
+def _encoder_config(replica_path) -> EncoderConfig:
+    return EncoderConfig(model=str(replica_path), device="cpu", dtype="float32", batch_size=4, preprocess_workers=0)
+
+
+def _points(path, collection: str = "c") -> dict[str, tuple[dict, np.ndarray]]:
+    client = QdrantClient(path=str(path))
+    try:
+        out, offset = {}, None
+        while True:
+            records, offset = client.scroll(collection, limit=256, offset=offset, with_payload=True, with_vectors=True)
+            for r in records:
+                out[str(r.id)] = (r.payload, np.asarray(r.vector[VECTOR_NAME], dtype=np.float64))
+            if offset is None:
+                return out
+    finally:
+        client.close()
+
+
+def _assert_same_points(got: dict, want: dict) -> None:
+    assert set(got) == set(want), f"missing {set(want) - set(got)}, extra {set(got) - set(want)}"
+    for pid, (payload, vec) in want.items():
+        assert got[pid][0] == payload, pid
+        other = got[pid][1]
+        cos = float(vec @ other / (np.linalg.norm(vec) * np.linalg.norm(other)))
+        assert cos >= 0.9999, (pid, cos)
+
+
+@pytest.fixture(scope="module")
+def local_run(corpus, encoder, tmp_path_factory):
+    """The single-machine engine's result on the corpus: (points, report)."""
+    path = tmp_path_factory.mktemp("local-store")
+    config = IngestConfig(collection="c", paths=[str(corpus)], **CHUNK)
+    with QdrantStore(StoreConfig(qdrant_path=str(path))) as store:
+        report = ingest(config, encoder, store, progress=False)
+    return _points(path), report
+
+
+def _ray_ingest(corpus_path, store_path, encoder, replica_path, *, store=None, **options):
+    config = IngestConfig(collection="c", paths=[str(corpus_path)], engine="ray", replicas=1, gpus_per_replica=0, **CHUNK, **options)
+    target = store if store is not None else StoreConfig(qdrant_path=str(store_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ingest_ray(config, _encoder_config(replica_path), target, encoder=encoder, progress=False)
+
+
+# ---------------------------------------------------------------- 1. Ray run == local run, resume semantics
+def test_ray_engine_matches_local_engine_and_resumes(ray_session, corpus, encoder, replica_path, local_run, tmp_path):
+    want, local_report = local_run
+    store_path = tmp_path / "ray-store"
+    report = _ray_ingest(corpus, store_path, encoder, replica_path)
+    got = _points(store_path)
+    _assert_same_points(got, want)
+    assert len(got) >= 8  # texts with several chunks + 2 images
+    for key in ("discovered", "new", "unchanged", "replaced", "skipped", "embedded", "points_written"):
+        assert getattr(report, key) == getattr(local_report, key), key
+    assert {s.source for s in report.skipped_inputs} == {s.source for s in local_report.skipped_inputs}
+    assert any(s.source.endswith("broken.jpg") for s in report.skipped_inputs)
+
+    again = _ray_ingest(corpus, store_path, encoder, replica_path)  # nothing changed: nothing embedded or written
+    assert (again.embedded, again.points_written, again.points_deleted) == (0, 0, 0)
+    assert again.unchanged == report.new
+    assert _points(store_path).keys() == got.keys()
+
+
+def test_ray_engine_replaces_changed_files_and_syncs_deletions(ray_session, corpus, encoder, replica_path, tmp_path):
+    import shutil
+
+    work = tmp_path / "corpus"
+    shutil.copytree(corpus, work)
+    store_path = tmp_path / "store"
+    _ray_ingest(work, store_path, encoder, replica_path)
+    changed = work / "docs" / "b.md"
+    changed.write_text("An entirely different note about invoices charged twice this month, and nothing else at all.")
+    os.remove(work / "img" / "p1.png")
+    report = _ray_ingest(work, store_path, encoder, replica_path, sync=True)
+    assert (report.replaced, report.deleted) == (1, 1)
+
+    got = _points(store_path)
+    by_source: dict[str, set[str]] = {}
+    for pid, (payload, _) in got.items():
+        by_source.setdefault(payload["source"], set()).add(pid)
+    doc = read_source(SourceFile(str(changed), "text"), Chunker(**CHUNK))  # independent: the ids a clean run stores
+    assert by_source[str(changed)] == {item.id for item in doc.items}
+    assert str(work / "img" / "p1.png") not in by_source
+    assert str(work / "img" / "p0.png") in by_source
+
+
+# ---------------------------------------------------------------- 2. the Datasink: batching, retries, failures
+DIM = 16
+
+
+def _rows(n: int, text_len: int = 40) -> list[dict]:
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(n):
+        vec = rng.normal(size=DIM).astype(np.float32)
+        payload = {"source": f"s{i}", "text": ("ü" * text_len) + str(i), "chunk_index": i}
+        rows.append({"id": f"00000000-0000-5000-8000-{i:012d}", "vector": vec.tobytes(),
+                     "payload": json.dumps(payload, ensure_ascii=False), "note": None})
+    return rows
+
+
+def _table(rows):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=POINT_SCHEMA)
+
+
+class FaultyClient:
+    """A real in-memory Qdrant client whose ``upsert`` fails: ``transient`` times before applying, ``lost_acks`` times
+    after applying (the ack is lost, the client retries), or always (``permanent``). Records every applied request."""
+
+    def __init__(self, transient: int = 0, lost_acks: int = 0, permanent: bool = False, collection: str = "c"):
+        self.inner = QdrantClient(":memory:")
+        self.inner.create_collection(collection, vectors_config={VECTOR_NAME: models.VectorParams(size=DIM, distance=models.Distance.COSINE)})
+        self.transient, self.lost_acks, self.permanent = transient, lost_acks, permanent
+        self.applied: list[list[str]] = []
+        self.requests: list[list] = []
+        self.upsert_calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def upsert(self, collection_name, points, wait=True, **kw):
+        self.upsert_calls += 1
+        assert wait is True
+        if self.permanent:
+            from qdrant_client.http.exceptions import UnexpectedResponse
+
+            raise UnexpectedResponse(400, "Bad Request", b'{"status":{"error":"Wrong input: injected"}}', None)
+        if self.transient:
+            self.transient -= 1
+            raise ConnectionResetError("injected connection reset")
+        result = self.inner.upsert(collection_name, points, wait=wait, **kw)
+        self.applied.append([str(p.id) for p in points])
+        self.requests.append(points)
+        if self.lost_acks:
+            self.lost_acks -= 1
+            raise TimeoutError("injected: applied, but the ack was lost")
+        return result
+
+    def close(self):
+        pass
+
+
+def _sink(client, **store_options) -> QdrantDatasink:
+    config = StoreConfig(qdrant_url="http://injected:6333", **{"retry_wait": 0.001, **store_options})
+    return QdrantDatasink("c", config, client=client)
+
+
+def test_datasink_delivers_every_point_exactly_once_through_transient_faults():
+    rows = _rows(23)
+    client = FaultyClient(transient=4)
+    sink = _sink(client, write_batch_size=5, retries=6)
+    stats = sink.write([_table(rows[:10]), _table(rows[10:])])
+    applied = [pid for request in client.applied for pid in request]
+    assert sorted(applied) == sorted(r["id"] for r in rows)  # each exactly once, none lost
+    assert stats["points"] == 23 and stats["requests"] == len(client.applied) == 5
+    assert client.upsert_calls == 5 + 4
+    stored = client.inner.retrieve("c", [r["id"] for r in rows], with_vectors=True, with_payload=True)
+    assert len(stored) == 23
+    by_id = {str(p.id): p for p in stored}
+    for r in rows:  # vector (a cosine collection stores it normalised) and payload arrive intact
+        sent = np.frombuffer(r["vector"], np.float32)
+        np.testing.assert_allclose(by_id[r["id"]].vector[VECTOR_NAME], sent / np.linalg.norm(sent), rtol=1e-5, atol=1e-6)
+        assert by_id[r["id"]].payload == json.loads(r["payload"])
+
+
+def test_datasink_lost_acks_are_retried_and_idempotent():
+    rows = _rows(12)
+    client = FaultyClient(lost_acks=2)
+    _sink(client, write_batch_size=4).write([_table(rows)])
+    assert client.inner.count("c", exact=True).count == 12  # re-sent requests overwrite the same ids
+    assert len(client.applied) == 3 + 2
+
+
+def test_datasink_splits_requests_by_bytes_under_the_limit():
+    rows = _rows(30, text_len=2000)
+    client = FaultyClient()
+    limit = 24 * 1024
+    _sink(client, write_batch_size=64, write_batch_bytes=limit).write([_table(rows)])
+    assert len(client.requests) > 1
+    for request in client.requests:  # measured independently: the JSON body qdrant-client sends over REST
+        body = json.dumps({"points": [p.model_dump(mode="json") for p in request]})
+        assert len(body.encode()) <= limit
+    assert sum(len(r) for r in client.requests) == 30
+    assert REST_MAX_REQUEST_BYTES == 32 * 1024 * 1024
+
+
+def test_datasink_permanent_error_fails_fast_and_never_creates_collections():
+    client = FaultyClient(permanent=True)
+    started = time.perf_counter()
+    with pytest.raises(StoreError, match="Wrong input: injected"):
+        _sink(client, retries=6, retry_wait=1.0).write([_table(_rows(3))])
+    assert client.upsert_calls == 1 and time.perf_counter() - started < 1.0  # no retry on a 400
+
+    missing = FaultyClient(collection="other")
+    with pytest.raises(StoreError, match="never creates collections"):
+        _sink(missing).write([_table(_rows(2))])
+    assert missing.upsert_calls == 0 and not missing.inner.collection_exists("c")
+
+
+@ray.remote
+class Recorder:
+    def __init__(self, faults: int):
+        self.faults, self.applied = faults, []
+
+    def take_fault(self) -> bool:
+        if self.faults > 0:
+            self.faults -= 1
+            return True
+        return False
+
+    def record(self, ids):
+        self.applied.extend(ids)
+
+    def get(self):
+        return self.applied
+
+
+class RecordingClientFactory:
+    """Picklable: each Ray write task gets a client that fails when the shared recorder says so."""
+
+    def __init__(self, recorder, permanent: bool = False):
+        self.recorder, self.permanent = recorder, permanent
+
+    def __call__(self):
+        recorder, permanent = self.recorder, self.permanent
+
+        class Client(FaultyClient):
+            def upsert(self, collection_name, points, wait=True, **kw):
+                if permanent or ray.get(recorder.take_fault.remote()):
+                    self.permanent = permanent
+                    self.transient = 1
+                result = super().upsert(collection_name, points, wait=wait, **kw)
+                recorder.record.remote([str(p.id) for p in points])
+                return result
+
+        return Client()
+
+
+def test_datasink_in_a_ray_job_exactly_once_and_loud_failure(ray_session):
+    rows = _rows(40)
+    recorder = Recorder.remote(5)
+    config = StoreConfig(qdrant_url="http://injected:6333", retry_wait=0.001, write_batch_size=4)
+    sink = QdrantDatasink("c", config, client_factory=RecordingClientFactory(recorder))
+    ray.data.from_arrow(_table(rows)).repartition(4).write_datasink(sink, concurrency=2)
+    time.sleep(0.2)
+    applied = ray.get(recorder.get.remote())
+    assert sorted(applied) == sorted(r["id"] for r in rows)
+    assert sink.result["points"] == 40 and ray.get(recorder.take_fault.remote()) is False  # all 5 faults were hit
+
+    failing = QdrantDatasink("c", config, client_factory=RecordingClientFactory(Recorder.remote(0), permanent=True))
+    with pytest.raises(Exception, match="Wrong input: injected") as info:
+        ray.data.from_arrow(_table(rows)).write_datasink(failing)
+    assert "StoreError" in repr(info.value) or isinstance(info.value, StoreError)
+
+
+# ---------------------------------------------------------------- 3. killed worker / killed job → same point set
+class CrashOnceActor(RayEncoderActor):
+    """Kills its own process on its first batch (marker file absent); the restarted actor works normally."""
+
+    marker = ""  # set by the test; this module is pickled by value, so workers see the value
+
+    def __call__(self, batch):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return super().__call__(batch)
+
+
+def test_killed_encoder_actor_is_restarted_and_the_point_set_is_clean(ray_session, corpus, encoder, replica_path, local_run, tmp_path, monkeypatch):
+    marker = tmp_path / "crashed"
+    monkeypatch.setattr(CrashOnceActor, "marker", str(marker))
+    store_path = tmp_path / "store"
+    config = IngestConfig(collection="c", paths=[str(corpus)], engine="ray", replicas=1, gpus_per_replica=0, **CHUNK)
+    ingest_ray(config, _encoder_config(replica_path), StoreConfig(qdrant_path=str(store_path)), encoder=encoder,
+               progress=False, embedder_class=CrashOnceActor)
+    assert marker.exists()  # the crash happened
+    _assert_same_points(_points(store_path), local_run[0])
+
+
+class FailAfter:
+    """A real client whose upserts fail permanently after ``n`` successful ones (the job dies mid-write)."""
+
+    def __init__(self, inner, n: int):
+        self.inner, self.left = inner, n
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def upsert(self, *args, **kwargs):
+        if self.left <= 0:
+            raise ValueError("injected: the job is killed here")
+        self.left -= 1
+        return self.inner.upsert(*args, **kwargs)
+
+
+def test_job_killed_mid_write_then_rerun_gives_the_clean_point_set(ray_session, corpus, encoder, replica_path, local_run, tmp_path):
+    store_path = tmp_path / "store"
+    config = StoreConfig(qdrant_path=str(store_path), write_batch_size=2, retry_wait=0.001)
+    real = QdrantClient(path=str(store_path))
+    with pytest.raises(StoreError, match="killed here"):
+        _ray_ingest(corpus, store_path, encoder, replica_path, store=QdrantStore(config, client=FailAfter(real, 2)))
+    real.close()
+    partial = _points(store_path)
+    assert 0 < len(partial) < len(local_run[0])
+    report = _ray_ingest(corpus, store_path, encoder, replica_path)
+    assert report.embedded == len(local_run[0]) - len(partial)  # only the missing points are embedded
+    _assert_same_points(_points(store_path), local_run[0])
