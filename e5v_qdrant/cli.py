@@ -384,8 +384,68 @@ def _run_finetune(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- reingest
+def _add_reingest(sub) -> Callable:
+    from .config import StoreConfig
+
+    p = sub.add_parser(
+        "reingest",
+        help="re-embed a collection with a new model or adapter, then swap its alias (zero downtime)",
+        description="Re-embed every point of COLLECTION (an alias made by ingest) with --adapter DIR (on the model "
+        "recorded in the collection) or --model M into a new physical collection, verify it, and switch the alias in "
+        "one atomic call; searches keep working throughout. Images are re-read from their source paths and checked "
+        "against the stored content hash: missing or changed ones are reported and block the swap unless "
+        "--allow-missing. Resumable: re-run the same command after a crash. " + _STORE_HELP
+        + " Exit status: 0 swapped, 1 sources missing/changed (swap refused, or done with --allow-missing), 2 error.",
+    )
+    p.add_argument("--collection", required=True, help="collection (alias) to re-embed")
+    old = p.add_mutually_exclusive_group()
+    old.add_argument("--keep-old", dest="drop_old", action="store_false", help="keep the old physical collection (default)")
+    old.add_argument("--drop-old", dest="drop_old", action="store_true", help="delete the old physical collection after the swap")
+    p.set_defaults(drop_old=False)
+    p.add_argument("--allow-missing", action="store_true", help="swap even if some image sources are missing or changed")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
+    add_arguments(p, EncoderConfig, group="new model (--adapter applies to the recorded model unless --model is given)")
+    add_arguments(p, StoreConfig, group="store")
+    return _run_reingest
+
+
+def _run_reingest(args) -> int:
+    from .encoder import E5VEncoder
+    from .errors import E5VConfigError
+    from .reingest import reingest
+    from .search import recorded_encoder_options
+
+    given = vars(args)
+    if "model" not in given and "adapter" not in given:
+        raise E5VConfigError("give the new model: --adapter DIR (fine-tuned on the recorded model) or --model M")
+    with _store_from(args) as store:
+        recorded = recorded_encoder_options(store, args.collection)
+        if "model" in given:
+            recorded.pop("adapter", None)  # a new base model does not inherit the old adapter
+        encoder = E5VEncoder(config=from_namespace(EncoderConfig, argparse.Namespace(**{**recorded, **given})))
+        report = reingest(args.collection, encoder, store, drop_old=args.drop_old, allow_missing=args.allow_missing,
+                          progress=args.progress)
+    data = report.to_dict()
+    if args.json:
+        _print_json(data)
+    else:
+        if report.already_current:
+            print(f"{report.alias} -> {report.target_collection} already serves this model ({report.points} points)")
+        else:
+            print(f"{report.alias}: {report.source_collection} -> {report.target_collection}: {report.points} points, "
+                  f"{report.embedded} re-embedded, {report.resumed} from an earlier run")
+            print("alias swapped" if report.swapped else "alias NOT swapped (see problems; --allow-missing to swap anyway)")
+        for name in report.dropped_old:
+            print(f"dropped old collection {name}")
+        for problem in report.problems:
+            print(f"problem: {problem['source']}: {problem['reason']}")
+    return report.exit_code
+
+
 # ---------------------------------------------------------------- wiring
-_COMMANDS: list[Callable] = [_add_info, _add_ingest, _add_search, _add_collections, _add_eval, _add_finetune]
+_COMMANDS: list[Callable] = [_add_info, _add_ingest, _add_search, _add_collections, _add_eval, _add_finetune, _add_reingest]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,249 @@
+"""Re-embed a collection with another model (e.g. a fine-tuned adapter) and switch its alias over atomically.
+
+``reingest`` builds a new physical collection ``ALIAS-e5v-<new fingerprint>`` next to the one the alias serves,
+re-embeds every stored point from its source — text from the payload, images re-read from their path and checked
+against the stored content hash — with the same id and payload (only ``model_fingerprint`` changes), verifies that the
+new collection holds exactly the expected ids, then points the alias at it in one ``update_collection_aliases`` call.
+Searches through the alias see the old collection until that call and the new one after it, never a mix.
+
+Resumable: the target collection's name depends only on the alias and the new model, so a re-run after a crash
+continues it, skipping points already written. Image sources that vanished, moved or changed are reported and the swap
+is refused unless ``allow_missing`` (then those points are left out of the new collection, and listed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import E5VConfigError, E5VImageError
+from .media import load_image
+from .store import VECTOR_NAME, QdrantStore, StoreError, physical_name
+
+__all__ = ["ReingestReport", "reingest"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReingestReport:
+    """Outcome of a re-ingest (``to_dict`` is the ``--json`` format)."""
+
+    alias: str
+    source_collection: str = ""
+    target_collection: str = ""
+    old_fingerprint: str | None = None
+    new_fingerprint: str = ""
+    points: int = 0
+    embedded: int = 0
+    resumed: int = 0
+    removed_stale: int = 0
+    swapped: bool = False
+    dropped_old: list[str] = field(default_factory=list)
+    already_current: bool = False
+    problems: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 swapped (or already current) with nothing missing; 1 problems were found (swap refused or allowed)."""
+        return 1 if self.problems else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in (
+            "alias", "source_collection", "target_collection", "old_fingerprint", "new_fingerprint", "points",
+            "embedded", "resumed", "removed_stale", "swapped", "dropped_old", "already_current", "problems")}
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+def _text_of(payload: dict[str, Any]) -> str | None:
+    content = payload.get("_node_content")
+    if isinstance(content, str):
+        try:
+            text = json.loads(content).get("text")
+        except ValueError:
+            return None
+        return text if isinstance(text, str) else None
+    return payload.get("text") if isinstance(payload.get("text"), str) else None
+
+
+def _image_problem(payload: dict[str, Any], max_pixels) -> tuple[Any, str | None]:
+    """(decoded image, None) or (None, reason) for an image point's source."""
+    source = payload.get("source")
+    if not source:
+        return None, "no source path in the payload"
+    try:
+        with open(source, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return None, "missing: the source file no longer exists (moved or deleted)"
+    except OSError as exc:
+        return None, f"unreadable: {exc.strerror or exc}"
+    if payload.get("content_hash") and hashlib.sha256(data).hexdigest() != payload["content_hash"]:
+        return None, "changed: the file's content hash differs from the stored one (re-run `ingest` first)"
+    try:
+        return load_image(data, max_pixels=max_pixels, name=source), None
+    except E5VImageError as exc:
+        return None, f"unreadable: {exc.reason}"
+
+
+def reingest(
+    alias: str,
+    encoder,
+    store: QdrantStore,
+    *,
+    drop_old: bool = False,
+    allow_missing: bool = False,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> ReingestReport:
+    """Re-embed the collection behind ``alias`` with ``encoder`` and swap the alias to the result.
+
+    Args:
+        alias: the collection name users pass (an alias created by ``ingest``).
+        encoder: the new ``E5VEncoder`` (e.g. ``E5VEncoder(model, adapter="out/adapter")``).
+        store: the open ``QdrantStore``.
+        drop_old: delete the previously served physical collection(s) of this alias after the swap.
+        allow_missing: swap even if some image sources are missing or changed (their points are left out).
+        batch_size: points per embedding call (default: the store's write batch size).
+        progress: tqdm bar (``None`` = only on a terminal).
+
+    Returns:
+        The ``ReingestReport``; ``swapped`` tells whether the alias now serves the new collection.
+
+    Raises:
+        E5VConfigError: ``alias`` does not exist or is a plain collection (not an alias).
+        StoreError: Qdrant failed, or the verification of the new collection failed.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    fingerprint = encoder.fingerprint
+    report = ReingestReport(alias=alias, new_fingerprint=fingerprint["id"])
+    aliases = store.aliases()
+    if alias not in aliases:
+        if store.resolve(alias) is not None:
+            raise E5VConfigError(
+                f"{alias!r} is a plain collection, not an alias made by `e5v-qdrant ingest`; an alias cannot replace "
+                f"it atomically. Ingest into a new --collection instead."
+            )
+        raise E5VConfigError(f"collection {alias!r} does not exist; create it with `e5v-qdrant ingest PATH --collection {alias}`")
+    source = aliases[alias]
+    stamp = store.stamp(source)
+    report.source_collection = source
+    report.old_fingerprint = stamp.fingerprint.get("id") if stamp else None
+    target = physical_name(alias, fingerprint["id"])
+    report.target_collection = target
+
+    if source == target:
+        report.already_current = True
+        report.points = store.count(source)
+        if drop_old:
+            report.dropped_old = _drop_others(store, alias, keep=target)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    if store.exists(target):
+        store.check_compatible(alias, target, encoder)
+        logger.info("resuming re-ingest into existing %s", target)
+    else:
+        store.create_physical(target, encoder, alias=alias)
+    done = {str(r.id) for r in store.scroll(target, with_payload=False, page_size=1024)}
+    report.resumed = len(done)
+
+    size = batch_size or store.config.write_batch_size
+    max_pixels = encoder.config.max_image_pixels
+    expected: set[str] = set()
+    pending: list[tuple[Any, str, Any]] = []  # (record, modality, content)
+    bar = tqdm(total=store.count(source), desc="re-embedding", unit="point", disable=None if progress is None else not progress,
+               dynamic_ncols=True)
+
+    def flush() -> None:
+        from qdrant_client import models
+
+        if not pending:
+            return
+        points = []
+        for modality in ("text", "image"):
+            group = [(r, c) for r, m, c in pending if m == modality]
+            if not group:
+                continue
+            embed = encoder.embed_texts if modality == "text" else encoder.embed_images
+            vectors = embed([c for _, c in group])
+            for (record, _), vector in zip(group, vectors, strict=True):
+                payload = dict(record.payload or {})
+                payload["model_fingerprint"] = fingerprint["id"]
+                points.append(models.PointStruct(id=str(record.id), vector={VECTOR_NAME: vector.tolist()}, payload=payload))
+        store.upsert(target, points)
+        report.embedded += len(points)
+        pending.clear()
+
+    try:
+        for record in store.scroll(source, with_payload=True):
+            report.points += 1
+            bar.update(1)
+            pid = str(record.id)
+            payload = record.payload or {}
+            modality = payload.get("modality") or ("image" if payload.get("_node_type") == "ImageNode" else "text")
+            if modality == "image":
+                image, problem = (None, None) if pid in done else _image_problem(payload, max_pixels)
+                if problem:
+                    report.problems.append({"id": pid, "source": str(payload.get("source")), "reason": problem})
+                    continue
+                content = image
+            else:
+                content = _text_of(payload)
+                if content is None:
+                    report.problems.append({"id": pid, "source": str(payload.get("source")), "reason": "no text in the payload"})
+                    continue
+            expected.add(pid)
+            if pid in done:
+                continue
+            pending.append((record, modality, content))
+            if len(pending) >= size:
+                flush()
+        flush()
+    finally:
+        bar.close()
+
+    # verify: the target holds exactly the expected ids (drop points whose source point vanished meanwhile)
+    stored = {str(r.id) for r in store.scroll(target, with_payload=False, page_size=1024)}
+    stale = stored - expected
+    if stale:
+        report.removed_stale = store.delete(target, sorted(stale))
+        stored -= stale
+    if stored != expected or store.count(target) != len(expected):
+        raise StoreError(
+            f"verification failed: {target!r} holds {len(stored)} points, expected {len(expected)}; re-run reingest"
+        )
+    if report.problems and not allow_missing:
+        logger.warning("%d source(s) missing or changed; alias %r left on %s", len(report.problems), alias, source)
+        report.seconds = time.perf_counter() - started
+        return report
+    store.point_alias(alias, target)
+    report.swapped = True
+    logger.info("alias %s now serves %s (was %s)", alias, target, source)
+    if drop_old:
+        report.dropped_old = _drop_others(store, alias, keep=target)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _drop_others(store: QdrantStore, alias: str, *, keep: str) -> list[str]:
+    """Delete physical collections stamped for ``alias`` other than ``keep`` that no alias points at."""
+    served = set(store.aliases().values())
+    dropped = []
+    for desc in store.call("listing collections", store.client.get_collections).collections:
+        name = desc.name
+        if name == keep or name in served:
+            continue
+        stamp = store.stamp(name)
+        if stamp is not None and stamp.alias == alias and name.startswith(f"{alias}-e5v-"):
+            store.call(f"deleting collection {name!r}", store.client.delete_collection, name)
+            dropped.append(name)
+    return dropped
