@@ -26,7 +26,7 @@ from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.embeddings import MultiModalEmbedding
-from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, QueryBundle
+from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeRelationship, QueryBundle
 
 from .config import DEFAULT_MODEL, EncoderConfig
 from .encoder import E5VEncoder
@@ -256,11 +256,17 @@ class E5VEmbedding(MultiModalEmbedding):
 
     # ------------------------------------------------------------------ nodes (IngestionPipeline)
     def __call__(self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any) -> Sequence[BaseNode]:
-        """Embed nodes in place: image nodes as images, others as their text (with ``MetadataMode.EMBED`` metadata).
+        """Embed nodes: image nodes as images, others as their text (with ``MetadataMode.EMBED`` metadata).
 
-        Nodes that already carry an embedding are left alone. Image nodes are ``ImageNode``s (``image`` base64,
-        ``image_path``) and ``Document``s / ``Node``s with an ``image_resource`` (e.g. ``ImageDocument``); their text
-        and metadata are not embedded.
+        Image nodes are ``ImageNode``s (``image`` base64, ``image_path``) and ``Document``s / ``Node``s with an
+        ``image_resource`` (e.g. ``ImageDocument``); their text and metadata are not embedded. Nodes that already
+        carry an embedding are left alone. The others get their embedding set in place, except that an image-carrying
+        ``Document`` / ``Node`` is returned as an equivalent ``ImageNode`` (same id, metadata and image; source = the
+        document), as a node parser would: vector stores read ``Document``s back as text nodes and
+        ``MultiModalVectorStoreIndex`` only indexes ``ImageNode``s as images.
+
+        Returns:
+            The nodes, in order, with embeddings (a new list).
 
         Raises:
             E5VImageError: an image node has only a URL (not fetched) or no image at all.
@@ -270,7 +276,7 @@ class E5VEmbedding(MultiModalEmbedding):
             _assign(text_nodes, self.get_text_embedding_batch(texts, show_progress=show_progress))
         if images:
             _assign(image_nodes, self.get_image_embedding_batch(images, show_progress=show_progress))
-        return nodes
+        return _as_image_nodes(nodes, image_nodes)
 
     async def acall(self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any) -> Sequence[BaseNode]:
         """Async ``__call__``."""
@@ -279,12 +285,39 @@ class E5VEmbedding(MultiModalEmbedding):
             _assign(text_nodes, await self.aget_text_embedding_batch(texts, show_progress=show_progress))
         if images:
             _assign(image_nodes, await self.aget_image_embedding_batch(images, show_progress=show_progress))
-        return nodes
+        return _as_image_nodes(nodes, image_nodes)
 
 
 def _assign(nodes: list[BaseNode], vectors: list[Embedding]) -> None:
     for node, vector in zip(nodes, vectors, strict=True):
         node.embedding = vector
+
+
+def _as_image_nodes(nodes: Sequence[BaseNode], embedded_images: list[BaseNode]) -> list[BaseNode]:
+    """``nodes`` with every just-embedded image ``Document`` / ``Node`` replaced by an equivalent ``ImageNode``."""
+    convert = {id(node) for node in embedded_images if not isinstance(node, ImageNode)}
+    return [_to_image_node(node) if id(node) in convert else node for node in nodes]
+
+
+def _to_image_node(node: BaseNode) -> ImageNode:
+    resource = node.image_resource
+    relationships = dict(node.relationships)
+    relationships.setdefault(NodeRelationship.SOURCE, node.as_related_node_info())
+    return ImageNode(
+        id_=node.node_id,
+        embedding=node.embedding,
+        text=node.get_content(metadata_mode=MetadataMode.NONE),
+        image=resource.data.decode("ascii") if resource.data else None,  # MediaResource keeps data base64-encoded
+        image_path=str(resource.path) if resource.path else None,
+        image_url=str(resource.url) if resource.url else None,
+        image_mimetype=resource.mimetype,
+        metadata=dict(node.metadata),
+        excluded_embed_metadata_keys=list(node.excluded_embed_metadata_keys),
+        excluded_llm_metadata_keys=list(node.excluded_llm_metadata_keys),
+        metadata_template=node.metadata_template,
+        metadata_separator=node.metadata_separator,
+        relationships=relationships,
+    )
 
 
 def _mirror_encoder(encoder: E5VEncoder, data: dict[str, Any]) -> dict[str, Any]:

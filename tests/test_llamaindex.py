@@ -197,7 +197,12 @@ def _nodes(image_paths):
 def test_call_routes_image_nodes_to_the_image_path(emb, encoder, image_paths, count_calls, mode):
     nodes = _nodes(image_paths)
     out = emb(nodes) if mode == "sync" else asyncio.run(emb.acall(nodes))
-    assert out is nodes
+    assert [n.node_id for n in out] == [n.node_id for n in nodes]
+    assert all(o is n for i, (o, n) in enumerate(zip(out, nodes, strict=True)) if i != 3)  # embedded in place
+    # The ImageDocument comes back as the equivalent ImageNode (what vector stores and the multimodal index read).
+    doc, converted = nodes[3], out[3]
+    assert isinstance(converted, ImageNode) and converted.image_path == image_paths[1]
+    assert converted.ref_doc_id == doc.node_id and converted.embedding == doc.embedding
     text_ref = encoder.embed_texts([nodes[0].get_content(MetadataMode.EMBED), nodes[4].get_content(MetadataMode.EMBED)])
     image_ref = encoder.embed_images([image_paths[0], image_paths[2], image_paths[1]])
     assert _close([nodes[0].embedding, nodes[4].embedding], text_ref)
@@ -208,6 +213,23 @@ def test_call_routes_image_nodes_to_the_image_path(emb, encoder, image_paths, co
     assert nodes[5].embedding == [0.5] * 64  # left alone
     # One text batch and one image batch, nothing else (the 3 reference calls come after).
     assert [(name, n) for name, n, _ in count_calls[:2]] == [("embed_texts", 2), ("embed_images", 3)]
+
+
+def test_image_documents_become_image_nodes_with_their_image(emb, encoder, image_paths):
+    b64 = base64.b64encode(Path(image_paths[2]).read_bytes()).decode()
+    docs = [
+        ImageDocument(image=b64, metadata={"file_name": "img2.png"}, excluded_embed_metadata_keys=["file_name"]),
+        ImageDocument(image_path=image_paths[0], text="a caption"),
+    ]
+    out = emb(docs)
+    assert [type(n) for n in out] == [ImageNode, ImageNode]
+    assert base64.b64decode(out[0].image) == Path(image_paths[2]).read_bytes()
+    assert out[0].metadata == {"file_name": "img2.png"} and out[0].excluded_embed_metadata_keys == ["file_name"]
+    assert out[1].image_path == image_paths[0] and out[1].text == "a caption"
+    assert _close([n.embedding for n in out], encoder.embed_images([image_paths[2], image_paths[0]]))
+    # Already embedded documents are left alone entirely.
+    done = ImageDocument(image_path=image_paths[0], embedding=[0.25] * 64)
+    assert emb([done])[0] is done and done.embedding == [0.25] * 64
 
 
 def test_call_refuses_url_only_and_empty_image_nodes(emb):
@@ -253,9 +275,9 @@ def test_encoder_mirroring_and_validation(encoder, replica_path):
 
 
 # ---------------------------------------------------------------------- Qdrant: one collection, both modalities
-@pytest.fixture(scope="module")
-def mixed_store(encoder, image_paths, tmp_path_factory):
-    """IngestionPipeline(splitter, E5VEmbedding) over text + image documents into one embedded-Qdrant collection."""
+@pytest.fixture(scope="module", params=["splitter", "embedding-only"])
+def mixed_store(request, encoder, image_paths, tmp_path_factory):
+    """IngestionPipeline([SentenceSplitter,] E5VEmbedding) over text + image documents into one Qdrant collection."""
     b64 = base64.b64encode(Path(image_paths[2]).read_bytes()).decode()
     docs = [
         Document(text="A red house by the lake."),
@@ -268,7 +290,8 @@ def mixed_store(encoder, image_paths, tmp_path_factory):
     store = QdrantVectorStore(client=client, collection_name="mixed")
     emb = E5VEmbedding(encoder=encoder)
     # The pipeline's cache keys image documents by their (empty) text: disabled, see README "LlamaIndex".
-    pipeline = IngestionPipeline(transformations=[SentenceSplitter(), emb], vector_store=store, disable_cache=True)
+    steps = [SentenceSplitter(), emb] if request.param == "splitter" else [emb]
+    pipeline = IngestionPipeline(transformations=steps, vector_store=store, disable_cache=True)
     pipeline.run(documents=docs)
     points, _ = client.scroll("mixed", with_vectors=True, with_payload=True, limit=100)
     yield {"client": client, "store": store, "emb": emb, "points": points}
