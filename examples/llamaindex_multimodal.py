@@ -41,7 +41,9 @@ def show(title: str, hits: list[NodeWithScore]) -> None:
     print(f"\n{title}")
     for hit in hits:
         node = hit.node
-        label = f"[image] {Path(node.image_path).name}" if isinstance(node, ImageNode) else f"[text]  {node.get_content()}"
+        label = (
+            f"[image] {Path(node.image_path).name}" if isinstance(node, ImageNode) else f"[text]  {node.get_content()}"
+        )
         print(f"  {hit.score:+.3f}  {label}")
 
 
@@ -74,9 +76,14 @@ def main() -> None:
             ImageNode(image_path=p, metadata={"file_name": Path(p).name}) for p in image_paths
         ]
         storage = StorageContext.from_defaults(vector_store=text_store, image_store=image_store)
-        MultiModalVectorStoreIndex(nodes, storage_context=storage, embed_model=embed_model, image_embed_model=embed_model)
+        MultiModalVectorStoreIndex(
+            nodes, storage_context=storage, embed_model=embed_model, image_embed_model=embed_model
+        )
         index = MultiModalVectorStoreIndex.from_vector_store(  # reload from Qdrant, as a later process would
-            vector_store=text_store, image_vector_store=image_store, embed_model=embed_model, image_embed_model=embed_model
+            vector_store=text_store,
+            image_vector_store=image_store,
+            embed_model=embed_model,
+            image_embed_model=embed_model,
         )
         retriever = index.as_retriever(similarity_top_k=2, image_similarity_top_k=2)
         show("text → text: 'a dog on the beach'", retriever.text_retrieve("a dog on the beach"))
@@ -91,8 +98,12 @@ def main() -> None:
         #    their (empty) text, so different images would collide: disable it.
         mixed = QdrantVectorStore(client=client, collection_name="example_mixed")
         documents = [Document(text=t) for t in TEXTS] + [ImageDocument(image_path=p) for p in image_paths]
-        IngestionPipeline(transformations=[embed_model], vector_store=mixed, disable_cache=True).run(documents=documents)
-        mixed_retriever = VectorStoreIndex.from_vector_store(mixed, embed_model=embed_model).as_retriever(similarity_top_k=3)
+        IngestionPipeline(transformations=[embed_model], vector_store=mixed, disable_cache=True).run(
+            documents=documents
+        )
+        mixed_retriever = VectorStoreIndex.from_vector_store(mixed, embed_model=embed_model).as_retriever(
+            similarity_top_k=3
+        )
         show("one collection, text query: 'budget meeting'", mixed_retriever.retrieve("budget meeting"))
         bundle = embed_model.query_bundle(image=image_paths[2])
         show(f"one collection, image query: {Path(image_paths[2]).name}", mixed_retriever.retrieve(bundle))
