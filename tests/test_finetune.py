@@ -58,7 +58,10 @@ def _domain(seed: int = 0):
 
     def row(k):
         a, b = topics[k]
-        return {"anchor": f"{' '.join(rng.sample(FILLER, 2))} {a}", "positive": f"{b} {' '.join(rng.sample(FILLER, 2))}"}
+        return {
+            "anchor": f"{' '.join(rng.sample(FILLER, 2))} {a}",
+            "positive": f"{b} {' '.join(rng.sample(FILLER, 2))}",
+        }
 
     train = [row(k) for k in range(TOPICS) for _ in range(8)]
     held_out = [row(k) for k in range(TOPICS)]
@@ -79,12 +82,42 @@ def trained(train_replica, tmp_path_factory):
     train, held_out = _domain()
     train_file, eval_file = _write_jsonl(root / "train.jsonl", train), _write_jsonl(root / "eval.jsonl", held_out)
     out = root / "out"
-    code = main([
-        "finetune", "--train", str(train_file), "--eval", str(eval_file), "--output", str(out),
-        "--model", str(train_replica), "--device", "cpu", "--dtype", "float32",
-        "--max-steps", "80", "--batch-size", "12", "--gradcache-chunk-size", "8", "--lr", "3e-3", "--warmup-steps", "5",
-        "--lora-r", "8", "--lora-alpha", "16", "--checkpoint-every", "0", "--seed", "0", "--merge",
-    ])
+    code = main(
+        [
+            "finetune",
+            "--train",
+            str(train_file),
+            "--eval",
+            str(eval_file),
+            "--output",
+            str(out),
+            "--model",
+            str(train_replica),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--max-steps",
+            "80",
+            "--batch-size",
+            "12",
+            "--gradcache-chunk-size",
+            "8",
+            "--lr",
+            "3e-3",
+            "--warmup-steps",
+            "5",
+            "--lora-r",
+            "8",
+            "--lora-alpha",
+            "16",
+            "--checkpoint-every",
+            "0",
+            "--seed",
+            "0",
+            "--merge",
+        ]
+    )
     assert code == 0
     return {"out": out, "train": train_file, "held_out": held_out}
 
@@ -131,7 +164,15 @@ def test_manifest_records_model_prompt_data_and_config(trained, train_replica):
     assert manifest["config"]["lora_r"] == 8 and manifest["config"]["max_length"] == 32
     assert manifest["merged"] == "merged" and manifest["metrics"]["eval_after"]["recall@1"] > 0
     adapter_config = json.loads((trained["out"] / "adapter_config.json").read_text())
-    assert set(adapter_config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(adapter_config["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
 
 
 def test_merged_checkpoint_equals_adapter_for_text_and_images(trained, train_replica):
@@ -141,8 +182,11 @@ def test_merged_checkpoint_equals_adapter_for_text_and_images(trained, train_rep
     base = _encoder(train_replica)
     texts = [r["anchor"] for r in trained["held_out"][:4]] + ["", "A cat sits on the warm windowsill."]
     images = [draw_image(500, 300, seed=1), draw_image(300, 640, seed=2)]
-    for name, embed in (("text", lambda e: e.embed_texts(texts)), ("image", lambda e: e.embed_images(images)),
-                        ("composed", lambda e: e.embed_composed(images, ["make it red", "at night"]))):
+    for name, embed in (
+        ("text", lambda e: e.embed_texts(texts)),
+        ("image", lambda e: e.embed_images(images)),
+        ("composed", lambda e: e.embed_composed(images, ["make it red", "at night"])),
+    ):
         a, m, b = embed(adapter), embed(merged), embed(base)
         cos = np.sum(a * m, axis=1)
         assert cos.min() >= 0.9999, f"{name}: merged vs adapter cosine {cos}"
@@ -157,7 +201,10 @@ def test_merged_checkpoint_equals_adapter_for_text_and_images(trained, train_rep
     assert set(orig) == set(new_sd)
     for key in orig:
         same = torch.equal(orig[key], new_sd[key])
-        if key.startswith(("model.vision_tower", "model.multi_modal_projector", "model.image_newline", "lm_head")) or "embed_tokens" in key:
+        if (
+            key.startswith(("model.vision_tower", "model.multi_modal_projector", "model.image_newline", "lm_head"))
+            or "embed_tokens" in key
+        ):
             assert same, f"{key} changed"
         if "language_model" in key and key.endswith(("q_proj.weight", "down_proj.weight")):
             assert not same, f"{key} did not get the LoRA update"
@@ -168,9 +215,25 @@ def test_merged_checkpoint_equals_adapter_for_text_and_images(trained, train_rep
 
 
 def _small_config(replica, data_file, out, **kw) -> FinetuneConfig:
-    options = dict(train=str(data_file), output=str(out), model=str(replica), device="cpu", dtype="float32",
-                   max_steps=6, batch_size=6, gradcache_chunk_size=5, lr=5e-3, warmup_steps=2, lora_r=4, lora_alpha=8,
-                   lora_dropout=0.1, checkpoint_every=2, keep_checkpoints=1, seed=3, show_progress=False)
+    options = dict(
+        train=str(data_file),
+        output=str(out),
+        model=str(replica),
+        device="cpu",
+        dtype="float32",
+        max_steps=6,
+        batch_size=6,
+        gradcache_chunk_size=5,
+        lr=5e-3,
+        warmup_steps=2,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.1,
+        checkpoint_every=2,
+        keep_checkpoints=1,
+        seed=3,
+        show_progress=False,
+    )
     options.update(kw)
     return FinetuneConfig(**options)
 
@@ -196,12 +259,15 @@ def test_resume_continues_and_matches_uninterrupted_run(train_replica, tmp_path)
     assert not (tmp_path / "b" / "adapter_model.safetensors").exists()
 
     seen = []
-    resumed = finetune(_small_config(train_replica, data, tmp_path / "b", resume="latest"),
-                       on_step=lambda step, loss: seen.append(step))
+    resumed = finetune(
+        _small_config(train_replica, data, tmp_path / "b", resume="latest"),
+        on_step=lambda step, loss: seen.append(step),
+    )
     assert seen == [5, 6]
     assert [s["step"] for s in resumed.metrics["steps"]] == [1, 2, 3, 4, 5, 6]
-    np.testing.assert_allclose([s["loss"] for s in resumed.metrics["steps"]], [s["loss"] for s in full.metrics["steps"]],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        [s["loss"] for s in resumed.metrics["steps"]], [s["loss"] for s in full.metrics["steps"]], rtol=0, atol=1e-6
+    )
     a = load_file(tmp_path / "a" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
@@ -217,10 +283,17 @@ def test_resume_continues_and_matches_uninterrupted_run(train_replica, tmp_path)
 def test_gradient_checkpointing_gives_the_same_training(train_replica, tmp_path):
     train, _ = _domain(seed=2)
     data = _write_jsonl(tmp_path / "train.jsonl", train[:12])
-    runs = [finetune(_small_config(train_replica, data, tmp_path / f"gc{flag}", max_steps=2, checkpoint_every=0,
-                                   grad_checkpointing=flag)) for flag in (False, True)]
-    np.testing.assert_allclose([s["loss"] for s in runs[1].metrics["steps"]], [s["loss"] for s in runs[0].metrics["steps"]],
-                               rtol=1e-5)
+    runs = [
+        finetune(
+            _small_config(
+                train_replica, data, tmp_path / f"gc{flag}", max_steps=2, checkpoint_every=0, grad_checkpointing=flag
+            )
+        )
+        for flag in (False, True)
+    ]
+    np.testing.assert_allclose(
+        [s["loss"] for s in runs[1].metrics["steps"]], [s["loss"] for s in runs[0].metrics["steps"]], rtol=1e-5
+    )
     a, b = (load_file(r.adapter / "adapter_model.safetensors") for r in runs)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)

@@ -23,11 +23,19 @@ def _lines(problems):
 
 
 def test_jsonl_triplets_and_pairs(tmp_path):
-    rows = [{"anchor": "a dog", "positive": "a puppy", "negative": "a car"}, {"anchor": "tea", "positive": "chai", "negative": "oil"}]
+    rows = [
+        {"anchor": "a dog", "positive": "a puppy", "negative": "a car"},
+        {"anchor": "tea", "positive": "chai", "negative": "oil"},
+    ]
     f = _write(tmp_path / "t.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
     data = load_triplets(f)
     assert data.format == "jsonl" and data.has_negatives and len(data) == 2
-    assert (data.rows[1].anchor, data.rows[1].positive, data.rows[1].negative, data.rows[1].line) == ("tea", "chai", "oil", 2)
+    assert (data.rows[1].anchor, data.rows[1].positive, data.rows[1].negative, data.rows[1].line) == (
+        "tea",
+        "chai",
+        "oil",
+        2,
+    )
     assert data.sha256 == file_sha256(f)
     pairs = _write(tmp_path / "p.jsonl", '{"sent0": "x", "sent1": "y"}\n{"anchor": "u", "positive": "v"}')
     data = load_triplets(pairs)
@@ -35,7 +43,9 @@ def test_jsonl_triplets_and_pairs(tmp_path):
 
 
 def test_simcse_csv_with_quoted_commas_and_crlf(tmp_path):
-    text = 'sent0,sent1,hard_neg\r\n"A man, smiling",A person smiles,Nobody smiles\r\nTwo dogs,Animals,"A cat, alone"\r\n'
+    text = (
+        'sent0,sent1,hard_neg\r\n"A man, smiling",A person smiles,Nobody smiles\r\nTwo dogs,Animals,"A cat, alone"\r\n'
+    )
     data = load_triplets(_write(tmp_path / "nli.csv", text))
     assert data.format == "csv" and len(data) == 2
     assert data.rows[0].anchor == "A man, smiling" and data.rows[1].negative == "A cat, alone"
@@ -44,7 +54,9 @@ def test_simcse_csv_with_quoted_commas_and_crlf(tmp_path):
 
 
 def test_missing_column_names_line(tmp_path):
-    f = _write(tmp_path / "t.jsonl", '{"anchor": "a", "positive": "b"}\n{"anchor": "c"}\n{"anchor": "e", "positive": "f"}\n')
+    f = _write(
+        tmp_path / "t.jsonl", '{"anchor": "a", "positive": "b"}\n{"anchor": "c"}\n{"anchor": "e", "positive": "f"}\n'
+    )
     with pytest.raises(FinetuneDataError) as info:
         load_triplets(f)
     assert _lines(info.value.problems) == [2]
@@ -55,7 +67,10 @@ def test_missing_column_names_line(tmp_path):
 
 
 def test_empty_lines_and_empty_values(tmp_path):
-    f = _write(tmp_path / "t.jsonl", '{"anchor": "a", "positive": "b"}\n\n{"anchor": "  ", "positive": "d"}\n   \n{"anchor": "e", "positive": "f"}\n')
+    f = _write(
+        tmp_path / "t.jsonl",
+        '{"anchor": "a", "positive": "b"}\n\n{"anchor": "  ", "positive": "d"}\n   \n{"anchor": "e", "positive": "f"}\n',
+    )
     with pytest.raises(FinetuneDataError) as info:
         load_triplets(f)
     assert _lines(info.value.problems) == [2, 3, 4]
@@ -82,12 +97,21 @@ def test_empty_file_bad_json_and_mixed_negatives(tmp_path):
             load_triplets(_write(tmp_path / "empty.jsonl", content))
     with pytest.raises(FinetuneDataError, match="cannot read the file"):
         load_triplets(tmp_path / "missing.jsonl")
-    bad = _write(tmp_path / "b.jsonl", '{"anchor": "a", "positive": "b"}\n{"anchor": "a", "positive": \n["x"]\n{"anchor": 3, "positive": "b"}\n')
+    bad = _write(
+        tmp_path / "b.jsonl",
+        '{"anchor": "a", "positive": "b"}\n{"anchor": "a", "positive": \n["x"]\n{"anchor": 3, "positive": "b"}\n',
+    )
     with pytest.raises(FinetuneDataError) as info:
         load_triplets(bad)
     assert _lines(info.value.problems) == [2, 3, 4]
-    assert "bad JSON" in str(info.value) and "expected a JSON object" in str(info.value) and "must be a string" in str(info.value)
-    mixed = _write(tmp_path / "m.jsonl", '{"anchor": "a", "positive": "b", "negative": "c"}\n{"anchor": "d", "positive": "e"}\n')
+    assert (
+        "bad JSON" in str(info.value)
+        and "expected a JSON object" in str(info.value)
+        and "must be a string" in str(info.value)
+    )
+    mixed = _write(
+        tmp_path / "m.jsonl", '{"anchor": "a", "positive": "b", "negative": "c"}\n{"anchor": "d", "positive": "e"}\n'
+    )
     with pytest.raises(FinetuneDataError, match=r"line 2: row lacks a negative"):
         load_triplets(mixed)
 

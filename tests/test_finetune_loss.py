@@ -21,10 +21,22 @@ from e5v_qdrant.finetune.loss import all_reduce_gradients, contrastive_backward,
 from e5v_qdrant.finetune.train import _attach_lora, _load_encoder, _Tokens, embed_token_ids
 from e5v_qdrant.testing import ReplicaSpec, build_replica
 
-ANCHORS = ["a cat on the windowsill", "two dogs in a field", "bread and cheese", "the invoice was charged twice",
-           "snow on the mountains", "a man rides a bicycle"]
-POSITIVES = ["a kitten by the window", "puppies running on grass", "a wooden table with food", "double billing",
-             "a frozen lake and a cabin", "a cyclist in the city street"]
+ANCHORS = [
+    "a cat on the windowsill",
+    "two dogs in a field",
+    "bread and cheese",
+    "the invoice was charged twice",
+    "snow on the mountains",
+    "a man rides a bicycle",
+]
+POSITIVES = [
+    "a kitten by the window",
+    "puppies running on grass",
+    "a wooden table with food",
+    "double billing",
+    "a frozen lake and a cabin",
+    "a cyclist in the city street",
+]
 NEGATIVES = ["a dog in the rain", "a cat asleep", "an empty fridge", "refund processed", "a hot beach", "a parked car"]
 
 
@@ -42,8 +54,16 @@ def train_replica(tmp_path_factory):
 
 
 def _lora_model(replica, dropout: float):
-    cfg = FinetuneConfig(train="unused", output="unused", model=str(replica), dtype="float32", device="cpu",
-                         lora_r=4, lora_alpha=8, lora_dropout=dropout)
+    cfg = FinetuneConfig(
+        train="unused",
+        output="unused",
+        model=str(replica),
+        dtype="float32",
+        device="cpu",
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=dropout,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         enc = _load_encoder(cfg, 0)
@@ -67,8 +87,15 @@ def _step(embed, items, params, chunk, seed=123):
     for p in params.values():
         p.grad = None
     torch.manual_seed(seed)
-    loss = contrastive_backward(embed, items, batch=len(ANCHORS), has_negatives=True, temperature=0.05,
-                                chunk_size=chunk, device=torch.device("cpu"))
+    loss = contrastive_backward(
+        embed,
+        items,
+        batch=len(ANCHORS),
+        has_negatives=True,
+        temperature=0.05,
+        chunk_size=chunk,
+        device=torch.device("cpu"),
+    )
     return float(loss), {n: p.grad.detach().clone() for n, p in params.items()}
 
 
@@ -171,9 +198,15 @@ def _rank_worker(rank: int, init: str, out: str) -> None:
         model, x, b = _linear_encoder(), _global_inputs(), _BATCH // _WORLD
         local = [x[k * _BATCH + rank * b : k * _BATCH + (rank + 1) * b] for k in range(3)]
         items = list(torch.cat(local))
-        loss = contrastive_backward(lambda rows: torch.nn.functional.normalize(model(torch.stack(list(rows))), dim=-1),
-                                    items, batch=b, has_negatives=True, temperature=0.05, chunk_size=3,
-                                    device=torch.device("cpu"))
+        loss = contrastive_backward(
+            lambda rows: torch.nn.functional.normalize(model(torch.stack(list(rows))), dim=-1),
+            items,
+            batch=b,
+            has_negatives=True,
+            temperature=0.05,
+            chunk_size=3,
+            device=torch.device("cpu"),
+        )
         all_reduce_gradients(list(model.parameters()))
         torch.save({"loss": loss, "weight": model.weight.grad, "bias": model.bias.grad}, f"{out}.{rank}")
     finally:

@@ -50,7 +50,7 @@ class FinetuneDataError(E5VInputError):
         more = f"\n  … and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
         reason = (
             f"{len(problems)} problem(s), nothing was trained:\n  " + "\n  ".join(shown) + more + "\n"
-            "Expected JSONL lines {\"anchor\": str, \"positive\": str, \"negative\": str (optional)} or a CSV with header "
+            'Expected JSONL lines {"anchor": str, "positive": str, "negative": str (optional)} or a CSV with header '
             "sent0,sent1[,hard_neg] (or anchor,positive[,negative]); fix or remove the rows named above."
         )
         super().__init__(source, reason)
@@ -104,7 +104,12 @@ def _decode_lines(raw: bytes, problems: list[tuple[int, str]]) -> list[str]:
         try:
             out.append(line.decode("utf-8").removesuffix("\r"))
         except UnicodeDecodeError as exc:
-            problems.append((number, f"not valid UTF-8 (byte {exc.start}: {line[exc.start:exc.start + 1]!r}); re-save the file as UTF-8"))
+            problems.append(
+                (
+                    number,
+                    f"not valid UTF-8 (byte {exc.start}: {line[exc.start : exc.start + 1]!r}); re-save the file as UTF-8",
+                )
+            )
             out.append("")
     return out
 

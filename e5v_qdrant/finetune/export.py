@@ -19,8 +19,14 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def merge_adapter(model: str, adapter: str | os.PathLike, output: str | os.PathLike, *, revision: str | None = None,
-                  dtype: str = "auto") -> Path:
+def merge_adapter(
+    model: str,
+    adapter: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    dtype: str = "auto",
+) -> Path:
     """Write a full LLaVA-NeXT checkpoint with the LoRA adapter merged into its language model.
 
     The result is a ``LlavaNextForConditionalGeneration`` folder (vision tower, projector, language model, lm_head,
@@ -49,7 +55,9 @@ def merge_adapter(model: str, adapter: str | os.PathLike, output: str | os.PathL
     try:
         config = LlavaNextConfig.from_pretrained(model, revision=revision)
         processor = LlavaNextProcessor.from_pretrained(model, revision=revision)
-        full = LlavaNextForConditionalGeneration.from_pretrained(model, revision=revision, dtype=torch_dtype, use_safetensors=True)
+        full = LlavaNextForConditionalGeneration.from_pretrained(
+            model, revision=revision, dtype=torch_dtype, use_safetensors=True
+        )
     except (OSError, ValueError) as exc:
         raise E5VModelError(f"cannot load {model!r} to merge the adapter into: {exc}") from exc
     with warnings.catch_warnings():

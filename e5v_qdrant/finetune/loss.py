@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 
-def info_nce(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None, temperature: float) -> torch.Tensor:
+def info_nce(
+    anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None, temperature: float
+) -> torch.Tensor:
     """Mean cross-entropy of each anchor against all positives (+ all negatives), target = its own positive.
 
     Args:

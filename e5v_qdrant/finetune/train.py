@@ -35,8 +35,24 @@ logger = logging.getLogger(__name__)
 MANIFEST_FORMAT = "e5v-qdrant-finetune/1"
 _STATE_FILE = "training_state.pt"
 # Options that must not change between a checkpoint and its resumption (they change what is being trained).
-_RESUME_KEYS = ("model", "revision", "prompts", "batch_size", "lr", "warmup_steps", "weight_decay", "temperature",
-                "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "max_length", "seed", "epochs", "max_steps")
+_RESUME_KEYS = (
+    "model",
+    "revision",
+    "prompts",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "temperature",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_targets",
+    "max_length",
+    "seed",
+    "epochs",
+    "max_steps",
+)
 
 
 @dataclass
@@ -62,7 +78,10 @@ def _init_distributed() -> tuple[int, int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        return dist.get_rank(), dist.get_world_size(), local_rank
     return 0, 1, 0
 
 
@@ -100,11 +119,16 @@ def _load_encoder(config: FinetuneConfig, local_rank: int):
             problems.append("bitsandbytes is not installed (pip install 'e5v-qdrant[gpu]')")
         if problems:
             raise E5VConfigError(
-                "--load-in-4bit (QLoRA) needs CUDA and bitsandbytes: " + "; ".join(problems)
+                "--load-in-4bit (QLoRA) needs CUDA and bitsandbytes: "
+                + "; ".join(problems)
                 + ". Train without --load-in-4bit (LoRA on bfloat16/float32 weights) instead."
             )
     enc_config = EncoderConfig(
-        model=config.model, revision=config.revision, device=device, dtype=config.dtype, prompts=config.prompts,
+        model=config.model,
+        revision=config.revision,
+        device=device,
+        dtype=config.dtype,
+        prompts=config.prompts,
         max_text_tokens=config.max_length,
     )
 
@@ -115,7 +139,9 @@ def _load_encoder(config: FinetuneConfig, local_rank: int):
             from transformers import BitsAndBytesConfig
 
             quant = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=self.torch_dtype,
                 llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
             )
@@ -135,8 +161,11 @@ def _attach_lora(encoder, config: FinetuneConfig):
 
         lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=config.grad_checkpointing)
     lora = LoraConfig(
-        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_targets), bias="none",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_targets),
+        bias="none",
     )
     try:
         peft_model = get_peft_model(lm, lora)  # injects LoRA layers into base.language_model in place
@@ -161,8 +190,8 @@ def embed_token_ids(model, id_lists: Sequence[Sequence[int]], pad_id: int, devic
     ids = torch.full((len(id_lists), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(id_lists), length), dtype=torch.long)
     for row, seq in enumerate(id_lists):
-        ids[row, length - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, length - len(seq):] = 1
+        ids[row, length - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, length - len(seq) :] = 1
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     hidden = model(
         input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device), use_cache=False
@@ -235,8 +264,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_checkpoint(output: Path, step: int, peft_model, optimizer, scheduler, extra: dict[str, Any], rank: int,
-                     keep: int) -> Path:
+def _save_checkpoint(
+    output: Path, step: int, peft_model, optimizer, scheduler, extra: dict[str, Any], rank: int, keep: int
+) -> Path:
     """Write ``checkpoints/step-N`` atomically: adapter, optimizer, scheduler, RNG states (per rank), step, history."""
     import torch
 
@@ -251,8 +281,10 @@ def _save_checkpoint(output: Path, step: int, peft_model, optimizer, scheduler, 
     torch.save(_rng_state(), tmp / f"rng-rank{rank}.pt")
     if rank == 0:
         peft_model.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **extra},
-                   tmp / _STATE_FILE)
+        torch.save(
+            {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **extra},
+            tmp / _STATE_FILE,
+        )
     _barrier()
     if rank == 0:
         if final.exists():
@@ -335,7 +367,9 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
     peft_model = _attach_lora(encoder, config)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if not params:
-        raise E5VModelError(f"no trainable LoRA parameters: modules {config.lora_targets} not found in the language model")
+        raise E5VModelError(
+            f"no trainable LoRA parameters: modules {config.lora_targets} not found in the language model"
+        )
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     tokens = _Tokens(encoder)
@@ -363,7 +397,9 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
     if resume_from is not None:
         state = torch.load(resume_from / _STATE_FILE, map_location="cpu", weights_only=True)
         if state["data_sha256"] != train.sha256:
-            raise E5VConfigError(f"--resume {resume_from}: the checkpoint was trained on different data than {config.train}")
+            raise E5VConfigError(
+                f"--resume {resume_from}: the checkpoint was trained on different data than {config.train}"
+            )
         changed = {k: (state["config"].get(k), v) for k, v in config_key.items() if state["config"].get(k) != v}
         if changed:
             raise E5VConfigError(f"--resume {resume_from}: options differ from the checkpoint's (old, new): {changed}")
@@ -373,7 +409,9 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
         start_step, history, eval_before = state["step"], list(state["history"]), state.get("eval_before")
         rng_file = resume_from / f"rng-rank{rank}.pt"
         if not rng_file.is_file():
-            raise E5VConfigError(f"--resume {resume_from}: no RNG state for rank {rank} (was it saved with fewer processes?)")
+            raise E5VConfigError(
+                f"--resume {resume_from}: no RNG state for rank {rank} (was it saved with fewer processes?)"
+            )
         _set_rng_state(torch.load(rng_file, weights_only=True))
         logger.info("resumed from %s at step %d", resume_from, start_step)
     elif rank == 0:
@@ -382,8 +420,14 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
 
     output.mkdir(parents=True, exist_ok=True)
     rows = train.rows
-    progress = tqdm(total=total_steps, initial=start_step, desc="finetune", unit="step", dynamic_ncols=True,
-                    disable=not config.show_progress or rank != 0)
+    progress = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc="finetune",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not config.show_progress or rank != 0,
+    )
     chunk = config.gradcache_chunk_size or None
     checkpoints: list[Path] = []
     order_epoch, order = -1, None
@@ -399,8 +443,15 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
             if train.has_negatives:
                 items += [tokens(r.negative) for r in local]
             optimizer.zero_grad(set_to_none=True)
-            loss = contrastive_backward(embed_ids, items, batch=len(local), has_negatives=train.has_negatives,
-                                        temperature=config.temperature, chunk_size=chunk, device=device)
+            loss = contrastive_backward(
+                embed_ids,
+                items,
+                batch=len(local),
+                has_negatives=train.has_negatives,
+                temperature=config.temperature,
+                chunk_size=chunk,
+                device=device,
+            )
             all_reduce_gradients(params)
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -412,9 +463,17 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
             progress.update(1)
             progress.set_postfix(loss=f"{float(loss):.4f}", lr=f"{lr:.2e}")
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total_steps:
-                extra = {"history": history, "eval_before": eval_before, "data_sha256": train.sha256, "config": config_key}
-                checkpoints.append(_save_checkpoint(output, done, peft_model, optimizer, scheduler, extra, rank,
-                                                    config.keep_checkpoints))
+                extra = {
+                    "history": history,
+                    "eval_before": eval_before,
+                    "data_sha256": train.sha256,
+                    "config": config_key,
+                }
+                checkpoints.append(
+                    _save_checkpoint(
+                        output, done, peft_model, optimizer, scheduler, extra, rank, config.keep_checkpoints
+                    )
+                )
             if on_step is not None:
                 on_step(done, float(loss))
     finally:
@@ -438,7 +497,9 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            merged = merge_adapter(config.model, output, output / "merged", revision=config.revision, dtype=config.dtype)
+            merged = merge_adapter(
+                config.model, output, output / "merged", revision=config.revision, dtype=config.dtype
+            )
         prompts = _prompts_of(config)
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -461,15 +522,26 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
             "world_size": world,
             "seconds": round(time.time() - started, 1),
             "config": dataclasses.asdict(config),
-            "versions": {"e5v_qdrant": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                         "peft": peft.__version__},
+            "versions": {
+                "e5v_qdrant": __version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "peft": peft.__version__,
+            },
         }
         write_json(output / "manifest.json", manifest)
     else:
         metrics = {}
     _barrier()
-    return FinetuneResult(output=output, adapter=output, manifest=output / "manifest.json", metrics=metrics,
-                          steps=total_steps, merged=merged, checkpoints=checkpoints)
+    return FinetuneResult(
+        output=output,
+        adapter=output,
+        manifest=output / "manifest.json",
+        metrics=metrics,
+        steps=total_steps,
+        merged=merged,
+        checkpoints=checkpoints,
+    )
 
 
 def _prompts_of(config: FinetuneConfig):
@@ -479,8 +551,13 @@ def _prompts_of(config: FinetuneConfig):
 
 
 def _data_facts(data: TripletData) -> dict[str, Any]:
-    return {"path": data.path, "sha256": data.sha256, "rows": len(data), "format": data.format,
-            "negatives": data.has_negatives}
+    return {
+        "path": data.path,
+        "sha256": data.sha256,
+        "rows": len(data),
+        "format": data.format,
+        "negatives": data.has_negatives,
+    }
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
