@@ -130,6 +130,16 @@ class E5VEmbedding(MultiModalEmbedding):
     def class_name(cls) -> str:
         return "E5VEmbedding"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling (e.g. IngestionPipeline.run(num_workers=...)) carries the fields, not the loaded model: the other
+        # process loads its own encoder from them on first use.
+        private = self.__pydantic_private__
+        self.__pydantic_private__ = {k: v for k, v in private.items() if k not in ("_encoder", "_load_lock")}
+        try:
+            return super().__getstate__()
+        finally:
+            self.__pydantic_private__ = private
+
     # ------------------------------------------------------------------ the encoder
     def encoder_config(self) -> EncoderConfig:
         """The validated ``EncoderConfig`` these fields describe.

@@ -259,6 +259,15 @@ def test_vector_changing_options_are_fields(replica_path, tmp_path):
     assert base.to_dict()["class_name"] == "E5VEmbedding"
 
 
+def test_pickles_without_the_model(encoder):
+    import pickle
+
+    emb = E5VEmbedding(encoder=encoder)
+    clone = pickle.loads(pickle.dumps(emb))
+    assert clone.to_dict() == emb.to_dict() and clone._encoder is None and emb._encoder is encoder
+    assert _close(clone.get_text_embedding("pickled"), encoder.embed_texts(["pickled"])[0])
+
+
 def test_encoder_mirroring_and_validation(encoder, replica_path):
     emb = E5VEmbedding(encoder=encoder)
     assert (emb.model_name, emb.dtype, emb.device, emb.prompt_preset) == (encoder.config.model, "float32", "cpu", "e5v")
