@@ -237,7 +237,7 @@ class FinetuneConfig:
     load_in_4bit: bool = option(False, help="QLoRA: 4-bit NF4 base weights (needs CUDA and bitsandbytes), as the paper trained")
     grad_checkpointing: bool = option(False, help="recompute activations in the backward pass (less memory, slower steps)")
     checkpoint_every: int = option(200, help="save adapter + optimizer + scheduler + RNG state every N steps (0 = only at the end)")
-    keep_checkpoints: int = option(2, help="how many most recent checkpoints to keep under OUTPUT/checkpoints")
+    keep_checkpoints: int = option(2, help="how many most recent checkpoints to keep under OUTPUT/checkpoints (0 = all)")
     resume: str | None = option(None, help="continue from a checkpoint folder, or 'latest' for the newest under OUTPUT/checkpoints")
     merge: bool = option(False, help="also write a full merged LLaVA-NeXT checkpoint (vision tower included) to OUTPUT/merged")
     eval_batch_size: int = option(32, help="texts per forward pass when measuring recall@1")
