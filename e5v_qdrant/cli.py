@@ -171,8 +171,8 @@ def _run_eval(args) -> int:
         warnings.simplefilter("always")
         encoder = E5VEncoder(config=from_namespace(EncoderConfig, args))
     load_s = time.perf_counter() - start
-    for w in caught:  # still show them, and keep them in the report
-        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    for w in caught:  # still show them (through the user's warning filters), and keep them in the report
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     common = {"show_progress": options.progress, "limited": limited}
     qdrant = {"via_qdrant": options.via_qdrant, "store": store}
     if task == "retrieval":

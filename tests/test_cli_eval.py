@@ -11,6 +11,10 @@ import pytest
 from e5v_qdrant.cli import main
 from e5v_qdrant.testing import draw_image
 
+# The replica reproduces the published checkpoint's traps; the encoder's load-time warnings are asserted on in the
+# reports (model.load_warnings), not shown here.
+pytestmark = pytest.mark.filterwarnings("ignore:processor config disagrees", "ignore:<image> token id")
+
 SIZES = [(64, 48), (48, 64), (90, 60), (60, 60)]
 CAPTIONS = [
     ["a red circle on a blue field", "round red shape"],
