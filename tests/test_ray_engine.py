@@ -35,9 +35,7 @@ CHUNK = {"chunk_size": 32, "chunk_overlap": 4}
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray instance (2 CPUs, no GPU) for every test of this module."""
-    import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers get this module's test classes by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers get this module's test classes by value
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
@@ -94,64 +92,62 @@ def _assert_same_points(got: dict, want: dict) -> None:
         assert cos >= 0.9999, (pid, cos)
 
 
+def _local_ingest(corpus_path, store_path, encoder):
+    """The single-machine engine (``--engine local``) on a corpus: (points, report)."""
+    config = IngestConfig(collection="c", paths=[str(corpus_path)], **CHUNK)
+    with QdrantStore(StoreConfig(qdrant_path=str(store_path))) as store:
+        report = ingest(config, encoder, store, progress=False)
+    return _points(store_path), report
+
+
 @pytest.fixture(scope="module")
 def local_run(corpus, encoder, tmp_path_factory):
-    """The single-machine engine's result on the corpus: (points, report)."""
-    path = tmp_path_factory.mktemp("local-store")
-    config = IngestConfig(collection="c", paths=[str(corpus)], **CHUNK)
-    with QdrantStore(StoreConfig(qdrant_path=str(path))) as store:
-        report = ingest(config, encoder, store, progress=False)
-    return _points(path), report
+    return _local_ingest(corpus, tmp_path_factory.mktemp("local-store"), encoder)
 
 
-def _ray_ingest(corpus_path, store_path, encoder, replica_path, *, store=None, **options):
+def _ray_ingest(corpus_path, store_path, encoder, replica_path, *, store=None, embedder_class=RayEncoderActor, **options):
     config = IngestConfig(collection="c", paths=[str(corpus_path)], engine="ray", replicas=1, gpus_per_replica=0, **CHUNK, **options)
     target = store if store is not None else StoreConfig(qdrant_path=str(store_path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ingest_ray(config, _encoder_config(replica_path), target, encoder=encoder, progress=False)
+        return ingest_ray(config, _encoder_config(replica_path), target, encoder=encoder, progress=False,
+                          embedder_class=embedder_class)
 
 
 # ---------------------------------------------------------------- 1. Ray run == local run, resume semantics
-def test_ray_engine_matches_local_engine_and_resumes(ray_session, corpus, encoder, replica_path, local_run, tmp_path):
-    want, local_report = local_run
-    store_path = tmp_path / "ray-store"
-    report = _ray_ingest(corpus, store_path, encoder, replica_path)
-    got = _points(store_path)
-    _assert_same_points(got, want)
-    assert len(got) >= 8  # texts with several chunks + 2 images
-    for key in ("discovered", "new", "unchanged", "replaced", "skipped", "embedded", "points_written"):
-        assert getattr(report, key) == getattr(local_report, key), key
-    assert {s.source for s in report.skipped_inputs} == {s.source for s in local_report.skipped_inputs}
-    assert any(s.source.endswith("broken.jpg") for s in report.skipped_inputs)
-
-    again = _ray_ingest(corpus, store_path, encoder, replica_path)  # nothing changed: nothing embedded or written
-    assert (again.embedded, again.points_written, again.points_deleted) == (0, 0, 0)
-    assert again.unchanged == report.new
-    assert _points(store_path).keys() == got.keys()
-
-
-def test_ray_engine_replaces_changed_files_and_syncs_deletions(ray_session, corpus, encoder, replica_path, tmp_path):
+def test_ray_engine_matches_local_engine_then_resumes(ray_session, corpus, encoder, replica_path, tmp_path):
     import shutil
 
-    work = tmp_path / "corpus"
+    work = tmp_path / "corpus"  # a private copy: this test edits it afterwards
     shutil.copytree(corpus, work)
-    store_path = tmp_path / "store"
-    _ray_ingest(work, store_path, encoder, replica_path)
+    want, local_report = _local_ingest(work, tmp_path / "local-store", encoder)
+    store_path = tmp_path / "ray-store"
+    report = _ray_ingest(work, store_path, encoder, replica_path)
+    got = _points(store_path)
+    assert len(got) >= 8  # texts with several chunks + 2 images
+    _assert_same_points(got, want)  # same ids, payloads, vectors (cos >= 0.9999)
+    for key in ("discovered", "new", "unchanged", "replaced", "skipped", "embedded", "points_written"):
+        assert getattr(report, key) == getattr(local_report, key), key
+    assert sorted(s.source for s in report.skipped_inputs) == sorted(s.source for s in local_report.skipped_inputs)
+    assert any(s.source.endswith("broken.jpg") for s in report.skipped_inputs)
+
+    # re-run after editing one file and deleting another, with sync: only the edit is embedded
     changed = work / "docs" / "b.md"
     changed.write_text("An entirely different note about invoices charged twice this month, and nothing else at all.")
     os.remove(work / "img" / "p1.png")
-    report = _ray_ingest(work, store_path, encoder, replica_path, sync=True)
-    assert (report.replaced, report.deleted) == (1, 1)
-
-    got = _points(store_path)
-    by_source: dict[str, set[str]] = {}
-    for pid, (payload, _) in got.items():
-        by_source.setdefault(payload["source"], set()).add(pid)
+    again = _ray_ingest(work, store_path, encoder, replica_path, sync=True)
     doc = read_source(SourceFile(str(changed), "text"), Chunker(**CHUNK))  # independent: the ids a clean run stores
+    assert (again.replaced, again.deleted, again.new) == (1, 1, 0)
+    assert again.unchanged == report.new - 2
+    assert again.embedded == again.points_written == len(doc.items)
+    after = _points(store_path)
+    by_source: dict[str, set[str]] = {}
+    for pid, (payload, _) in after.items():
+        by_source.setdefault(payload["source"], set()).add(pid)
     assert by_source[str(changed)] == {item.id for item in doc.items}
     assert str(work / "img" / "p1.png") not in by_source
-    assert str(work / "img" / "p0.png") in by_source
+    untouched = {pid for pid, (p, _) in got.items() if p["source"] not in (str(changed), str(work / "img" / "p1.png"))}
+    assert untouched <= after.keys() and len(after) == len(untouched) + len(doc.items)
 
 
 # ---------------------------------------------------------------- 2. the Datasink: batching, retries, failures
@@ -338,17 +334,6 @@ class CrashOnceActor(RayEncoderActor):
         return super().__call__(batch)
 
 
-def test_killed_encoder_actor_is_restarted_and_the_point_set_is_clean(ray_session, corpus, encoder, replica_path, local_run, tmp_path, monkeypatch):
-    marker = tmp_path / "crashed"
-    monkeypatch.setattr(CrashOnceActor, "marker", str(marker))
-    store_path = tmp_path / "store"
-    config = IngestConfig(collection="c", paths=[str(corpus)], engine="ray", replicas=1, gpus_per_replica=0, **CHUNK)
-    ingest_ray(config, _encoder_config(replica_path), StoreConfig(qdrant_path=str(store_path)), encoder=encoder,
-               progress=False, embedder_class=CrashOnceActor)
-    assert marker.exists()  # the crash happened
-    _assert_same_points(_points(store_path), local_run[0])
-
-
 class FailAfter:
     """A real client whose upserts fail permanently after ``n`` successful ones (the job dies mid-write)."""
 
@@ -365,15 +350,23 @@ class FailAfter:
         return self.inner.upsert(*args, **kwargs)
 
 
-def test_job_killed_mid_write_then_rerun_gives_the_clean_point_set(ray_session, corpus, encoder, replica_path, local_run, tmp_path):
+def test_killed_actor_and_killed_job_then_rerun_give_the_clean_point_set(
+    ray_session, corpus, encoder, replica_path, local_run, tmp_path, monkeypatch
+):
+    """First run: the encoder actor kills its process on its first batch (Ray restarts it, so points still get
+    written), then the job dies on a permanent write error. Re-run: exactly the clean run's points."""
+    marker = tmp_path / "crashed"
+    monkeypatch.setattr(CrashOnceActor, "marker", str(marker))
     store_path = tmp_path / "store"
     config = StoreConfig(qdrant_path=str(store_path), write_batch_size=2, retry_wait=0.001)
     real = QdrantClient(path=str(store_path))
     with pytest.raises(StoreError, match="killed here"):
-        _ray_ingest(corpus, store_path, encoder, replica_path, store=QdrantStore(config, client=FailAfter(real, 2)))
+        _ray_ingest(corpus, store_path, encoder, replica_path, store=QdrantStore(config, client=FailAfter(real, 2)),
+                    embedder_class=CrashOnceActor)
     real.close()
+    assert marker.exists()  # the actor did die ...
     partial = _points(store_path)
-    assert 0 < len(partial) < len(local_run[0])
+    assert 0 < len(partial) < len(local_run[0])  # ... and its restart embedded points before the job died
     report = _ray_ingest(corpus, store_path, encoder, replica_path)
     assert report.embedded == len(local_run[0]) - len(partial)  # only the missing points are embedded
     _assert_same_points(_points(store_path), local_run[0])
