@@ -78,7 +78,17 @@ class IngestReport:
             "model_fingerprint": self.model_fingerprint,
             "counts": {
                 k: getattr(self, k)
-                for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped", "embedded", "points_written", "points_deleted")
+                for k in (
+                    "discovered",
+                    "new",
+                    "unchanged",
+                    "replaced",
+                    "deleted",
+                    "skipped",
+                    "embedded",
+                    "points_written",
+                    "points_deleted",
+                )
             },
             "seconds": round(self.seconds, 3),
             "skipped_inputs": [s.to_dict() for s in self.skipped_inputs],
@@ -153,7 +163,25 @@ def ingest(
 
     Example:
         >>> report = ingest(IngestConfig(collection="docs", paths=["./docs"]), E5VEncoder(), QdrantStore())  # doctest: +SKIP
+
+    With ``config.engine == "ray"`` the work runs on Ray (``ray_engine.ingest_ray``; ``encoder`` then only supplies
+    its config and fingerprint). With ``config.bulk_load`` on a server, HNSW building is deferred for the run
+    (``store.bulk_load``) and restored after, even on failure.
     """
+    if config.engine == "ray":
+        from .ray_engine import ingest_ray
+
+        return ingest_ray(config, encoder.config, store, encoder=encoder, progress=progress)
+    if config.bulk_load and store.is_server:
+        import dataclasses
+
+        from .store import bulk_load
+
+        with bulk_load(store, store.ensure_collection(config.collection, encoder)):
+            return ingest(
+                dataclasses.replace(config, bulk_load=False), encoder, store, progress=progress, on_file=on_file
+            )
+
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -255,8 +283,10 @@ def ingest(
             errors.append(exc)
             stop.set()
 
-    threads = [threading.Thread(target=reader, name="e5v-ingest-read", daemon=True),
-               threading.Thread(target=writer, name="e5v-ingest-write", daemon=True)]
+    threads = [
+        threading.Thread(target=reader, name="e5v-ingest-read", daemon=True),
+        threading.Thread(target=writer, name="e5v-ingest-write", daemon=True),
+    ]
     for t in threads:
         t.start()
 
@@ -294,7 +324,11 @@ def ingest(
             roots = [os.path.abspath(os.fspath(p)) for p in config.paths]
             skipped_sources = {s.source for s in report.skipped_inputs}
             vanished = [
-                s for s in stored if _under(s, roots) and s not in discovered_sources and s not in skipped_sources
+                s
+                for s in stored
+                if _under(s, roots)
+                and s not in discovered_sources
+                and s not in skipped_sources
                 and not os.path.exists(s)
             ]
             for source in sorted(vanished):

@@ -54,9 +54,24 @@ class ReingestReport:
         return 1 if self.problems else 0
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: getattr(self, k) for k in (
-            "alias", "source_collection", "target_collection", "old_fingerprint", "new_fingerprint", "points",
-            "embedded", "resumed", "removed_stale", "swapped", "dropped_old", "already_current", "problems")}
+        data = {
+            k: getattr(self, k)
+            for k in (
+                "alias",
+                "source_collection",
+                "target_collection",
+                "old_fingerprint",
+                "new_fingerprint",
+                "points",
+                "embedded",
+                "resumed",
+                "removed_stale",
+                "swapped",
+                "dropped_old",
+                "already_current",
+                "problems",
+            )
+        }
         data["seconds"] = round(self.seconds, 3)
         return data
 
@@ -132,7 +147,9 @@ def reingest(
                 f"{alias!r} is a plain collection, not an alias made by `e5v-qdrant ingest`; an alias cannot replace "
                 f"it atomically. Ingest into a new --collection instead."
             )
-        raise E5VConfigError(f"collection {alias!r} does not exist; create it with `e5v-qdrant ingest PATH --collection {alias}`")
+        raise E5VConfigError(
+            f"collection {alias!r} does not exist; create it with `e5v-qdrant ingest PATH --collection {alias}`"
+        )
     source = aliases[alias]
     stamp = store.stamp(source)
     report.source_collection = source
@@ -160,8 +177,13 @@ def reingest(
     max_pixels = encoder.config.max_image_pixels
     expected: set[str] = set()
     pending: list[tuple[Any, str, Any]] = []  # (record, modality, content)
-    bar = tqdm(total=store.count(source), desc="re-embedding", unit="point", disable=None if progress is None else not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=store.count(source),
+        desc="re-embedding",
+        unit="point",
+        disable=None if progress is None else not progress,
+        dynamic_ncols=True,
+    )
 
     def flush() -> None:
         from qdrant_client import models
@@ -178,7 +200,9 @@ def reingest(
             for (record, _), vector in zip(group, vectors, strict=True):
                 payload = dict(record.payload or {})
                 payload["model_fingerprint"] = fingerprint["id"]
-                points.append(models.PointStruct(id=str(record.id), vector={VECTOR_NAME: vector.tolist()}, payload=payload))
+                points.append(
+                    models.PointStruct(id=str(record.id), vector={VECTOR_NAME: vector.tolist()}, payload=payload)
+                )
         store.upsert(target, points)
         report.embedded += len(points)
         pending.clear()
@@ -199,7 +223,9 @@ def reingest(
             else:
                 content = _text_of(payload)
                 if content is None:
-                    report.problems.append({"id": pid, "source": str(payload.get("source")), "reason": "no text in the payload"})
+                    report.problems.append(
+                        {"id": pid, "source": str(payload.get("source")), "reason": "no text in the payload"}
+                    )
                     continue
             expected.add(pid)
             if pid in done:

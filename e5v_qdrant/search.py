@@ -25,8 +25,12 @@ class SearchHit:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "score": self.score, "id": self.id, "modality": self.modality, "source": self.source,
-            "chunk_index": self.chunk_index, "text": self.text,
+            "score": self.score,
+            "id": self.id,
+            "modality": self.modality,
+            "source": self.source,
+            "chunk_index": self.chunk_index,
+            "text": self.text,
         }
 
 
@@ -51,13 +55,23 @@ def _hit(point) -> SearchHit:
         except ValueError:
             text = None
     return SearchHit(
-        score=float(point.score), id=str(point.id), modality=payload.get("modality"), source=payload.get("source"),
-        chunk_index=payload.get("chunk_index"), text=text,
+        score=float(point.score),
+        id=str(point.id),
+        modality=payload.get("modality"),
+        source=payload.get("source"),
+        chunk_index=payload.get("chunk_index"),
+        text=text,
     )
 
 
 def search(
-    store: QdrantStore, encoder, collection: str, *, text: str | None = None, image=None, top_k: int = 10,
+    store: QdrantStore,
+    encoder,
+    collection: str,
+    *,
+    text: str | None = None,
+    image=None,
+    top_k: int = 10,
     modality: str = "any",
 ) -> list[SearchHit]:
     """Nearest stored items to a text query, an image, or an image + modification text (composed).
@@ -72,11 +86,15 @@ def search(
         raise E5VConfigError(f"modality must be text, image or any, got {modality!r}")
     physical = store.resolve(collection)
     if physical is None:
-        raise E5VConfigError(f"collection {collection!r} does not exist; create it with `e5v-qdrant ingest PATH --collection {collection}`")
+        raise E5VConfigError(
+            f"collection {collection!r} does not exist; create it with `e5v-qdrant ingest PATH --collection {collection}`"
+        )
     try:
         store.check_compatible(collection, physical, encoder)
     except CollectionMismatchError as exc:
-        raise CollectionMismatchError(f"{exc} (for search: drop --model/--adapter to use the model recorded in the collection)") from None
+        raise CollectionMismatchError(
+            f"{exc} (for search: drop --model/--adapter to use the model recorded in the collection)"
+        ) from None
     if image is not None and text is not None:
         vector = encoder.embed_composed([image], [text])[0]
     elif image is not None:

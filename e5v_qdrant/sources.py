@@ -121,7 +121,9 @@ def _supported_list() -> str:
 
 
 # ---------------------------------------------------------------- discovery
-def discover(paths: Iterable[str | os.PathLike], *, follow_symlinks: bool = True) -> Iterator[SourceFile | SkippedInput]:
+def discover(
+    paths: Iterable[str | os.PathLike], *, follow_symlinks: bool = True
+) -> Iterator[SourceFile | SkippedInput]:
     """Walk ``paths`` (files or folders) in sorted order, yielding supported files and skipped inputs with reasons.
 
     Folders are walked recursively; symlinked folders are followed when ``follow_symlinks`` and a folder reached
@@ -215,7 +217,24 @@ def _classify_file(path: str) -> SourceFile | SkippedInput:
 # ---------------------------------------------------------------- reading
 class _HTMLText(HTMLParser):
     _SKIP = {"script", "style", "noscript", "template", "head"}
-    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre", "table", "title"}
+    _BLOCK = {
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "section",
+        "article",
+        "pre",
+        "table",
+        "title",
+    }
 
     def __init__(self):
         super().__init__(convert_charrefs=True)

@@ -132,7 +132,10 @@ def _retrying(config: StoreConfig, what: str) -> Retrying:
         exc = state.outcome.exception() if state.outcome else None
         logger.warning(
             "retrying %s after transient error (attempt %d of %d, next in %.2fs): %s",
-            what, state.attempt_number, config.retries, state.next_action.sleep if state.next_action else 0.0,
+            what,
+            state.attempt_number,
+            config.retries,
+            state.next_action.sleep if state.next_action else 0.0,
             _describe(exc) if exc else "?",
         )
 
@@ -193,7 +196,9 @@ def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool) -> 
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
             )
         elif config.quantization == "binary":
-            kwargs["quantization_config"] = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+            kwargs["quantization_config"] = models.BinaryQuantization(
+                binary=models.BinaryQuantizationConfig(always_ram=True)
+            )
         if config.shard_number:
             kwargs["shard_number"] = config.shard_number
         if config.replication_factor:
@@ -213,7 +218,14 @@ class CollectionStamp:
     alias: str | None = None
 
     def to_metadata(self) -> dict[str, Any]:
-        return {METADATA_KEY: {"schema": _SCHEMA, "fingerprint": self.fingerprint, "encoder": self.encoder, "alias": self.alias}}
+        return {
+            METADATA_KEY: {
+                "schema": _SCHEMA,
+                "fingerprint": self.fingerprint,
+                "encoder": self.encoder,
+                "alias": self.alias,
+            }
+        }
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any] | None) -> CollectionStamp | None:
@@ -349,7 +361,12 @@ class QdrantStore:
             metadata=stamp.to_metadata(),
             **kwargs,
         )
-        logger.info("created collection %s (%d-d, cosine, model fingerprint %s)", physical, encoder.dim, encoder.fingerprint["id"])
+        logger.info(
+            "created collection %s (%d-d, cosine, model fingerprint %s)",
+            physical,
+            encoder.dim,
+            encoder.fingerprint["id"],
+        )
 
     def point_alias(self, alias: str, physical: str) -> None:
         """Make ``alias`` point at ``physical`` in one ``update_collection_aliases`` call (atomic switch)."""
@@ -423,8 +440,13 @@ class QdrantStore:
         return len(ids)
 
     def scroll(
-        self, collection: str, *, with_payload: bool | Sequence[str] = True, with_vectors: bool = False,
-        scroll_filter=None, page_size: int = 256,
+        self,
+        collection: str,
+        *,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool = False,
+        scroll_filter=None,
+        page_size: int = 256,
     ) -> Iterator[Any]:
         """Every point (``Record``) of ``collection``, page by page."""
         offset = None
@@ -463,15 +485,21 @@ class QdrantStore:
         )
 
     def count(self, collection: str) -> int:
-        return int(self.call(f"counting {collection!r}", self.client.count, collection_name=collection, exact=True).count)
+        return int(
+            self.call(f"counting {collection!r}", self.client.count, collection_name=collection, exact=True).count
+        )
 
-    def query(self, collection: str, vector: Sequence[float], *, top_k: int = 10, modality: str | None = None) -> list[Any]:
+    def query(
+        self, collection: str, vector: Sequence[float], *, top_k: int = 10, modality: str | None = None
+    ) -> list[Any]:
         """Nearest points to ``vector`` (cosine), optionally only ``modality`` = ``text`` / ``image``."""
         from qdrant_client import models
 
         query_filter = None
         if modality in ("text", "image"):
-            query_filter = models.Filter(must=[models.FieldCondition(key="modality", match=models.MatchValue(value=modality))])
+            query_filter = models.Filter(
+                must=[models.FieldCondition(key="modality", match=models.MatchValue(value=modality))]
+            )
         response = self.call(
             f"querying {collection!r}",
             self.client.query_points,
@@ -541,10 +569,14 @@ def bulk_load(store: QdrantStore, collection: str, *, enabled: bool = True) -> I
     original = models.HnswConfigDiff(m=hnsw.m, payload_m=hnsw.payload_m)
     if hnsw.m == 0:  # already deferred (a killed bulk run): restore to Qdrant's default when done
         original = models.HnswConfigDiff(m=16, payload_m=hnsw.payload_m)
-        logger.warning("collection %s already had hnsw m=0 (an earlier bulk load did not finish); restoring m=16 after", physical)
+        logger.warning(
+            "collection %s already had hnsw m=0 (an earlier bulk load did not finish); restoring m=16 after", physical
+        )
     store.call(
-        f"deferring HNSW indexing on {physical!r}", store.client.update_collection,
-        collection_name=physical, hnsw_config=models.HnswConfigDiff(m=0),
+        f"deferring HNSW indexing on {physical!r}",
+        store.client.update_collection,
+        collection_name=physical,
+        hnsw_config=models.HnswConfigDiff(m=0),
     )
     logger.info("bulk load: HNSW indexing deferred on %s (m=0); will restore m=%s", physical, original.m)
     failed = False
@@ -556,8 +588,10 @@ def bulk_load(store: QdrantStore, collection: str, *, enabled: bool = True) -> I
     finally:
         try:
             store.call(
-                f"restoring HNSW settings on {physical!r}", store.client.update_collection,
-                collection_name=physical, hnsw_config=original,
+                f"restoring HNSW settings on {physical!r}",
+                store.client.update_collection,
+                collection_name=physical,
+                hnsw_config=original,
             )
             logger.info("bulk load: HNSW settings restored on %s (m=%s)", physical, original.m)
         except Exception as exc:

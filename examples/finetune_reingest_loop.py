@@ -44,7 +44,9 @@ def main() -> None:
     train = args.train
     if not train:
         train = work / "triplets.jsonl"
-        train.write_text("".join(json.dumps({"anchor": a, "positive": p, "negative": n}) + "\n" for a, p, n in TRIPLETS))
+        train.write_text(
+            "".join(json.dumps({"anchor": a, "positive": p, "negative": n}) + "\n" for a, p, n in TRIPLETS)
+        )
     store = ["--qdrant-path", str(work / "qdrant_data")]
     tiny = [] if args.model else ["--max-steps", "3", "--batch-size", "4", "--lora-r", "4", "--lora-alpha", "8"]
 

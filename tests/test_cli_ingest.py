@@ -30,11 +30,35 @@ from e5v_qdrant.cli import main
 from e5v_qdrant.ingest import WRITE_DELAY_ENV
 from e5v_qdrant.testing import draw_image
 
-COMMON = ["--device", "cpu", "--dtype", "float32", "--chunk-size", "32", "--chunk-overlap", "4", "--retry-wait", "0.001"]
+COMMON = [
+    "--device",
+    "cpu",
+    "--dtype",
+    "float32",
+    "--chunk-size",
+    "32",
+    "--chunk-overlap",
+    "4",
+    "--retry-wait",
+    "0.001",
+]
 
 
 def run_ingest(paths, qd, model, *extra):
-    return main(["ingest", *map(str, paths), "--collection", "docs", "--qdrant-path", str(qd), "--model", str(model), *COMMON, *extra])
+    return main(
+        [
+            "ingest",
+            *map(str, paths),
+            "--collection",
+            "docs",
+            "--qdrant-path",
+            str(qd),
+            "--model",
+            str(model),
+            *COMMON,
+            *extra,
+        ]
+    )
 
 
 def points_of(qd, name="docs", vectors=False) -> dict:
@@ -57,7 +81,7 @@ def test_bad_inputs_are_listed_good_ones_stored_exit_1(tmp_path, replica_path, c
     (root / "good.txt").write_text("A perfectly fine document about sailing boats on a calm lake.")
     draw_image(60, 40, seed=4).save(root / "good.png")
     (root / "latin1.txt").write_bytes("Cr\u00e8me br\u00fbl\u00e9e is a dessert.".encode("latin-1"))
-    png = (tmp_path / "x.png")
+    png = tmp_path / "x.png"
     draw_image(300, 200, seed=5).save(png)
     bad = {
         "zero.png": b"",
@@ -84,10 +108,18 @@ def test_bad_inputs_are_listed_good_ones_stored_exit_1(tmp_path, replica_path, c
     assert printed == report
     reasons = {os.path.basename(s["source"]): s["reason"] for s in report["skipped_inputs"]}
     expected = {
-        "zero.png": "zero bytes", "truncated.png": "truncated", "corrupt.jpg": "not a recognised image",
-        "empty.txt": "empty document", "binary.txt": "binary", "notes.xyz": "unsupported file type",
-        "bomb.png": "decompression bomb", "pipe.txt": "not a regular file", "loop-a.txt": "symlink loop",
-        "loop-b.txt": "symlink loop", "dangling.txt": "no such file", "dirloop": "symlink loop",
+        "zero.png": "zero bytes",
+        "truncated.png": "truncated",
+        "corrupt.jpg": "not a recognised image",
+        "empty.txt": "empty document",
+        "binary.txt": "binary",
+        "notes.xyz": "unsupported file type",
+        "bomb.png": "decompression bomb",
+        "pipe.txt": "not a regular file",
+        "loop-a.txt": "symlink loop",
+        "loop-b.txt": "symlink loop",
+        "dangling.txt": "no such file",
+        "dirloop": "symlink loop",
     }
     assert set(reasons) == set(expected)
     for name, fragment in expected.items():
@@ -107,7 +139,24 @@ def test_search_and_collections_commands_use_the_recorded_model(tmp_path, replic
     pid, payload = next((k, v) for k, v in payloads.items() if v["source"].endswith("page.html"))
     text = json.loads(payload["_node_content"])["text"]
     # no --model: the collection's recorded model is loaded
-    assert main(["search", text, "--collection", "docs", "--qdrant-path", str(qd), "--device", "cpu", "--json", "--top-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                text,
+                "--collection",
+                "docs",
+                "--qdrant-path",
+                str(qd),
+                "--device",
+                "cpu",
+                "--json",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["id"] == pid and hits[0]["text"] == text and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     image = str(root / "pics" / "two.jpg")
@@ -148,14 +197,31 @@ def test_transient_faults_are_retried_and_permanent_ones_exit_2(tmp_path, replic
     assert points_of(tmp_path / "qd") == points_of(clean_qd)
 
     bad = UnexpectedResponse(400, "Bad Request", b'{"status":{"error":"Wrong input: payload too large"}}', None)
-    monkeypatch.setattr(store_module, "open_client", lambda cfg: FlakyClient(real_open(cfg), "upsert", fail=99, exc=bad))
+    monkeypatch.setattr(
+        store_module, "open_client", lambda cfg: FlakyClient(real_open(cfg), "upsert", fail=99, exc=bad)
+    )
     capsys.readouterr()
     start = time.perf_counter()
-    rc = main(["ingest", str(root), "--collection", "fresh", "--qdrant-path", str(tmp_path / "qd3"), "--model",
-               str(replica_path), *COMMON[:-2], "--retry-wait", "20"])
+    rc = main(
+        [
+            "ingest",
+            str(root),
+            "--collection",
+            "fresh",
+            "--qdrant-path",
+            str(tmp_path / "qd3"),
+            "--model",
+            str(replica_path),
+            *COMMON[:-2],
+            "--retry-wait",
+            "20",
+        ]
+    )
     assert rc == 2 and time.perf_counter() - start < 30  # a single retry would have slept 20 s
     err = capsys.readouterr().err
-    assert "e5v-qdrant ingest: error: Qdrant refused upserting" in err and "HTTP 400" in err and "payload too large" in err
+    assert (
+        "e5v-qdrant ingest: error: Qdrant refused upserting" in err and "HTTP 400" in err and "payload too large" in err
+    )
 
 
 def _stored_count(qd) -> int:
@@ -176,8 +242,24 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path, replica_path):
     clean = points_of(clean_qd, vectors=True)
     assert len(clean) > 10
 
-    cmd = [sys.executable, "-m", "e5v_qdrant.cli", "ingest", str(root), "--collection", "docs", "--qdrant-path",
-           str(crash_qd), "--model", str(replica_path), *COMMON, "--write-batch-size", "2", "--batch-size", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "e5v_qdrant.cli",
+        "ingest",
+        str(root),
+        "--collection",
+        "docs",
+        "--qdrant-path",
+        str(crash_qd),
+        "--model",
+        str(replica_path),
+        *COMMON,
+        "--write-batch-size",
+        "2",
+        "--batch-size",
+        "2",
+    ]
     env = {**os.environ, WRITE_DELAY_ENV: "0.4"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -228,7 +310,9 @@ def test_cli_collection_is_readable_by_stock_llamaindex_qdrant_vector_store(tmp_
         assert top.score == pytest.approx(1.0, abs=1e-4)
 
         image = root / "pics" / "three.webp"
-        result = vector_store.query(VectorStoreQuery(query_embedding=embed.get_image_embedding(str(image)), similarity_top_k=1))
+        result = vector_store.query(
+            VectorStoreQuery(query_embedding=embed.get_image_embedding(str(image)), similarity_top_k=1)
+        )
         node = result.nodes[0]
         assert isinstance(node, ImageNode) and node.image_path == str(image) and node.metadata["modality"] == "image"
         assert result.ids[0] in stored and stored[result.ids[0]]["source"] == str(image)

@@ -19,8 +19,10 @@ from e5v_qdrant.testing import draw_image
 
 TEXTS = {
     "animals.txt": " ".join(
-        f"The {a} number {i} sleeps under the {p} while the rain falls." for i, (a, p) in
-        enumerate([("cat", "table"), ("dog", "bench"), ("fox", "tree"), ("owl", "roof"), ("horse", "bridge")] * 3)
+        f"The {a} number {i} sleeps under the {p} while the rain falls."
+        for i, (a, p) in enumerate(
+            [("cat", "table"), ("dog", "bench"), ("fox", "tree"), ("owl", "roof"), ("horse", "bridge")] * 3
+        )
     ),
     "food.md": "# Recipes\n\n" + " ".join(f"Step {i}: mix {i} cups of flour with butter and sugar." for i in range(12)),
     "page.html": "<html><body><h1>Support</h1><p>The invoice was charged twice this month.</p>"
@@ -178,7 +180,9 @@ def test_transient_write_faults_are_retried_and_the_result_is_unchanged(tmp_path
 def test_permanent_write_error_stops_the_run_quickly(tmp_path, encoder):
     root = make_corpus(tmp_path / "corpus")
     bad = UnexpectedResponse(400, "Bad Request", b"payload too large", None)
-    store = QdrantStore(StoreConfig(retry_wait=10.0), client=FlakyClient(QdrantClient(":memory:"), "upsert", fail=99, exc=bad))
+    store = QdrantStore(
+        StoreConfig(retry_wait=10.0), client=FlakyClient(QdrantClient(":memory:"), "upsert", fail=99, exc=bad)
+    )
     start = time.perf_counter()
     with pytest.raises(StoreError, match="HTTP 400"):
         ingest(cfg(root), encoder, store, progress=False)

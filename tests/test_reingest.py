@@ -105,7 +105,9 @@ def test_concurrent_reader_never_errors_nor_sees_a_mix(tmp_path, encoder, adapte
     def reader():
         while not stop.is_set():
             try:
-                hits = store.client.query_points("docs", query=query.tolist(), using="text-dense", limit=50, with_payload=True).points
+                hits = store.client.query_points(
+                    "docs", query=query.tolist(), using="text-dense", limit=50, with_payload=True
+                ).points
                 fps = {h.payload["model_fingerprint"] for h in hits}
                 assert len(fps) == 1 and len(hits) == count, (fps, len(hits))
                 seen.append(fps.pop())
@@ -160,8 +162,23 @@ def test_cli_reingest_killed_and_rerun_matches_an_uninterrupted_run(tmp_path, re
     for qd in (clean_qd, crash_qd):
         assert run_ingest([root], qd, replica_path) == 0
     capsys.readouterr()
-    assert main(["reingest", "--collection", "docs", "--adapter", str(adapter_path), "--qdrant-path", str(clean_qd),
-                 "--device", "cpu", "--json"]) == 0
+    assert (
+        main(
+            [
+                "reingest",
+                "--collection",
+                "docs",
+                "--adapter",
+                str(adapter_path),
+                "--qdrant-path",
+                str(clean_qd),
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["swapped"] and report["old_fingerprint"] != report["new_fingerprint"]
     clean = points_of(clean_qd, vectors=True)
@@ -172,7 +189,11 @@ def test_cli_reingest_killed_and_rerun_matches_an_uninterrupted_run(tmp_path, re
     target_glob = crash_qd / "collection"
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and _target_count(target_glob, report["new_fingerprint"]) < 4:
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and _target_count(target_glob, report["new_fingerprint"]) < 4
+        ):
             time.sleep(0.02)
         assert proc.poll() is None, "reingest finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
@@ -182,8 +203,23 @@ def test_cli_reingest_killed_and_rerun_matches_an_uninterrupted_run(tmp_path, re
             proc.kill()
     assert 0 < _target_count(target_glob, report["new_fingerprint"]) < len(clean)
     assert points_of(crash_qd)  # alias still serves the old collection
-    assert main(["reingest", "--collection", "docs", "--adapter", str(adapter_path), "--qdrant-path", str(crash_qd),
-                 "--device", "cpu", "--json"]) == 0
+    assert (
+        main(
+            [
+                "reingest",
+                "--collection",
+                "docs",
+                "--adapter",
+                str(adapter_path),
+                "--qdrant-path",
+                str(crash_qd),
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     resumed_report = json.loads(capsys.readouterr().out)
     assert resumed_report["swapped"] and resumed_report["resumed"] > 0
     resumed = points_of(crash_qd, vectors=True)

@@ -76,7 +76,10 @@ def test_text_chunks_ids_and_payload_round_trip_as_textnode(tmp_path):
         assert item.content in body
         assert node.ref_doc_id == item.payload["ref_doc_id"] != "None"
         assert {k: item.payload[k] for k in ("modality", "source", "chunk_index")} == {
-            "modality": "text", "source": str(path), "chunk_index": index}
+            "modality": "text",
+            "source": str(path),
+            "chunk_index": index,
+        }
         assert item.payload["content_hash"] == hashlib.sha256(item.content.encode()).hexdigest()
     # all text is covered, nothing invented
     words = set(body.split())

@@ -31,8 +31,9 @@ class FakeEncoder:
     def __init__(self, dim: int = 8, fid: str = "f00d", model: str = "fake-model"):
         self.dim = dim
         self.fingerprint = {"model": model, "revision": None, "adapter": None, "prompts": "p", "dim": dim, "id": fid}
-        self.config = types.SimpleNamespace(model=model, revision=None, adapter=None, prompts="e5v", query_prompt=None,
-                                            max_text_tokens=None)
+        self.config = types.SimpleNamespace(
+            model=model, revision=None, adapter=None, prompts="e5v", query_prompt=None, max_text_tokens=None
+        )
 
 
 class FlakyClient:
@@ -65,7 +66,11 @@ def _store(client=None, **options) -> QdrantStore:
 def _points(n: int, dim: int = 8):
     rng = np.random.default_rng(0)
     return [
-        models.PointStruct(id=point_id(f"s{i % 3}", i, "h"), vector={VECTOR_NAME: rng.normal(size=dim).tolist()}, payload={"source": f"s{i % 3}"})
+        models.PointStruct(
+            id=point_id(f"s{i % 3}", i, "h"),
+            vector={VECTOR_NAME: rng.normal(size=dim).tolist()},
+            payload={"source": f"s{i % 3}"},
+        )
         for i in range(n)
     ]
 
@@ -98,7 +103,9 @@ def test_other_model_or_dimension_is_refused_with_the_remedy():
 
 def test_unstamped_plain_collection_is_refused():
     store = _store()
-    store.client.create_collection("plain", vectors_config={VECTOR_NAME: models.VectorParams(size=8, distance="Cosine")})
+    store.client.create_collection(
+        "plain", vectors_config={VECTOR_NAME: models.VectorParams(size=8, distance="Cosine")}
+    )
     with pytest.raises(CollectionMismatchError, match="not created by e5v-qdrant"):
         store.ensure_collection("plain", FakeEncoder())
 
@@ -186,11 +193,22 @@ def test_locked_embedded_folder_is_retried_then_reported(tmp_path):
 
 
 def test_server_options_build_the_documented_collection_spec():
-    cfg = StoreConfig(qdrant_url="http://qdrant:6333", on_disk_vectors=True, vector_datatype="float16",
-                      quantization="int8", shard_number=3, replication_factor=2)
+    cfg = StoreConfig(
+        qdrant_url="http://qdrant:6333",
+        on_disk_vectors=True,
+        vector_datatype="float16",
+        quantization="int8",
+        shard_number=3,
+        replication_factor=2,
+    )
     kw = collection_create_kwargs(cfg, 4096, server=True)
     params = kw["vectors_config"][VECTOR_NAME]
-    assert (params.size, params.distance, params.on_disk, params.datatype) == (4096, models.Distance.COSINE, True, models.Datatype.FLOAT16)
+    assert (params.size, params.distance, params.on_disk, params.datatype) == (
+        4096,
+        models.Distance.COSINE,
+        True,
+        models.Datatype.FLOAT16,
+    )
     assert kw["quantization_config"].scalar.type == models.ScalarType.INT8
     assert (kw["shard_number"], kw["replication_factor"]) == (3, 2)
     # the embedded store gets only what it supports
@@ -201,8 +219,14 @@ def test_server_options_build_the_documented_collection_spec():
 def test_store_config_validation():
     from e5v_qdrant.errors import E5VConfigError
 
-    for bad in ({"write_batch_size": 0}, {"retries": 0}, {"vector_datatype": "int4"}, {"quantization": "pq"},
-                {"shard_number": 0}, {"qdrant_path": "x", "qdrant_url": "http://h"}):
+    for bad in (
+        {"write_batch_size": 0},
+        {"retries": 0},
+        {"vector_datatype": "int4"},
+        {"quantization": "pq"},
+        {"shard_number": 0},
+        {"qdrant_path": "x", "qdrant_url": "http://h"},
+    ):
         with pytest.raises(E5VConfigError):
             StoreConfig(**bad)
     assert EncoderConfig().model  # sanity: the shared config module imports
@@ -213,7 +237,9 @@ def test_store_config_validation():
 def test_server_collection_with_quantization_and_float16():  # pragma: no cover - needs a server
     import uuid
 
-    cfg = StoreConfig(qdrant_url=os.environ["QDRANT_URL"], on_disk_vectors=True, vector_datatype="float16", quantization="int8")
+    cfg = StoreConfig(
+        qdrant_url=os.environ["QDRANT_URL"], on_disk_vectors=True, vector_datatype="float16", quantization="int8"
+    )
     store = QdrantStore(cfg)
     name = f"e5v-test-{uuid.uuid4().hex[:8]}"
     enc = FakeEncoder(fid=uuid.uuid4().hex[:8])
