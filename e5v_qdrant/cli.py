@@ -209,11 +209,16 @@ def _store_from(args):
 def _encoder_from(args, store, collection: str):
     """Load the encoder: options given on the command line, else those recorded in the collection, else defaults."""
     from .encoder import E5VEncoder
+
+    return E5VEncoder(config=_encoder_config_from(args, store, collection))
+
+
+def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
+    """The encoder options of ``_encoder_from`` without loading the model (the Ray engine loads it on its workers)."""
     from .search import recorded_encoder_options
 
     recorded = recorded_encoder_options(store, collection)
-    ns = argparse.Namespace(**{**recorded, **vars(args)})
-    return E5VEncoder(config=from_namespace(EncoderConfig, ns))
+    return from_namespace(EncoderConfig, argparse.Namespace(**{**recorded, **vars(args)}))
 
 
 def _add_ingest(sub) -> Callable:
@@ -245,8 +250,13 @@ def _run_ingest(args) -> int:
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
     with _store_from(args) as store:
-        encoder = _encoder_from(args, store, config.collection)
-        report = ingest(config, encoder, store, progress=args.progress)
+        if config.engine == "ray":  # the model is loaded on the Ray workers only
+            from .ray_engine import ingest_ray
+
+            report = ingest_ray(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
+        else:
+            encoder = _encoder_from(args, store, config.collection)
+            report = ingest(config, encoder, store, progress=args.progress)
     data = report.to_dict()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
