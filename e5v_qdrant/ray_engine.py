@@ -50,9 +50,7 @@ try:
     from ray.data.block import BlockAccessor
     from ray.data.datasource.datasink import Datasink, WriteResult
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise E5VConfigError(
-        f"the Ray engine needs Ray Data ({exc}): pip install 'e5v-qdrant[ray]'"
-    ) from exc
+    raise E5VConfigError(f"the Ray engine needs Ray Data ({exc}): pip install 'e5v-qdrant[ray]'") from exc
 
 __all__ = ["QdrantDatasink", "ingest_ray", "RayEncoderActor", "estimate_point_bytes", "REST_MAX_REQUEST_BYTES"]
 
@@ -304,7 +302,10 @@ def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: 
         if work is None:
             add(source=source, note=_note(source=source, status="unchanged", warnings=doc.warnings))
             continue
-        add(source=source, note=_note(source=source, status=work.status, stale=sorted(work.stale_ids), warnings=doc.warnings))
+        add(
+            source=source,
+            note=_note(source=source, status=work.status, stale=sorted(work.stale_ids), warnings=doc.warnings),
+        )
         for item in work.items:
             add(
                 id=item.id,

@@ -105,13 +105,23 @@ def local_run(corpus, encoder, tmp_path_factory):
     return _local_ingest(corpus, tmp_path_factory.mktemp("local-store"), encoder)
 
 
-def _ray_ingest(corpus_path, store_path, encoder, replica_path, *, store=None, embedder_class=RayEncoderActor, **options):
-    config = IngestConfig(collection="c", paths=[str(corpus_path)], engine="ray", replicas=1, gpus_per_replica=0, **CHUNK, **options)
+def _ray_ingest(
+    corpus_path, store_path, encoder, replica_path, *, store=None, embedder_class=RayEncoderActor, **options
+):
+    config = IngestConfig(
+        collection="c", paths=[str(corpus_path)], engine="ray", replicas=1, gpus_per_replica=0, **CHUNK, **options
+    )
     target = store if store is not None else StoreConfig(qdrant_path=str(store_path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ingest_ray(config, _encoder_config(replica_path), target, encoder=encoder, progress=False,
-                          embedder_class=embedder_class)
+        return ingest_ray(
+            config,
+            _encoder_config(replica_path),
+            target,
+            encoder=encoder,
+            progress=False,
+            embedder_class=embedder_class,
+        )
 
 
 # ---------------------------------------------------------------- 1. Ray run == local run, resume semantics
@@ -160,8 +170,14 @@ def _rows(n: int, text_len: int = 40) -> list[dict]:
     for i in range(n):
         vec = rng.normal(size=DIM).astype(np.float32)
         payload = {"source": f"s{i}", "text": ("ü" * text_len) + str(i), "chunk_index": i}
-        rows.append({"id": f"00000000-0000-5000-8000-{i:012d}", "vector": vec.tobytes(),
-                     "payload": json.dumps(payload, ensure_ascii=False), "note": None})
+        rows.append(
+            {
+                "id": f"00000000-0000-5000-8000-{i:012d}",
+                "vector": vec.tobytes(),
+                "payload": json.dumps(payload, ensure_ascii=False),
+                "note": None,
+            }
+        )
     return rows
 
 
@@ -177,7 +193,9 @@ class FaultyClient:
 
     def __init__(self, transient: int = 0, lost_acks: int = 0, permanent: bool = False, collection: str = "c"):
         self.inner = QdrantClient(":memory:")
-        self.inner.create_collection(collection, vectors_config={VECTOR_NAME: models.VectorParams(size=DIM, distance=models.Distance.COSINE)})
+        self.inner.create_collection(
+            collection, vectors_config={VECTOR_NAME: models.VectorParams(size=DIM, distance=models.Distance.COSINE)}
+        )
         self.transient, self.lost_acks, self.permanent = transient, lost_acks, permanent
         self.applied: list[list[str]] = []
         self.requests: list[list] = []
@@ -227,7 +245,9 @@ def test_datasink_delivers_every_point_exactly_once_through_transient_faults():
     by_id = {str(p.id): p for p in stored}
     for r in rows:  # vector (a cosine collection stores it normalised) and payload arrive intact
         sent = np.frombuffer(r["vector"], np.float32)
-        np.testing.assert_allclose(by_id[r["id"]].vector[VECTOR_NAME], sent / np.linalg.norm(sent), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            by_id[r["id"]].vector[VECTOR_NAME], sent / np.linalg.norm(sent), rtol=1e-5, atol=1e-6
+        )
         assert by_id[r["id"]].payload == json.loads(r["payload"])
 
 
@@ -361,8 +381,14 @@ def test_killed_actor_and_killed_job_then_rerun_give_the_clean_point_set(
     config = StoreConfig(qdrant_path=str(store_path), write_batch_size=2, retry_wait=0.001)
     real = QdrantClient(path=str(store_path))
     with pytest.raises(StoreError, match="killed here"):
-        _ray_ingest(corpus, store_path, encoder, replica_path, store=QdrantStore(config, client=FailAfter(real, 2)),
-                    embedder_class=CrashOnceActor)
+        _ray_ingest(
+            corpus,
+            store_path,
+            encoder,
+            replica_path,
+            store=QdrantStore(config, client=FailAfter(real, 2)),
+            embedder_class=CrashOnceActor,
+        )
     real.close()
     assert marker.exists()  # the actor did die ...
     partial = _points(store_path)
