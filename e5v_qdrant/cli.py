@@ -218,7 +218,19 @@ def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
     from .search import recorded_encoder_options
 
     recorded = recorded_encoder_options(store, collection)
-    return from_namespace(EncoderConfig, argparse.Namespace(**{**recorded, **vars(args)}))
+    return from_namespace(EncoderConfig, argparse.Namespace(**_absolute_folders({**recorded, **vars(args)})))
+
+
+def _absolute_folders(options: dict) -> dict:
+    """Local model / adapter folders as absolute paths, so the collection records a path valid from any directory
+    (and the model fingerprint, which includes the path, does not depend on the working directory)."""
+    import os
+
+    for key in ("model", "adapter"):
+        value = options.get(key)
+        if isinstance(value, str) and os.path.isdir(value):
+            options[key] = os.path.abspath(value)
+    return options
 
 
 def _add_ingest(sub) -> Callable:
@@ -434,7 +446,9 @@ def _run_reingest(args) -> int:
         recorded = recorded_encoder_options(store, args.collection)
         if "model" in given:
             recorded.pop("adapter", None)  # a new base model does not inherit the old adapter
-        encoder = E5VEncoder(config=from_namespace(EncoderConfig, argparse.Namespace(**{**recorded, **given})))
+        encoder = E5VEncoder(
+            config=from_namespace(EncoderConfig, argparse.Namespace(**_absolute_folders({**recorded, **given})))
+        )
         report = reingest(args.collection, encoder, store, drop_old=args.drop_old, allow_missing=args.allow_missing,
                           progress=args.progress)
     data = report.to_dict()

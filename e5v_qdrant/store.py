@@ -361,6 +361,18 @@ class QdrantStore:
             metadata=stamp.to_metadata(),
             **kwargs,
         )
+        if self.is_server:  # keyword indexes for the --modality filter and per-source lookups (local mode has none)
+            from qdrant_client import models
+
+            for field_name in ("modality", "source"):
+                self.call(
+                    f"indexing payload field {field_name!r} of {physical!r}",
+                    self.client.create_payload_index,
+                    collection_name=physical,
+                    field_name=field_name,
+                    field_schema=models.PayloadSchemaType.KEYWORD,
+                    wait=True,
+                )
         logger.info(
             "created collection %s (%d-d, cosine, model fingerprint %s)",
             physical,

@@ -318,3 +318,16 @@ def test_cli_collection_is_readable_by_stock_llamaindex_qdrant_vector_store(tmp_
         assert result.ids[0] in stored and stored[result.ids[0]]["source"] == str(image)
     finally:
         client.close()
+
+
+def test_relative_model_folder_is_recorded_absolute(tmp_path, replica_path, monkeypatch, capsys):
+    root = make_corpus(tmp_path / "corpus")
+    qd = tmp_path / "qd"
+    monkeypatch.chdir(replica_path.parent)
+    assert run_ingest([root / "food.md"], qd, replica_path.name) == 0  # --model e5v-tiny (relative)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    # from another directory: the recorded model still loads, and the same model given absolutely is accepted
+    assert main(["search", "flour", "--collection", "docs", "--qdrant-path", str(qd), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["source"] == str(root / "food.md")
+    assert run_ingest([root / "food.md"], qd, replica_path) == 0

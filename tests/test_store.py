@@ -248,6 +248,7 @@ def test_server_collection_with_quantization_and_float16():  # pragma: no cover 
         info = store.client.get_collection(physical)
         assert info.config.params.vectors[VECTOR_NAME].datatype == models.Datatype.FLOAT16
         assert info.config.quantization_config is not None
+        assert {"modality", "source"} <= set(info.payload_schema)
         store.upsert(name, _points(5))
         assert store.count(name) == 5
     finally:
