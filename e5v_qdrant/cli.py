@@ -386,10 +386,14 @@ def _add_finetune(sub) -> Callable:
 
 
 def _run_finetune(args) -> int:
+    import os
+
     from .config import FinetuneConfig
     from .finetune import finetune
 
     result = finetune(from_namespace(FinetuneConfig, args))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate only rank 0 reports
+        return EXIT_OK
     manifest = json.loads(result.manifest.read_text(encoding="utf-8")) if result.manifest.exists() else {}
     if args.json:
         _print_json(manifest)
