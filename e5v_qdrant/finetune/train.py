@@ -403,7 +403,13 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
         changed = {k: (state["config"].get(k), v) for k, v in config_key.items() if state["config"].get(k) != v}
         if changed:
             raise E5VConfigError(f"--resume {resume_from}: options differ from the checkpoint's (old, new): {changed}")
-        set_peft_model_state_dict(peft_model, load_file(resume_from / "adapter_model.safetensors", device=str(device)))
+        loaded = set_peft_model_state_dict(
+            peft_model, load_file(resume_from / "adapter_model.safetensors", device=str(device))
+        )
+        if getattr(loaded, "unexpected_keys", None):
+            raise E5VConfigError(
+                f"--resume {resume_from}: adapter weights do not fit this model: {loaded.unexpected_keys[:5]}"
+            )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_step, history, eval_before = state["step"], list(state["history"]), state.get("eval_before")
