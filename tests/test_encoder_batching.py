@@ -128,7 +128,8 @@ def test_unpadded_batches_run_without_attention_mask_padded_ones_with(enc, confi
     real_model = enc.model
 
     class Spy:
-        config = real_model.config
+        def __getattr__(self, name):
+            return getattr(real_model, name)
 
         def __call__(self, **kwargs):
             seen.append(kwargs.get("attention_mask"))
@@ -153,3 +154,32 @@ def test_bad_image_in_a_prefetched_window_is_named(enc, configure, tmp_path):
     images = [draw_image(40, 40, seed=i) for i in range(3)] + [str(bad)]
     with pytest.raises(E5VImageError, match="broken.png"):
         enc.embed_images(images)
+
+
+def test_last_token_shortcut_equals_full_final_layer(enc, configure, monkeypatch):
+    assert enc._last_token_only  # the replica's text model is Llama: the shortcut must be active
+    monkeypatch.setattr(encoder_module, "_PAD_FREE_ABOVE", 10_000)  # also pad images together: 4D mask path
+    configure(batch_size=4, max_batch_tokens=None)
+    texts = _texts(6, seed=7)
+    images = [draw_image(w, h, seed=i) for i, (w, h) in enumerate([(80, 50), (50, 80), (60, 60)])]
+    shortcut_calls = []
+    real_shortcut = enc._last_layer_last_token
+    monkeypatch.setattr(enc, "_last_layer_last_token", lambda *a: shortcut_calls.append(1) or real_shortcut(*a))
+    fast = (enc.embed_texts(texts), enc.embed_images(images), enc.embed_composed(images, ["make it red", "", "a"]))
+    assert len(shortcut_calls) >= 3  # every forward took the shortcut
+    monkeypatch.setattr(enc, "_last_token_only", False)
+    full = (enc.embed_texts(texts), enc.embed_images(images), enc.embed_composed(images, ["make it red", "", "a"]))
+    for a, b in zip(fast, full, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_model_outside_encoder_forward_is_untouched(enc):
+    import torch
+
+    ids = torch.tensor([enc.tokenizer(enc.prompts.for_text("a cat"))["input_ids"]])
+    with torch.inference_mode():
+        out = enc.model(input_ids=ids, use_cache=False).last_hidden_state
+    assert out.shape[:2] == ids.shape  # every position computed: the pre-hook is inactive outside _forward
+    np.testing.assert_allclose(
+        torch.nn.functional.normalize(out[:, -1], dim=-1).numpy(), enc.embed_texts(["a cat"]), atol=2e-5
+    )
