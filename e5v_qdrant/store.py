@@ -520,7 +520,7 @@ class QdrantStore:
             using=VECTOR_NAME,
             limit=top_k,
             query_filter=query_filter,
-            search_params=search_params(self.config),
+            search_params=search_params(self.config) if self.is_server else None,
             with_payload=True,
         )
         return list(response.points)
