@@ -235,6 +235,7 @@ def _stored_count(qd) -> int:
         return 0
 
 
+@pytest.mark.slow  # a child process must import torch and load the model before it can be killed
 def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path, replica_path):
     root = make_corpus(tmp_path / "corpus")
     clean_qd, crash_qd = tmp_path / "clean", tmp_path / "crash"

@@ -188,3 +188,69 @@ def test_permanent_write_error_stops_the_run_quickly(tmp_path, encoder):
         ingest(cfg(root), encoder, store, progress=False)
     assert time.perf_counter() - start < 30  # no 10 s back-off: not retried
     assert store.client.calls == 1
+
+
+class Crash(BaseException):
+    """Stands for the process dying (not an Exception: nothing may catch and continue)."""
+
+
+class CrashingClient:
+    """Wraps a real client and 'dies' right before its ``crash_at``-th write (upsert or delete); counts writes."""
+
+    def __init__(self, inner, crash_at: int | None = None):
+        self._inner, self.crash_at, self.writes = inner, crash_at, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name not in ("upsert", "delete"):
+            return attr
+
+        def write(*args, **kwargs):
+            self.writes += 1
+            if self.writes == self.crash_at:
+                raise Crash(f"killed before write {self.writes}")
+            return attr(*args, **kwargs)
+
+        return write
+
+
+def test_crash_before_any_write_then_rerun_equals_a_clean_run(tmp_path, encoder):
+    """Deterministic companion of the SIGKILL test: die before each write of an update run (new chunks, stale
+    deletes, sync deletes), re-run, and compare ids, payloads and vectors with a clean run of the final corpus."""
+    root = make_corpus(tmp_path / "corpus")
+    shutil.rmtree(root / "pics")  # text is enough here: keeps the many re-runs cheap
+    first = QdrantStore(StoreConfig(), client=QdrantClient(":memory:"))
+    ingest(cfg(root), encoder, first, progress=False)
+    initial = list(first.scroll("docs", with_payload=True, with_vectors=True))
+
+    (root / "animals.txt").write_text(TEXTS["animals.txt"].replace("owl", "eagle"))
+    (root / "food.md").unlink()
+    (root / "new.txt").write_text("A brand new note about sailing boats on a calm lake at dawn.")
+    clean = QdrantStore(StoreConfig(), client=QdrantClient(":memory:"))
+    ingest(cfg(root), encoder, clean, progress=False)
+    expected = {str(r.id): (r.payload, r.vector) for r in clean.scroll("docs", with_payload=True, with_vectors=True)}
+
+    def restored(crash_at):
+        from qdrant_client import models
+
+        client = CrashingClient(QdrantClient(":memory:"), crash_at)
+        store = QdrantStore(StoreConfig(write_batch_size=2), client=client)
+        store.ensure_collection("docs", encoder)
+        client._inner.upsert("docs", [models.PointStruct(id=r.id, vector=r.vector, payload=r.payload) for r in initial])
+        return client, store
+
+    probe, store = restored(None)
+    ingest(cfg(root, sync=True), encoder, store, progress=False)
+    assert probe.writes >= 4  # several upsert batches, the stale delete and the sync delete
+    print(f"update run makes {probe.writes} writes")
+    for crash_at in range(1, probe.writes + 1):
+        client, store = restored(crash_at)
+        with pytest.raises(Crash):
+            ingest(cfg(root, sync=True), encoder, store, progress=False)
+        client.crash_at = None
+        ingest(cfg(root, sync=True), encoder, store, progress=False)
+        got = {str(r.id): (r.payload, r.vector) for r in store.scroll("docs", with_payload=True, with_vectors=True)}
+        assert got.keys() == expected.keys(), crash_at
+        for pid, (payload, vector) in expected.items():
+            assert got[pid][0] == payload
+            assert got[pid][1]["text-dense"] == pytest.approx(vector["text-dense"], abs=1e-5)

@@ -156,6 +156,7 @@ def test_changed_or_missing_image_blocks_the_swap_unless_allowed(tmp_path, encod
     assert store.count("docs") == total - 2
 
 
+@pytest.mark.slow  # a child process must import torch and load the model before it can be killed
 def test_cli_reingest_killed_and_rerun_matches_an_uninterrupted_run(tmp_path, replica_path, adapter_path, capsys):
     root = make_corpus(tmp_path / "corpus")
     clean_qd, crash_qd = tmp_path / "clean", tmp_path / "crash"
