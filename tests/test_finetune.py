@@ -312,3 +312,47 @@ def test_batch_larger_than_data_is_refused(train_replica, tmp_path):
     data = _write_jsonl(tmp_path / "train.jsonl", _domain()[0][:4])
     with pytest.raises(E5VConfigError, match="fewer than one batch"):
         finetune(_small_config(train_replica, data, tmp_path / "x", batch_size=8))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one_process(train_replica, tmp_path):
+    """`torchrun --nproc-per-node 2 ... finetune` (gloo on CPU): each rank embeds half of every global batch; the
+    gathered loss and summed gradients must give the single-process adapter (float32 noise: 1e-6 absolute)."""
+    import os
+    import subprocess
+    import sys
+
+    train, _ = _domain(seed=4)
+    data = _write_jsonl(tmp_path / "train.jsonl", train[:32])
+    args = ["--train", str(data), "--model", str(train_replica), "--device", "cpu", "--dtype", "float32",
+            "--max-steps", "3", "--batch-size", "8", "--gradcache-chunk-size", "5", "--lora-r", "4",
+            "--lora-dropout", "0", "--warmup-steps", "1", "--lr", "5e-3", "--checkpoint-every", "2", "--seed", "5"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "-m", "e5v_qdrant.cli", "finetune", *args, "--output", str(tmp_path / "ddp")]  # fmt: skip
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sum(line.startswith("adapter") for line in run.stdout.splitlines()) == 1  # only rank 0 reports
+    assert {p.name for p in (tmp_path / "ddp" / "checkpoints" / "step-0000002").iterdir()} >= {
+        "rng-rank0.pt",
+        "rng-rank1.pt",
+        "training_state.pt",
+        "adapter_model.safetensors",
+    }
+    assert main(["finetune", *args, "--output", str(tmp_path / "one")]) == 0
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["steps"]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())["steps"]
+    np.testing.assert_allclose([s["loss"] for s in ddp], [s["loss"] for s in one], rtol=1e-5)
+    a = load_file(tmp_path / "ddp" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "one" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
