@@ -125,7 +125,7 @@ class E5VEncoder:
         common = {"revision": cfg.revision}
         try:
             model_config = LlavaNextConfig.from_pretrained(cfg.model, **common)
-            processor = LlavaNextProcessor.from_pretrained(cfg.model, **common)
+            processor = LlavaNextProcessor.from_pretrained(cfg.model, **common, **_image_processor_options())
         except (OSError, ValueError) as exc:
             raise E5VModelError(
                 f"cannot load an E5-V / LLaVA-NeXT checkpoint from {cfg.model!r}"
@@ -489,6 +489,17 @@ class E5VEncoder:
                 hidden = self.model(**kwargs, use_cache=False).last_hidden_state[:, -1, :]
             vectors = torch.nn.functional.normalize(hidden.float(), dim=-1)
         return vectors.cpu().numpy()
+
+
+def _image_processor_options() -> dict[str, str]:
+    """Ask for transformers' torchvision image processor when torchvision is importable.
+
+    It tiles and normalises with torch ops, several times faster than the PIL path; its bicubic resize differs from
+    PIL's by rounding-level noise only. Without torchvision nothing is passed and the PIL processor loads as before.
+    """
+    import importlib.util
+
+    return {"backend": "torchvision"} if importlib.util.find_spec("torchvision") is not None else {}
 
 
 def _as_list(values: Iterable, name: str) -> list:

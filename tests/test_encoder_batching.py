@@ -183,3 +183,31 @@ def test_model_outside_encoder_forward_is_untouched(enc):
     np.testing.assert_allclose(
         torch.nn.functional.normalize(out[:, -1], dim=-1).numpy(), enc.embed_texts(["a cat"]), atol=2e-5
     )
+
+
+def test_torchvision_image_processor_is_requested_only_when_importable(replica_path, monkeypatch):
+    import importlib.util
+
+    from transformers import LlavaNextProcessor
+
+    seen = []
+    real_load = LlavaNextProcessor.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs.get("backend"))
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(LlavaNextProcessor, "from_pretrained", classmethod(spy))
+    real_find = importlib.util.find_spec
+    for present in (False, True):
+
+        def find_spec(name, *args, present=present):
+            if name == "torchvision":
+                return object() if present else None
+            return real_find(name, *args)
+
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            E5VEncoder(replica_path, device="cpu", dtype="float32")  # without torchvision transformers falls back to PIL
+    assert seen == [None, "torchvision"]
