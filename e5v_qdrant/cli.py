@@ -447,6 +447,8 @@ def _run_reingest(args) -> int:
     if "model" not in given and "adapter" not in given:
         raise E5VConfigError("give the new model: --adapter DIR (fine-tuned on the recorded model) or --model M")
     with _store_from(args) as store:
+        if store.resolve(args.collection) is None:  # before loading a model for nothing
+            raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
         recorded = recorded_encoder_options(store, args.collection)
         if "model" in given:
             recorded.pop("adapter", None)  # a new base model does not inherit the old adapter

@@ -264,3 +264,11 @@ from e5v_qdrant.cli import main
 sys.exit(main(["reingest", "--collection", "docs", "--adapter", sys.argv[2], "--qdrant-path", sys.argv[1],
                "--device", "cpu", "--write-batch-size", "2"]))
 """
+
+
+def test_cli_reingest_usage_errors_exit_2(tmp_path, adapter_path, capsys):
+    qd = tmp_path / "qd"
+    assert main(["reingest", "--collection", "docs", "--qdrant-path", str(qd)]) == 2
+    assert "--adapter DIR" in capsys.readouterr().err
+    assert main(["reingest", "--collection", "nope", "--adapter", str(adapter_path), "--qdrant-path", str(qd)]) == 2
+    assert "does not exist" in capsys.readouterr().err
