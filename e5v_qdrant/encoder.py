@@ -3,8 +3,9 @@
 The recipe (arXiv 2407.12580; github.com/kongds/E5-V): wrap the input in a "summarise in one word" prompt inside the
 Llama-3 chat template, run LLaVA-NeXT, take the final-layer hidden state (after the last RMSNorm) at the last token
 and L2-normalise it. This module computes exactly that vector, but runs only the base model (no vocabulary logits,
-no per-layer hidden states, no KV cache), pads on the left, passes position ids derived from the attention mask, and
-batches inputs sorted by length.
+no per-layer hidden states, no KV cache, the final layer only at the pooled position), pads on the right and pools
+each row at its own last token (causal attention makes that exact, with no attention mask), and batches inputs
+sorted by length under a token budget.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ class E5VEncoder:
         tokenizer = processor.tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        # Last-token pooling needs left padding; we also pool via the mask, but keep the tokenizer consistent.
+        # _forward pads and pools by itself; a tokenizer used elsewhere for last-token pooling must pad on the left.
         tokenizer.padding_side = "left"
 
     @staticmethod
@@ -338,8 +339,8 @@ class E5VEncoder:
 
         Longest first; a batch holds at most ``batch_size`` rows and ``max_batch_tokens`` padded tokens (default
         ``batch_size × 512``). Rows longer than ``_PAD_FREE_ABOVE`` tokens (every image: 1.2k–2.9k tokens) share a
-        batch only with rows of exactly their length: padding them would force SDPA's masked path (a materialised
-        L × L mask, no causal block skipping) for a batching gain that long rows do not need.
+        batch only with rows of exactly their length: a row that long already fills the matrix units, so batching it
+        gains nothing, while padding it to a longer neighbour costs whole extra tokens of compute.
         """
         order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i].input_ids))
         budget = self.config.max_batch_tokens or self.config.batch_size * _TOKENS_PER_ROW
@@ -362,6 +363,17 @@ class E5VEncoder:
             batches.append(current)
         return batches
 
+    def _preprocess_workers(self) -> int:
+        """Threads for preprocessing: ``preprocess_workers``, but on a CPU device only cores torch leaves idle.
+
+        On CPU the forward pass already runs ``torch.get_num_threads()`` threads (all cores by default); preprocessing
+        threads would only preempt them (measured on 2 cores: slower than preparing in the calling thread).
+        """
+        workers = self.config.preprocess_workers
+        if self.device.type == "cpu":
+            workers = min(workers, max(0, (os.cpu_count() or 1) - self._torch.get_num_threads()))
+        return workers
+
     def _embed(
         self, n: int, prepare: Callable[[int], _Prepared], show_progress: bool, *, window: int | None = None
     ) -> np.ndarray:
@@ -372,7 +384,7 @@ class E5VEncoder:
         window = max(window or self.config.batch_size * _WINDOW_BATCHES, 1)
         windows = [range(start, min(start + window, n)) for start in range(0, n, window)]
         progress = _progress(n, show_progress)
-        workers = self.config.preprocess_workers
+        workers = self._preprocess_workers()
         pool = ThreadPoolExecutor(workers, thread_name_prefix="e5v-prep") if workers > 0 and n > 1 else None
         try:
             pending = [pool.submit(prepare, i) for i in windows[0]] if pool else None
@@ -424,49 +436,56 @@ class E5VEncoder:
         layers[-1].register_forward_pre_hook(stop_before_last_layer, with_kwargs=True)
         return True
 
-    def _last_layer_last_token(self, hidden, kwargs: dict[str, Any]):
-        """The final Llama layer + final norm, computed for the last position only (keys/values for all)."""
+    def _last_layer_last_token(self, hidden, kwargs: dict[str, Any], last):
+        """The final Llama layer + final norm for each row's pooled position ``last[row]`` only (keys/values for all)."""
         torch = self._torch
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         lm = self.model.language_model
         layer = lm.layers[-1]
-        attn = layer.self_attn
-        mask = kwargs.get("attention_mask")
-        if mask is not None and not (isinstance(mask, torch.Tensor) and mask.dim() in (2, 4)):
-            return lm.norm(layer(hidden, **kwargs))[:, -1]  # a mask form we do not know: run the layer in full
         batch, length, _ = hidden.shape
+        rows = torch.arange(batch, device=hidden.device)
+        if kwargs.get("attention_mask") is not None:  # not produced by _forward; run the layer in full to be safe
+            return lm.norm(layer(hidden, **kwargs))[rows, last]
+        attn = layer.self_attn
         x = layer.input_layernorm(hidden)
-        q = attn.q_proj(x[:, -1:]).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
+        q = attn.q_proj(x[rows, last][:, None]).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2)
         cos, sin = kwargs["position_embeddings"]
-        q, _ = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])
+        cos_q = cos.expand(batch, -1, -1)[rows, last][:, None]
+        sin_q = sin.expand(batch, -1, -1)[rows, last][:, None]
+        q, _ = apply_rotary_pos_emb(q, q, cos_q, sin_q)
         k, _ = apply_rotary_pos_emb(k, k, cos, sin)
         groups = attn.num_key_value_groups
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        if mask is not None:  # the last query's row: it may see every non-padding key
-            mask = mask[:, None, None, :].bool() if mask.dim() == 2 else mask[..., -1:, :]
+        mask = None
+        if bool((last != length - 1).any()):  # shorter rows: their query must not see the right padding
+            mask = (torch.arange(length, device=hidden.device)[None, :] <= last[:, None])[:, None, None, :]
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
-        h = hidden[:, -1:] + attn.o_proj(out.transpose(1, 2).reshape(batch, 1, -1))
+        h = hidden[rows, last][:, None] + attn.o_proj(out.transpose(1, 2).reshape(batch, 1, -1))
         h = h + layer.mlp(layer.post_attention_layernorm(h))
         return lm.norm(h)[:, -1]
 
     def _forward(self, items: list[_Prepared]) -> np.ndarray:
+        """Embed one batch. Rows are padded on the right and pooled at their own last token, with no attention mask.
+
+        Attention is causal, so a real token never sees the padding after it: every row computes exactly what it
+        would alone (positions 0..n-1), SDPA runs its causal kernel (no materialised L × L mask, upper triangle
+        skipped), and the padding's own outputs are simply never read.
+        """
         torch = self._torch
-        length = max(len(it.input_ids) for it in items)
-        padded = any(len(it.input_ids) != length for it in items)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(items), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
+        lengths = [len(it.input_ids) for it in items]
+        length = max(lengths)
+        ids = torch.full((len(items), length), self.tokenizer.pad_token_id, dtype=torch.long)
         for row, it in enumerate(items):
-            ids[row, length - len(it.input_ids):] = torch.tensor(it.input_ids, dtype=torch.long)
-            mask[row, length - len(it.input_ids):] = 1
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        tensors: dict[str, Any] = {"input_ids": ids, "position_ids": position_ids}
-        if padded:  # without padding no mask is needed: SDPA then runs its causal kernel without a materialised mask
-            tensors["attention_mask"] = mask
+            ids[row, : lengths[row]] = torch.tensor(it.input_ids, dtype=torch.long)
+        tensors: dict[str, Any] = {
+            "input_ids": ids,
+            "position_ids": torch.arange(length, dtype=torch.long).expand(len(items), -1).contiguous(),
+            "last": torch.tensor(lengths, dtype=torch.long) - 1,
+        }
         with_images = [it for it in items if it.pixel_values is not None]
         if with_images:
             tensors["pixel_values"] = torch.cat([it.pixel_values for it in with_images]).to(dtype=self.torch_dtype)
@@ -475,18 +494,20 @@ class E5VEncoder:
         if non_blocking:  # page-locked host memory makes the copies asynchronous
             tensors = {name: value.pin_memory() for name, value in tensors.items()}
         kwargs = {name: value.to(self.device, non_blocking=non_blocking) for name, value in tensors.items()}
+        last = kwargs.pop("last")
+        rows = torch.arange(len(items), device=self.device)
         with torch.inference_mode():
             if self._last_token_only:
                 self._shortcut_state.active = True
                 try:
-                    hidden = self.model(**kwargs, use_cache=False).last_hidden_state[:, -1, :]
+                    hidden = self.model(**kwargs, use_cache=False).last_hidden_state[rows, last]
                 except _LastLayerInputs as stop:
                     self._shortcut_state.active = False
-                    hidden = self._last_layer_last_token(stop.hidden, stop.kwargs)
+                    hidden = self._last_layer_last_token(stop.hidden, stop.kwargs, last)
                 finally:
                     self._shortcut_state.active = False
             else:
-                hidden = self.model(**kwargs, use_cache=False).last_hidden_state[:, -1, :]
+                hidden = self.model(**kwargs, use_cache=False).last_hidden_state[rows, last]
             vectors = torch.nn.functional.normalize(hidden.float(), dim=-1)
         return vectors.cpu().numpy()
 

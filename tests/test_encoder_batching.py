@@ -33,6 +33,8 @@ def configure(enc, monkeypatch):
     def apply(**options):
         for name, value in options.items():
             monkeypatch.setattr(enc.config, name, value)
+            if name == "preprocess_workers":  # bypass the CPU-core cap so the thread path really runs here
+                monkeypatch.setattr(enc, "_preprocess_workers", lambda value=value: value)
 
     return apply
 
@@ -123,7 +125,7 @@ def test_images_pipelined_equal_sizes_batched_match_one_at_a_time(enc, configure
     np.testing.assert_allclose(pipelined, single, atol=2e-5)
 
 
-def test_unpadded_batches_run_without_attention_mask_padded_ones_with(enc, configure, monkeypatch):
+def test_padded_batches_run_without_mask_and_pool_each_rows_last_token(enc, configure, monkeypatch):
     seen = []
     real_model = enc.model
 
@@ -132,19 +134,33 @@ def test_unpadded_batches_run_without_attention_mask_padded_ones_with(enc, confi
             return getattr(real_model, name)
 
         def __call__(self, **kwargs):
-            seen.append(kwargs.get("attention_mask"))
+            seen.append((kwargs.get("attention_mask"), tuple(kwargs["input_ids"].shape)))
             return real_model(**kwargs)
 
     monkeypatch.setattr(enc, "model", Spy())
+    monkeypatch.setattr(encoder_module, "_PAD_FREE_ABOVE", 10_000)  # let images of different sizes share a batch
     configure(batch_size=4, max_batch_tokens=None)
-    same = enc.embed_texts(["red cat", "big dog"])  # equal token counts (checked below)
-    assert len({len(enc.tokenizer(enc.prompts.for_text(t))["input_ids"]) for t in ["red cat", "big dog"]}) == 1
-    assert len(seen) == 1 and seen[0] is None
-    seen.clear()
-    enc.embed_texts(["red cat", "a big dog runs along the river bank in the snow"])
-    assert len(seen) == 1 and seen[0] is not None and int(seen[0].sum()) < seen[0].numel()
+    texts = ["red cat", "a big dog runs along the river bank in the snow", "", "fresh bread on the table"]
+    images = [draw_image(w, h, seed=i) for i, (w, h) in enumerate([(90, 60), (60, 200), (300, 90)])]
+    batched = (enc.embed_texts(texts), enc.embed_images(images))
+    assert [mask for mask, _ in seen] == [None, None]  # one forward each, never a mask
+    assert [shape[0] for _, shape in seen] == [4, 3]  # and the rows really were padded together
     monkeypatch.setattr(enc, "model", real_model)
-    np.testing.assert_allclose(same, _one_by_one(enc, enc.embed_texts, ["red cat", "big dog"], configure), atol=2e-5)
+    np.testing.assert_allclose(batched[0], _one_by_one(enc, enc.embed_texts, texts, configure), atol=2e-5)
+    np.testing.assert_allclose(batched[1], _one_by_one(enc, enc.embed_images, images, configure), atol=2e-5)
+
+
+def test_preprocess_threads_only_use_cores_torch_leaves_idle(enc, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(enc.config, "preprocess_workers", 3)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(encoder_module.os, "cpu_count", lambda: 2)
+    assert enc._preprocess_workers() == 0
+    monkeypatch.setattr(encoder_module.os, "cpu_count", lambda: 16)
+    assert enc._preprocess_workers() == 3
+    monkeypatch.setattr(encoder_module.os, "cpu_count", lambda: 4)
+    assert enc._preprocess_workers() == 2
 
 
 def test_bad_image_in_a_prefetched_window_is_named(enc, configure, tmp_path):
