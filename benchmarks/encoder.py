@@ -22,10 +22,11 @@ reset (``/proc/self/clear_refs`` = 5), so each run's peak is measured from the s
 torch's CPU allocator (plain malloc) really touches — unlike ``tracemalloc``, which sees only Python objects. Linux only;
 elsewhere the column says n/a.
 
-Model FLOP/s: forward FLOPs counted analytically from the replica's config for the *useful* work (real tokens only:
-no padding, no vocabulary logits): 2 × parameters × tokens for every linear layer, plus causal attention
-2 × L² × width per text layer and 4 × T² × width per vision layer per tile. Compared with the best measured float32
-(and bfloat16) 2048² matmul rate of this machine.
+Model FLOP/s: forward FLOPs counted analytically from the replica's config for the *necessary* work (real tokens only:
+no padding, no vocabulary logits, the final text layer only where its output is read, the vision tower up to its
+feature layer -2): 2 × parameters × tokens for every linear layer, plus causal attention 2 × L² × width per text
+layer and 4 × T² × width per vision layer per tile. Compared with the best float32 (and bfloat16) 2048² matmul rate
+measured on this machine during the run.
 """
 
 from __future__ import annotations
@@ -203,13 +204,16 @@ class Recipe:
 
 # ---------------------------------------------------------------------------------------------- FLOPs
 def text_flops(cfg, lengths) -> float:
+    """Necessary language-model FLOPs: all layers for every token, except that the final layer needs only the keys
+    and values of the other tokens (their outputs are never read)."""
     t = cfg.text_config
     head = t.hidden_size // t.num_attention_heads
     q, kv = t.num_attention_heads * head, t.num_key_value_heads * head
     linear = t.hidden_size * (2 * q + 2 * kv) + 3 * t.hidden_size * t.intermediate_size
     total = 0.0
     for n in lengths:
-        total += t.num_hidden_layers * (2 * linear * n + 2 * n * n * q)  # causal attention: half of 4·L²·width
+        total += (t.num_hidden_layers - 1) * (2 * linear * n + 2 * n * n * q)  # causal attention: half of 4·L²·width
+        total += 2 * t.hidden_size * 2 * kv * (n - 1) + 2 * linear + 4 * n * q  # final layer: K/V for all, rest for one
     return total
 
 
@@ -217,7 +221,8 @@ def vision_flops(cfg, tiles: int) -> float:
     v, d = cfg.vision_config, cfg.text_config.hidden_size
     tokens = (v.image_size // v.patch_size) ** 2 + 1
     linear = 4 * v.hidden_size**2 + 2 * v.hidden_size * v.intermediate_size
-    per_tile = v.num_hidden_layers * (2 * linear * tokens + 4 * tokens * tokens * v.hidden_size)
+    layers = v.num_hidden_layers - 1  # features come from the second-to-last layer (vision_feature_layer = -2)
+    per_tile = layers * (2 * linear * tokens + 4 * tokens * tokens * v.hidden_size)
     patch_embed = 2 * 3 * v.patch_size**2 * v.hidden_size * (tokens - 1)
     projector = 2 * (v.hidden_size * d + d * d) * (tokens - 1)
     return tiles * (per_tile + patch_embed + projector)
@@ -323,6 +328,8 @@ def main(argv=None) -> int:
         for fn in group.values():
             fn(inputs[kind][:1])
 
+    rates32 = [matmul_rate(torch.float32)]
+    rates16 = [matmul_rate(torch.bfloat16)] if enc_bf16 is not None else []
     results: dict = {kind: {name: {"s": [], "mem": []} for name in group} for kind, group in contestants.items()}
     vectors: dict = {kind: {} for kind in contestants}
     print(f"# {args.repeats} interleaved repeats …", file=sys.stderr)
@@ -334,14 +341,18 @@ def main(argv=None) -> int:
                 results[kind][name]["s"].append(seconds)
                 results[kind][name]["mem"].append(mem)
                 vectors[kind][name] = out
-                print(f"#   {kind:6s} {name:18s} {seconds:7.2f} s  {fmt_mb(mem)}", file=sys.stderr)
-
-    rate32 = matmul_rate(torch.float32)
-    rate16 = matmul_rate(torch.bfloat16) if enc_bf16 is not None else None
+                print(f"#   {kind:6s} {name:24s} {seconds:7.2f} s  {fmt_mb(mem)}", file=sys.stderr)
+        rates32.append(matmul_rate(torch.float32))  # the machine is shared: keep the best (least disturbed) rate
+        if enc_bf16 is not None:
+            rates16.append(matmul_rate(torch.bfloat16))
+    rate32, rate16 = max(rates32), (max(rates16) if rates16 else None)
 
     def paired_ratio(kind, name):
         base, mine = results[kind]["recipe"]["s"], results[kind][name]["s"]
         return statistics.median(b / m for b, m in zip(base, mine, strict=True))
+
+    def best_ratio(kind, name):
+        return min(results[kind]["recipe"]["s"]) / min(results[kind][name]["s"])
 
     def median_mem(kind, name):
         values = [m for m in results[kind][name]["mem"] if m is not None]
@@ -352,11 +363,12 @@ def main(argv=None) -> int:
           f"CLIP {cfg.vision_config.image_size}px/patch {cfg.vision_config.patch_size}; {n_texts} texts "
           f"({min(text_lengths)}–{max(text_lengths)} tokens), {n_images} images ({min(image_lengths)}–{max(image_lengths)} "
           f"tokens, {tiles} tiles); float32 unless noted; batch {BATCH}; {args.threads} threads; {args.repeats} repeats (medians)")
-    print(f"Machine matmul rate (2048², best of 5): float32 {rate32 / 1e9:.0f} GFLOP/s"
+    print(f"Machine matmul rate (2048², best of {5 * (args.repeats + 1)}): float32 {rate32 / 1e9:.0f} GFLOP/s"
           + (f", bfloat16 {rate16 / 1e9:.0f} GFLOP/s" if rate16 else ""))
     print()
-    print("| workload | contestant | items/s | × recipe | peak RSS increase | × recipe mem | min cosine vs recipe | model GFLOP/s | % of matmul rate |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| workload | contestant | items/s | × recipe (median of pairs) | × recipe (best runs) | peak RSS increase | "
+          "× recipe mem | min cosine vs recipe | model GFLOP/s | % of matmul rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     summary: dict = {}
     for kind, group in contestants.items():
         n = len(inputs[kind])
@@ -365,13 +377,14 @@ def main(argv=None) -> int:
             sec = statistics.median(results[kind][name]["s"])
             mem = median_mem(kind, name)
             ratio = 1.0 if name == "recipe" else paired_ratio(kind, name)
+            best = 1.0 if name == "recipe" else best_ratio(kind, name)
             cos = float((vectors[kind][name] * vectors[kind]["recipe"]).sum(1).min())
             achieved = flops[kind] / sec
             rate = rate16 if "bf16" in name else rate32
             mem_ratio = f"{mem / base_mem:.2f}" if mem is not None and base_mem else "n/a"
-            print(f"| {kind} | {name} | {n / sec:.2f} | {ratio:.2f} | {fmt_mb(mem)} | {mem_ratio} | {cos:.6f} | "
+            print(f"| {kind} | {name} | {n / sec:.2f} | {ratio:.2f} | {best:.2f} | {fmt_mb(mem)} | {mem_ratio} | {cos:.6f} | "
                   f"{achieved / 1e9:.0f} | {100 * achieved / rate:.0f}% |")
-            summary[f"{kind}/{name}"] = {"items_per_s": n / sec, "ratio": ratio, "peak_bytes": mem, "min_cos": cos,
+            summary[f"{kind}/{name}"] = {"items_per_s": n / sec, "ratio": ratio, "best_ratio": best, "peak_bytes": mem, "min_cos": cos,
                                          "gflops": achieved / 1e9, "seconds": results[kind][name]["s"]}
 
     # ---- ingest end to end vs encoder-only, same inputs
