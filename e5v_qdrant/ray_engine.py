@@ -464,6 +464,12 @@ def ingest_ray(
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         remote_resources = {"num_gpus": gpus} if gpus else {"num_cpus": 1}
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if not gpus and config.replicas >= cpus:
+            raise E5VConfigError(
+                f"{config.replicas} CPU encoder replicas would take all {cpus:g} CPUs of the Ray cluster and starve the "
+                f"read and chunk tasks: use --replicas {max(1, int(cpus) - 1)} or fewer (or GPUs: --gpus-per-replica 1)"
+            )
         if encoder is None:
             facts = ray.get(_encoder_facts.options(**remote_resources).remote(encoder_config))
             encoder = _EncoderFacts(encoder_config, facts["fingerprint"], facts["dim"])
@@ -523,6 +529,8 @@ def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprin
         plan_files,
         batch_format="pyarrow",
         batch_size=16,
+        # a CPU share unlike the actors' keeps reading + chunking in Ray tasks (not fused into the encoder actors)
+        num_cpus=0.5,
         fn_kwargs={
             "chunk_size": config.chunk_size,
             "chunk_overlap": config.chunk_overlap,

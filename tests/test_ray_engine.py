@@ -16,6 +16,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs pip install 'e5v-q
 
 from qdrant_client import QdrantClient, models  # noqa: E402
 
+from e5v_qdrant.cli import main  # noqa: E402
 from e5v_qdrant.config import EncoderConfig, IngestConfig, StoreConfig  # noqa: E402
 from e5v_qdrant.ingest import ingest  # noqa: E402
 from e5v_qdrant.ray_engine import (  # noqa: E402
@@ -125,7 +126,7 @@ def _ray_ingest(
 
 
 # ---------------------------------------------------------------- 1. Ray run == local run, resume semantics
-def test_ray_engine_matches_local_engine_then_resumes(ray_session, corpus, encoder, replica_path, tmp_path):
+def test_ray_engine_matches_local_engine_then_resumes(ray_session, corpus, encoder, replica_path, tmp_path, capsys):
     import shutil
 
     work = tmp_path / "corpus"  # a private copy: this test edits it afterwards
@@ -145,11 +146,19 @@ def test_ray_engine_matches_local_engine_then_resumes(ray_session, corpus, encod
     changed = work / "docs" / "b.md"
     changed.write_text("An entirely different note about invoices charged twice this month, and nothing else at all.")
     os.remove(work / "img" / "p1.png")
-    again = _ray_ingest(work, store_path, encoder, replica_path, sync=True)
+    # ... through the CLI this time (the driver loads no model: a Ray task reads the fingerprint)
+    argv = ["ingest", str(work), "--collection", "c", "--qdrant-path", str(store_path), "--engine", "ray",
+            "--replicas", "1", "--gpus-per-replica", "0", "--sync", "--chunk-size", "32", "--chunk-overlap", "4",
+            "--model", str(replica_path), "--device", "cpu", "--dtype", "float32", "--no-progress", "--json"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        status = main(argv)
+    again = json.loads(capsys.readouterr().out)["counts"]
+    assert status == 1  # finished, some inputs (the bad ones) skipped
     doc = read_source(SourceFile(str(changed), "text"), Chunker(**CHUNK))  # independent: the ids a clean run stores
-    assert (again.replaced, again.deleted, again.new) == (1, 1, 0)
-    assert again.unchanged == report.new - 2
-    assert again.embedded == again.points_written == len(doc.items)
+    assert (again["replaced"], again["deleted"], again["new"]) == (1, 1, 0)
+    assert again["unchanged"] == report.new - 2
+    assert again["embedded"] == again["points_written"] == len(doc.items)
     after = _points(store_path)
     by_source: dict[str, set[str]] = {}
     for pid, (payload, _) in after.items():
