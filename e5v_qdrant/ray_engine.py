@@ -413,7 +413,7 @@ class _EncoderFacts:
 def _init_ray(config: IngestConfig) -> None:
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"log_to_driver": False}
+    kwargs: dict[str, Any] = {}  # worker logs (retries, skipped inputs) are forwarded to the driver's console
     if config.ray_address:
         kwargs["address"] = config.ray_address
     else:
@@ -524,7 +524,7 @@ def ingest_ray(
 def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprint_id, gpus, embedder_class) -> None:
     stored_ref = ray.put(stored)
     paths = sorted(files)
-    ds = ray.data.read_binary_files(paths, include_paths=True, override_num_blocks=max(1, min(len(paths), 200)))
+    ds = ray.data.read_binary_files(paths, include_paths=True)  # Ray sizes the read tasks and blocks
     ds = ds.map_batches(
         plan_files,
         batch_format="pyarrow",
