@@ -327,7 +327,7 @@ class RecordingClientFactory:
                     self.permanent = permanent
                     self.transient = 1
                 result = super().upsert(collection_name, points, wait=wait, **kw)
-                recorder.record.remote([str(p.id) for p in points])
+                ray.get(recorder.record.remote([str(p.id) for p in points]))  # recorded before the ack
                 return result
 
         return Client()
@@ -339,7 +339,6 @@ def test_datasink_in_a_ray_job_exactly_once_and_loud_failure(ray_session):
     config = StoreConfig(qdrant_url="http://injected:6333", retry_wait=0.001, write_batch_size=4)
     sink = QdrantDatasink("c", config, client_factory=RecordingClientFactory(recorder))
     ray.data.from_arrow(_table(rows)).repartition(4).write_datasink(sink, concurrency=2)
-    time.sleep(0.2)
     applied = ray.get(recorder.get.remote())
     assert sorted(applied) == sorted(r["id"] for r in rows)
     assert sink.result["points"] == 40 and ray.get(recorder.take_fault.remote()) is False  # all 5 faults were hit
@@ -405,3 +404,40 @@ def test_killed_actor_and_killed_job_then_rerun_give_the_clean_point_set(
     report = _ray_ingest(corpus, store_path, encoder, replica_path)
     assert report.embedded == len(local_run[0]) - len(partial)  # only the missing points are embedded
     _assert_same_points(_points(store_path), local_run[0])
+
+
+# ---------------------------------------------------------------- live server (only with QDRANT_URL)
+@pytest.mark.server
+@pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="needs a live Qdrant server: set QDRANT_URL")
+def test_ray_engine_against_a_live_server_matches_the_local_engine(
+    ray_session, corpus, encoder, replica_path, local_run
+):
+    """Distributed writes (parallel Ray write tasks, each with its own client) into a real server."""
+    import uuid
+
+    name = f"e5v-ray-{uuid.uuid4().hex[:8]}"
+    config = StoreConfig(qdrant_url=os.environ["QDRANT_URL"], write_batch_size=3)
+    ingest_config = IngestConfig(
+        collection=name, paths=[str(corpus)], engine="ray", replicas=1, gpus_per_replica=0, write_concurrency=2,
+        bulk_load=True, **CHUNK,
+    )  # fmt: skip
+    with QdrantStore(config) as store:
+        try:
+            report = ingest_ray(ingest_config, _encoder_config(replica_path), store, encoder=encoder, progress=False)
+            physical = store.resolve(name)
+            got = {}
+            for record in store.scroll(physical, with_vectors=True):
+                got[str(record.id)] = (record.payload, np.asarray(record.vector[VECTOR_NAME], dtype=np.float64))
+            _assert_same_points(got, local_run[0])
+            assert report.points_written == len(local_run[0])
+            assert store.client.get_collection(physical).config.hnsw_config.m != 0  # bulk load restored
+        finally:
+            physical = store.resolve(name)
+            if physical and physical != name:
+                store.client.update_collection_aliases(
+                    change_aliases_operations=[
+                        models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name))
+                    ]
+                )
+            if physical:
+                store.client.delete_collection(physical)
