@@ -401,7 +401,11 @@ def test_killed_actor_and_killed_job_then_rerun_give_the_clean_point_set(
     assert marker.exists()  # the actor did die ...
     partial = _points(store_path)
     assert 0 < len(partial) < len(local_run[0])  # ... and its restart embedded points before the job died
-    report = _ray_ingest(corpus, store_path, encoder, replica_path)
+    # the re-run goes through the Python API's ingest() with engine="ray" (the actors load encoder.config)
+    rerun = IngestConfig(collection="c", paths=[str(corpus)], engine="ray", replicas=1, gpus_per_replica=0, **CHUNK)
+    with QdrantStore(StoreConfig(qdrant_path=str(store_path))) as store, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = ingest(rerun, encoder, store, progress=False)
     assert report.embedded == len(local_run[0]) - len(partial)  # only the missing points are embedded
     _assert_same_points(_points(store_path), local_run[0])
 
