@@ -44,7 +44,7 @@ class EncoderConfig:
     dtype: str = option("auto", help="weights dtype; auto = bfloat16 (or float16) on CUDA, float32 on CPU", choices=DTYPE_NAMES)
     batch_size: int = option(8, help="most items per forward pass")
     max_batch_tokens: int | None = option(
-        None, help="token budget per forward pass (batch rows × longest row); default: batch_size × 512"
+        None, help="token budget per forward pass (batch rows × longest row); default: 1024 on CPU, batch_size × 512 on GPU"
     )
     prompts: str = option("e5v", help="prompt preset (e5v = the authors' exact strings; e5v-typofix fixes 'desribe')")
     query_prompt: str | None = option(

@@ -61,7 +61,7 @@ def test_batch_plan_covers_every_item_once_within_limits(enc, configure, seed):
     lengths = [rng.choice([rng.randint(1, 200), rng.randint(900, 3000), 1500]) for _ in range(40)]
     plan = _plan(enc, lengths)
     assert sorted(i for batch in plan for i in batch) == list(range(len(lengths)))
-    effective = budget or batch_size * encoder_module._TOKENS_PER_ROW
+    effective = budget or enc._default_batch_tokens()
     for batch in plan:
         rows = [lengths[i] for i in batch]
         assert len(rows) <= batch_size
@@ -78,10 +78,15 @@ def test_long_rows_of_equal_length_share_a_batch_and_short_rows_pack(enc, config
     assert [2, 10, 25, 30] in plan or [10, 25, 30, 31] in plan  # short texts are batched despite padding
 
 
-def test_default_budget_splits_long_texts_into_smaller_batches(enc, configure):
+def test_default_budget_depends_on_device_and_splits_long_rows(enc, configure, monkeypatch):
+    import torch
+
     configure(batch_size=8, max_batch_tokens=None)
-    plan = _plan(enc, [1000] * 8)
-    assert all(len(b) <= 8 * encoder_module._TOKENS_PER_ROW // 1000 for b in plan) and len(plan) == 2
+    assert enc._default_batch_tokens() == 1024  # CPU
+    assert [len(b) for b in _plan(enc, [300] * 8)] == [3, 3, 2]
+    monkeypatch.setattr(enc, "device", torch.device("cuda"))  # only the plan is computed: no GPU needed
+    assert enc._default_batch_tokens() == 8 * 512
+    assert [len(b) for b in _plan(enc, [1000] * 8)] == [4, 4]
 
 
 @pytest.mark.parametrize("budget", [None, 60, 150])
