@@ -270,10 +270,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per contestant (medians reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--scale", type=int, default=10, help="size of the memory-flatness run, × the workload (0 = skip)")
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows (skipped anyway without CPU bf16)")
-    parser.add_argument("--ablations", action="store_true",
-                        help="also run the encoder with forced preprocessing threads and without the last-token shortcut")
+    parser.add_argument(
+        "--scale", type=int, default=10, help="size of the memory-flatness run, × the workload (0 = skip)"
+    )
+    parser.add_argument(
+        "--no-bf16", action="store_true", help="skip the bfloat16 rows (skipped anyway without CPU bf16)"
+    )
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also run the encoder with forced preprocessing threads and without the last-token shortcut",
+    )
     parser.add_argument("--no-ingest", action="store_true", help="skip the ingest row")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 12 texts, 2 images, scale 2")
     parser.add_argument("--json", help="also write the raw measurements to this file")
@@ -311,7 +318,10 @@ def main(argv=None) -> int:
     prepared_images = [enc._prepare_image(im, enc.prompts.for_image(), "bench") for im in images]
     image_lengths = [len(p.input_ids) for p in prepared_images]
     tiles = sum(int(p.pixel_values.shape[0]) for p in prepared_images)
-    flops = {"texts": text_flops(cfg, text_lengths), "images": text_flops(cfg, image_lengths) + vision_flops(cfg, tiles)}
+    flops = {
+        "texts": text_flops(cfg, text_lengths),
+        "images": text_flops(cfg, image_lengths) + vision_flops(cfg, tiles),
+    }
 
     contestants = {
         "texts": {"recipe": recipe.embed_texts, "encoder": enc.embed_texts},
@@ -362,15 +372,21 @@ def main(argv=None) -> int:
         return statistics.median(values) if values else None
 
     print()
-    print(f"Scaled E5-V replica: text hidden {cfg.text_config.hidden_size} × {cfg.text_config.num_hidden_layers} layers, "
-          f"CLIP {cfg.vision_config.image_size}px/patch {cfg.vision_config.patch_size}; {n_texts} texts "
-          f"({min(text_lengths)}–{max(text_lengths)} tokens), {n_images} images ({min(image_lengths)}–{max(image_lengths)} "
-          f"tokens, {tiles} tiles); float32 unless noted; batch {BATCH}; {args.threads} threads; {args.repeats} repeats (medians)")
-    print(f"Machine matmul rate (2048², best of {5 * (args.repeats + 1)}): float32 {rate32 / 1e9:.0f} GFLOP/s"
-          + (f", bfloat16 {rate16 / 1e9:.0f} GFLOP/s" if rate16 else ""))
+    print(
+        f"Scaled E5-V replica: text hidden {cfg.text_config.hidden_size} × {cfg.text_config.num_hidden_layers} layers, "
+        f"CLIP {cfg.vision_config.image_size}px/patch {cfg.vision_config.patch_size}; {n_texts} texts "
+        f"({min(text_lengths)}–{max(text_lengths)} tokens), {n_images} images ({min(image_lengths)}–{max(image_lengths)} "
+        f"tokens, {tiles} tiles); float32 unless noted; batch {BATCH}; {args.threads} threads; {args.repeats} repeats (medians)"
+    )
+    print(
+        f"Machine matmul rate (2048², best of {5 * (args.repeats + 1)}): float32 {rate32 / 1e9:.0f} GFLOP/s"
+        + (f", bfloat16 {rate16 / 1e9:.0f} GFLOP/s" if rate16 else "")
+    )
     print()
-    print("| workload | contestant | items/s | × recipe (median of pairs) | × recipe (best runs) | peak RSS increase | "
-          "× recipe mem | min cosine vs recipe | model GFLOP/s | % of matmul rate |")
+    print(
+        "| workload | contestant | items/s | × recipe (median of pairs) | × recipe (best runs) | peak RSS increase | "
+        "× recipe mem | min cosine vs recipe | model GFLOP/s | % of matmul rate |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     summary: dict = {}
     for kind, group in contestants.items():
@@ -385,10 +401,19 @@ def main(argv=None) -> int:
             achieved = flops[kind] / sec
             rate = rate16 if "bf16" in name else rate32
             mem_ratio = f"{mem / base_mem:.2f}" if mem is not None and base_mem else "n/a"
-            print(f"| {kind} | {name} | {n / sec:.2f} | {ratio:.2f} | {best:.2f} | {fmt_mb(mem)} | {mem_ratio} | {cos:.6f} | "
-                  f"{achieved / 1e9:.0f} | {100 * achieved / rate:.0f}% |")
-            summary[f"{kind}/{name}"] = {"items_per_s": n / sec, "ratio": ratio, "best_ratio": best, "peak_bytes": mem, "min_cos": cos,
-                                         "gflops": achieved / 1e9, "seconds": results[kind][name]["s"]}
+            print(
+                f"| {kind} | {name} | {n / sec:.2f} | {ratio:.2f} | {best:.2f} | {fmt_mb(mem)} | {mem_ratio} | {cos:.6f} | "
+                f"{achieved / 1e9:.0f} | {100 * achieved / rate:.0f}% |"
+            )
+            summary[f"{kind}/{name}"] = {
+                "items_per_s": n / sec,
+                "ratio": ratio,
+                "best_ratio": best,
+                "peak_bytes": mem,
+                "min_cos": cos,
+                "gflops": achieved / 1e9,
+                "seconds": results[kind][name]["s"],
+            }
 
     # ---- ingest end to end vs encoder-only, same inputs
     if not args.no_ingest:
@@ -410,9 +435,11 @@ def main(argv=None) -> int:
         print()
         if ingest_s:
             ratio = statistics.median(a / b for a, b in zip(ingest_s, encode_s, strict=True))
-            print(f"| ingest (files → local Qdrant) | {len(files_t) + len(files_i)} files | "
-                  f"{statistics.median(ingest_s):.2f} s vs encoder-only {statistics.median(encode_s):.2f} s | "
-                  f"× encoder-only time: {ratio:.2f} (target <= 1.2) |")
+            print(
+                f"| ingest (files → local Qdrant) | {len(files_t) + len(files_i)} files | "
+                f"{statistics.median(ingest_s):.2f} s vs encoder-only {statistics.median(encode_s):.2f} s | "
+                f"× encoder-only time: {ratio:.2f} (target <= 1.2) |"
+            )
             summary["ingest"] = {"ingest_s": ingest_s, "encoder_s": encode_s, "ratio": ratio}
         else:
             print("| ingest | missing: e5v_qdrant.ingest is not importable |")
@@ -438,11 +465,15 @@ def main(argv=None) -> int:
         deciles_t = [window(k * texts_done / 10, (k + 1) * texts_done / 10) for k in range(10)]
         deciles_i = [window(texts_done + k * img_span / 10, texts_done + (k + 1) * img_span / 10) for k in range(10)]
         print()
-        print(f"Memory flatness, {args.scale}× run ({len(big_texts)} texts then {len(big_images)} images, "
-              f"{total:.0f} s): max RSS in each tenth of each phase (MB)")
+        print(
+            f"Memory flatness, {args.scale}× run ({len(big_texts)} texts then {len(big_images)} images, "
+            f"{total:.0f} s): max RSS in each tenth of each phase (MB)"
+        )
         for label, deciles in (("texts", deciles_t), ("images", deciles_i)):
             growth = (deciles[-1] - deciles[0]) / 2**20
-            print(f"| {label} | {' '.join(f'{d / 2**20:.0f}' for d in deciles)} | first → last tenth {growth:+.0f} MB |")
+            print(
+                f"| {label} | {' '.join(f'{d / 2**20:.0f}' for d in deciles)} | first → last tenth {growth:+.0f} MB |"
+            )
         summary["flat"] = {"texts": deciles_t, "images": deciles_i}
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=float))

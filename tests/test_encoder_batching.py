@@ -230,5 +230,7 @@ def test_torchvision_image_processor_is_requested_only_when_importable(replica_p
         monkeypatch.setattr(importlib.util, "find_spec", find_spec)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            E5VEncoder(replica_path, device="cpu", dtype="float32")  # without torchvision transformers falls back to PIL
+            E5VEncoder(
+                replica_path, device="cpu", dtype="float32"
+            )  # without torchvision transformers falls back to PIL
     assert seen == [None, "torchvision"]
