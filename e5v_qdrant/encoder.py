@@ -376,7 +376,7 @@ class E5VEncoder:
         """Threads for preprocessing: ``preprocess_workers``, but on a CPU device only cores torch leaves idle.
 
         On CPU the forward pass already runs ``torch.get_num_threads()`` threads (all cores by default); preprocessing
-        threads would only preempt them (measured on 2 cores: slower than preparing in the calling thread).
+        threads would only preempt them (measured on 2 cores: no faster than the calling thread, more memory).
         """
         workers = self.config.preprocess_workers
         if self.device.type == "cpu":
