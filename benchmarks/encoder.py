@@ -37,6 +37,7 @@ import gc
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -267,6 +268,14 @@ def fmt_mb(value) -> str:
 
 
 def main(argv=None) -> int:
+    work = Path(tempfile.mkdtemp(prefix="e5v-bench-"))
+    try:
+        return run(argv, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(argv, work: Path) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per contestant (medians reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -298,11 +307,10 @@ def main(argv=None) -> int:
     from e5v_qdrant.testing import build_replica
 
     n_texts, n_images = (12, 2) if args.quick else (TEXTS, IMAGES)
-    work = Path(tempfile.mkdtemp(prefix="e5v-bench-"))
     path = str(build_replica(work / "replica", spec()))
     texts, images = make_texts(n_texts, seed=0), make_images(n_images, seed=0)
 
-    print(f"# replica built in {work}; loading models …", file=sys.stderr)
+    print("# replica built; loading models …", file=sys.stderr)
     recipe = Recipe(path, torch.float32)
     enc = E5VEncoder(path, device="cpu", dtype="float32", batch_size=BATCH)
     enc_threads = None
