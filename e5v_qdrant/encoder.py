@@ -10,6 +10,7 @@ sorted by length under a token budget.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -232,24 +233,27 @@ class E5VEncoder:
         """Embedding size (the language model's hidden size)."""
         return int(self.model.config.text_config.hidden_size)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> dict[str, Any]:
-        """What determines the vectors (model, revision, adapter digest, prompts, dim) plus a short ``id`` hash.
+        """What determines the vectors plus a short ``id`` hash of it.
 
-        Stores stamp collections with it; two encoders with the same ``id`` produce interchangeable vectors (dtype and
-        device are left out: they change vectors only within numerical noise).
+        The ``id`` covers the weights (hub id + revision, or a digest of a local folder's files — so a relative and an
+        absolute path to one folder agree), the adapter's files (``adapter_*`` only: checkpoints or a merged copy
+        saved beside them do not count), the prompts and the dimension. Dtype and device are left out: they change
+        vectors only within numerical noise. Stores stamp collections with it; equal ids mean interchangeable vectors.
+        ``model`` and ``adapter`` are also returned as given, for people reading the stamp.
         """
-        facts = {
-            "model": self.config.model,
+        local = os.path.isdir(self.config.model)
+        identity = {
+            "model": None if local else self.config.model,
+            "model_digest": _folder_digest(self.config.model) if local else None,
             "revision": self.config.revision,
-            "adapter": self.config.adapter,
-            "adapter_digest": _folder_digest(self.config.adapter) if self.config.adapter else None,
-            "model_digest": _folder_digest(self.config.model) if os.path.isdir(self.config.model) else None,
+            "adapter_digest": _folder_digest(self.config.adapter, prefix="adapter_") if self.config.adapter else None,
             "prompts": self.prompts.digest(),
             "dim": self.dim,
         }
-        facts["id"] = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
-        return facts
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return {**identity, "model": self.config.model, "adapter": self.config.adapter, "id": digest}
 
     def describe(self) -> dict[str, Any]:
         """Everything that changes the numbers, for reports and ``e5v-qdrant info``."""
@@ -522,14 +526,16 @@ class E5VEncoder:
 
 
 def _image_processor_options() -> dict[str, str]:
-    """Ask for transformers' torchvision image processor when torchvision is importable.
+    """Ask for transformers' torchvision image processor when torchvision imports.
 
     It tiles and normalises with torch ops, several times faster than the PIL path; its bicubic resize differs from
     PIL's by rounding-level noise only. Without torchvision nothing is passed and the PIL processor loads as before.
     """
-    import importlib.util
-
-    return {"backend": "torchvision"} if importlib.util.find_spec("torchvision") is not None else {}
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # missing, or built for another torch (e.g. "operator torchvision::nms does not exist")
+        return {}
+    return {"backend": "torchvision"}
 
 
 def _as_list(values: Iterable, name: str) -> list:
@@ -554,17 +560,21 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="item", desc="embedding", dynamic_ncols=True)
 
 
-def _folder_digest(folder: str | os.PathLike) -> str:
-    """Hash of a folder's config and weight files (names, sizes and modification-free content of small files)."""
-    root = Path(folder)
+def _folder_digest(folder: str | os.PathLike, prefix: str = "") -> str:
+    """Hash of the config and weight files directly in ``folder`` whose names start with ``prefix``.
+
+    Each file contributes its name, size and first and last MiB: cheap on multi-GB shards, and still different for
+    a retrained adapter or another checkpoint.
+    """
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix not in (".json", ".safetensors", ".bin", ".model", ".txt"):
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file() or not path.name.startswith(prefix):
             continue
-        h.update(str(path.relative_to(root)).encode())
+        if path.suffix not in (".json", ".safetensors", ".bin", ".model", ".txt"):
+            continue
         size = path.stat().st_size
-        h.update(str(size).encode())
-        with path.open("rb") as fh:  # head and tail: cheap on multi-GB shards, still catches a retrained adapter
+        h.update(f"{path.name}\0{size}\0".encode())
+        with path.open("rb") as fh:
             h.update(fh.read(1 << 20))
             if size > 2 << 20:
                 fh.seek(-(1 << 20), os.SEEK_END)

@@ -260,3 +260,28 @@ def test_revision_reaches_every_from_pretrained_call(replica_path, monkeypatch):
     names = {name for name, _ in seen}
     assert {"LlavaNextConfig", "LlavaNextProcessor", "LlavaNextForConditionalGeneration"} <= names
     assert all(rev == "v1.2" for _, rev in seen)
+
+
+def test_fingerprint_ignores_path_spelling_and_files_beside_the_adapter(replica_path, tmp_path, monkeypatch):
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        absolute = E5VEncoder(replica_path, device="cpu")
+        monkeypatch.chdir(replica_path.parent)
+        relative = E5VEncoder(replica_path.name, device="cpu")
+        assert absolute.fingerprint["id"] == relative.fingerprint["id"]
+
+        # an adapter with non-zero LoRA weights changes the id; a checkpoint folder saved beside it does not
+        lm = absolute.model.language_model
+        lora = get_peft_model(lm, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+        lora.save_pretrained(tmp_path / "adapter")
+        lora.unload()
+        with_adapter = E5VEncoder(replica_path, device="cpu", adapter=str(tmp_path / "adapter")).fingerprint["id"]
+        shutil.copytree(tmp_path / "adapter", tmp_path / "adapter" / "checkpoints")
+        (tmp_path / "adapter" / "manifest.json").write_text("{}")
+        again = E5VEncoder(replica_path, device="cpu", adapter=str(tmp_path / "adapter")).fingerprint["id"]
+    assert with_adapter != absolute.fingerprint["id"]
+    assert again == with_adapter

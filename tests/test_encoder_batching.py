@@ -206,8 +206,11 @@ def test_model_outside_encoder_forward_is_untouched(enc):
     )
 
 
-def test_torchvision_image_processor_is_requested_only_when_importable(replica_path, monkeypatch):
-    import importlib.util
+def test_torchvision_image_processor_is_requested_only_when_it_imports(replica_path, monkeypatch):
+    import importlib.abc
+    import importlib.machinery
+    import sys
+    import types
 
     from transformers import LlavaNextProcessor
 
@@ -218,19 +221,30 @@ def test_torchvision_image_processor_is_requested_only_when_importable(replica_p
         seen.append(kwargs.get("backend"))
         return real_load(cls, *args, **kwargs)
 
+    class BrokenBuild(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        """A torchvision whose import fails, as PyPI's build does beside the CPU torch file."""
+
+        def find_spec(self, name, path=None, target=None):
+            return importlib.machinery.ModuleSpec(name, self) if name == "torchvision" else None
+
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            raise RuntimeError("operator torchvision::nms does not exist")
+
     monkeypatch.setattr(LlavaNextProcessor, "from_pretrained", classmethod(spy))
-    real_find = importlib.util.find_spec
-    for present in (False, True):
-
-        def find_spec(name, *args, present=present):
-            if name == "torchvision":
-                return object() if present else None
-            return real_find(name, *args)
-
-        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            E5VEncoder(
-                replica_path, device="cpu", dtype="float32"
-            )  # without torchvision transformers falls back to PIL
-    assert seen == [None, "torchvision"]
+    for state in ("missing", "broken", "importable"):
+        with monkeypatch.context() as m:
+            if state == "missing":
+                m.setitem(sys.modules, "torchvision", None)
+            elif state == "broken":
+                m.delitem(sys.modules, "torchvision", raising=False)
+                m.setattr(sys, "meta_path", [BrokenBuild(), *sys.meta_path])
+            else:
+                m.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # transformers checks torchvision itself and falls back to PIL when it is not really there
+                E5VEncoder(replica_path, device="cpu", dtype="float32")
+    assert seen == [None, None, "torchvision"]
