@@ -179,10 +179,11 @@ def _attach_lora(encoder, config: FinetuneConfig):
 
 # ---------------------------------------------------------------------------------------------------------- embedding
 def embed_token_ids(model, id_lists: Sequence[Sequence[int]], pad_id: int, device) -> Any:
-    """Embed prompt token ids exactly as ``E5VEncoder._forward`` does, but with autograd if enabled.
+    """Embed prompt token ids with autograd: the same vectors as ``E5VEncoder._forward``, computed the plain way.
 
     Left padding, a mask over real tokens, position ids from the mask, the base model's ``last_hidden_state`` at the
-    last position, L2-normalised in float32.
+    last position, L2-normalised in float32. (The encoder pads on the right without a mask and runs the final layer
+    for the last token only; for a causal model both give the same vector, and training needs the full graph.)
     """
     import torch
 
@@ -216,18 +217,22 @@ class _Tokens:
 
 
 def recall_at_1(embed: Callable[[list[str]], Any], data: TripletData, batch_size: int) -> dict[str, Any]:
-    """Recall@1 of each anchor retrieving its own positive among all positives (and all negatives) of ``data``."""
+    """Recall@1 (a fraction) of each anchor retrieving its positive among every distinct positive and negative text.
+
+    Scored by ``evaluate.retrieval_ranks`` — the same counting as ``e5v-qdrant eval triplets`` (a repeated text is
+    one pool entry; ties count against the anchor), which reports the same number in percent.
+    """
     import torch
 
-    def run(texts: list[str]):
-        return torch.cat([embed(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+    from ..evaluate import retrieval_ranks
 
-    anchors = run([r.anchor for r in data.rows])
-    corpus_texts = [r.positive for r in data.rows] + [r.negative for r in data.rows if r.negative is not None]
-    corpus = run(corpus_texts)
-    top1 = (anchors @ corpus.T).argmax(dim=1)
-    hits = (top1 == torch.arange(len(data.rows), device=top1.device)).float()
-    return {"recall@1": float(hits.mean()), "queries": len(data.rows), "corpus": len(corpus_texts)}
+    def run(texts: list[str]):
+        return torch.cat([embed(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]).cpu().numpy()
+
+    pool = list(dict.fromkeys([r.positive for r in data.rows] + [r.negative for r in data.rows if r.negative is not None]))
+    index = {text: i for i, text in enumerate(pool)}
+    ranks = retrieval_ranks(run([r.anchor for r in data.rows]), run(pool), [[index[r.positive]] for r in data.rows])
+    return {"recall@1": float((ranks < 1).mean()), "queries": len(data.rows), "corpus": len(pool)}
 
 
 # ---------------------------------------------------------------------------------------------------------- checkpoints
