@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 
 from . import __version__
@@ -502,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
+    shown = warnings.showwarning
+    # one readable line per warning (e.g. the checkpoint fixes applied on load), not Python's file:line dump
+    warnings.showwarning = lambda message, category, *_, **__: print(
+        f"e5v-qdrant {args.command}: warning: {message}", file=sys.stderr
+    )
     try:
         return args._run(args)
     except E5VError as exc:
@@ -510,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"e5v-qdrant {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover

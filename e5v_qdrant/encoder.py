@@ -134,7 +134,7 @@ class E5VEncoder:
         except (OSError, ValueError) as exc:
             raise E5VModelError(
                 f"cannot load an E5-V / LLaVA-NeXT checkpoint from {cfg.model!r}"
-                f"{f' at revision {cfg.revision!r}' if cfg.revision else ''}: {exc}. Pass a hub id or a local folder "
+                f"{f' at revision {cfg.revision!r}' if cfg.revision else ''}: {str(exc).rstrip('.')}. Pass a hub id or a local folder "
                 "holding config.json, the processor files and model.safetensors."
             ) from exc
         self._fix_processor(processor, model_config)
