@@ -126,15 +126,45 @@ def test_non_utf8_text_is_decoded_with_replacement_and_warned(tmp_path):
     assert doc.warnings and "4 undecodable" in doc.warnings[0]
 
 
-def test_pdf_without_pypdf_is_skipped_with_install_hint(tmp_path):
-    pytest.importorskip("e5v_qdrant")
-    try:
-        import pypdf  # noqa: F401
+def _minimal_pdf(text: str) -> bytes:
+    """A one-page PDF showing ``text`` in Helvetica, written by hand (no PDF library involved)."""
+    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
 
-        pytest.skip("pypdf installed: the skip path is not reachable")
-    except ImportError:
-        pass
+
+def test_pdf_text_is_extracted_and_chunked(tmp_path):
+    pytest.importorskip("pypdf")
     path = tmp_path / "doc.pdf"
-    path.write_bytes(b"%PDF-1.4 not really")
+    path.write_bytes(_minimal_pdf("Quarterly invoices were charged twice"))
+    doc = read_source(SourceFile(str(path), "pdf"), Chunker())
+    assert isinstance(doc, Document)
+    assert "Quarterly invoices were charged twice" in doc.items[0].content
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 not really a pdf")
+    skipped = read_source(SourceFile(str(broken), "pdf"), Chunker())
+    assert isinstance(skipped, SkippedInput) and skipped.source.endswith("broken.pdf")
+
+
+def test_pdf_without_pypdf_is_skipped_with_install_hint(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # as if the [pdf] extra were not installed
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(_minimal_pdf("hello"))
     result = read_source(SourceFile(str(path), "pdf"), Chunker())
     assert isinstance(result, SkippedInput) and "e5v-qdrant[pdf]" in result.reason
