@@ -103,13 +103,18 @@ def _add_eval(sub) -> Callable:
         description="Image-caption retrieval, CLIP style: a caption's target is its image (text->image); an image is "
         "found if any of its captions ranks in the top k (image->text). Paper: Flickr30K t2i R@1 79.5, COCO 52.0.",
     )
-    r.add_argument("--images", required=True, help="folder holding the images (Karpathy 'filepath' sub-folders are tried first)")
     r.add_argument(
-        "--captions", required=True,
+        "--images", required=True, help="folder holding the images (Karpathy 'filepath' sub-folders are tried first)"
+    )
+    r.add_argument(
+        "--captions",
+        required=True,
         help='Karpathy-split JSON ({"images": [{"filename", "split", "sentences": [{"raw"}]}]}) or JSONL '
         '({"image": "name.jpg", "captions": [...]} per line)',
     )
-    r.add_argument("--split", default="test", help="Karpathy split to evaluate: test, val, train, restval or all (default: test)")
+    r.add_argument(
+        "--split", default="test", help="Karpathy split to evaluate: test, val, train, restval or all (default: test)"
+    )
     common(r, qdrant=True)
 
     c = tasks.add_parser(
@@ -118,9 +123,16 @@ def _add_eval(sub) -> Callable:
         description="CIRR-style composed retrieval: each query is a reference image with a modification text; its "
         "reference image is excluded from its own candidates, as the authors and CIRR's evaluation do.",
     )
-    c.add_argument("--data", required=True, help="JSONL with reference, text (or caption) and target (or target_hard) per line")
-    c.add_argument("--images", help="folder relative image paths are resolved against (default: the data file's folder)")
-    c.add_argument("--candidates", help="file with one candidate image per line, or a folder of images (default: every image in --data)")
+    c.add_argument(
+        "--data", required=True, help="JSONL with reference, text (or caption) and target (or target_hard) per line"
+    )
+    c.add_argument(
+        "--images", help="folder relative image paths are resolved against (default: the data file's folder)"
+    )
+    c.add_argument(
+        "--candidates",
+        help="file with one candidate image per line, or a folder of images (default: every image in --data)",
+    )
     common(c, qdrant=True)
 
     s = tasks.add_parser(
@@ -129,7 +141,11 @@ def _add_eval(sub) -> Callable:
         description="Spearman (and Pearson) correlation x 100 between gold scores and cosine similarities of sentence "
         "pairs. Paper: 86.00 averaged over STS12-16, STS-B and SICK-R.",
     )
-    s.add_argument("--data", required=True, help="JSONL (sentence1, sentence2, score) or TSV (header with those names, or 3 columns)")
+    s.add_argument(
+        "--data",
+        required=True,
+        help="JSONL (sentence1, sentence2, score) or TSV (header with those names, or 3 columns)",
+    )
     common(s, qdrant=False)
 
     t = tasks.add_parser(
@@ -138,7 +154,9 @@ def _add_eval(sub) -> Callable:
         description="Anchor->positive recall against every distinct positive and negative text (the fine-tuning "
         "data formats), plus triplet accuracy (anchor closer to its positive than to its negative).",
     )
-    t.add_argument("--data", required=True, help="JSONL anchor/positive[/negative] or CSV with header sent0,sent1[,hard_neg]")
+    t.add_argument(
+        "--data", required=True, help="JSONL anchor/positive[/negative] or CSV with header sent0,sent1[,hard_neg]"
+    )
     common(t, qdrant=True)
     return _run_eval
 
@@ -153,7 +171,10 @@ def _run_eval(args) -> int:
 
     task = getattr(args, "eval_task", None)
     if not task:
-        print("e5v-qdrant eval: choose a task: retrieval, composed, sts or triplets (see `e5v-qdrant eval --help`)", file=sys.stderr)
+        print(
+            "e5v-qdrant eval: choose a task: retrieval, composed, sts or triplets (see `e5v-qdrant eval --help`)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     options = from_namespace(EvalConfig, args)
     store = from_namespace(StoreConfig, args) if options.via_qdrant else None
@@ -243,7 +264,8 @@ def _add_ingest(sub) -> Callable:
         description="Embed files into COLLECTION. Text: .txt .md .markdown .rst .html .htm (and .pdf with the optional "
         "extra: pip install 'e5v-qdrant[pdf]'), chunked with LlamaIndex's SentenceSplitter; images: .jpg .jpeg .png "
         ".webp .gif .bmp .tif .tiff. Re-running skips unchanged files, replaces the chunks of changed ones, and with "
-        "--sync removes files that vanished. Bad inputs are skipped and listed. " + _STORE_HELP
+        "--sync removes files that vanished. Bad inputs are skipped and listed. "
+        + _STORE_HELP
         + " Exit status: 0 all ingested, 1 some inputs skipped, 2 usage/config/store error.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
@@ -252,8 +274,12 @@ def _add_ingest(sub) -> Callable:
     add_arguments(p, StoreConfig, group="store")
     p.add_argument("--report", metavar="FILE.json", help="also write the run report (counts, skipped inputs) as JSON")
     p.add_argument("--json", action="store_true", help="print the run report as JSON instead of a summary")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars on stderr (default: only on a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: only on a terminal)",
+    )
     return _run_ingest
 
 
@@ -266,7 +292,9 @@ def _run_ingest(args) -> int:
         if config.engine == "ray":  # the model is loaded on the Ray workers only
             from .ray_engine import ingest_ray
 
-            report = ingest_ray(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
+            report = ingest_ray(
+                config, _encoder_config_from(args, store, config.collection), store, progress=args.progress
+            )
         else:
             encoder = _encoder_from(args, store, config.collection)
             report = ingest(config, encoder, store, progress=args.progress)
@@ -278,10 +306,19 @@ def _run_ingest(args) -> int:
         _print_json(data)
     else:
         counts = data["counts"]
-        print(f"collection {report.collection} -> {report.physical_collection} (model fingerprint {report.model_fingerprint})")
-        print("files: " + ", ".join(f"{k} {counts[k]}" for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped")))
-        print(f"points: embedded {counts['embedded']}, written {counts['points_written']}, deleted {counts['points_deleted']}"
-              f" in {data['seconds']:.1f}s")
+        print(
+            f"collection {report.collection} -> {report.physical_collection} (model fingerprint {report.model_fingerprint})"
+        )
+        print(
+            "files: "
+            + ", ".join(
+                f"{k} {counts[k]}" for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped")
+            )
+        )
+        print(
+            f"points: embedded {counts['embedded']}, written {counts['points_written']}, deleted {counts['points_deleted']}"
+            f" in {data['seconds']:.1f}s"
+        )
         for w in data["warnings"]:
             print(f"warning: {w['source']}: {w['warning']}")
         for s in data["skipped_inputs"]:
@@ -302,7 +339,9 @@ def _add_search(sub) -> Callable:
     p.add_argument("--image", help="query image path (alone: image query; with TEXT: composed query)")
     p.add_argument("--collection", required=True, help="collection (alias) to search")
     p.add_argument("--top-k", type=int, default=10, metavar="K", help="number of results (default: 10)")
-    p.add_argument("--modality", choices=("text", "image", "any"), default="any", help="only return this modality (default: any)")
+    p.add_argument(
+        "--modality", choices=("text", "image", "any"), default="any", help="only return this modality (default: any)"
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON")
     add_arguments(p, EncoderConfig, group="model (default: the model recorded in the collection)")
     add_arguments(p, StoreConfig, group="store")
@@ -321,7 +360,9 @@ def _run_search(args) -> int:
         if store.resolve(args.collection) is None:
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
         encoder = _encoder_from(args, store, args.collection)
-        hits = search(store, encoder, args.collection, text=args.text, image=args.image, top_k=args.top_k, modality=args.modality)
+        hits = search(
+            store, encoder, args.collection, text=args.text, image=args.image, top_k=args.top_k, modality=args.modality
+        )
     if args.json:
         _print_json([h.to_dict() for h in hits])
     else:
@@ -358,8 +399,10 @@ def _run_collections(args) -> int:
         for r in rows:
             alias = ", ".join(r["aliases"]) or "(no alias)"
             adapter = f" + adapter {r['adapter']}" if r["adapter"] else ""
-            print(f"{alias} -> {r['collection']}  fingerprint {r['fingerprint']}  {r['points']} points  "
-                  f"model {r['model']}{adapter}  dim {r['dim']}")
+            print(
+                f"{alias} -> {r['collection']}  fingerprint {r['fingerprint']}  {r['points']} points  "
+                f"model {r['model']}{adapter}  dim {r['dim']}"
+            )
     return EXIT_OK
 
 
@@ -422,17 +465,26 @@ def _add_reingest(sub) -> Callable:
         "recorded in the collection) or --model M into a new physical collection, verify it, and switch the alias in "
         "one atomic call; searches keep working throughout. Images are re-read from their source paths and checked "
         "against the stored content hash: missing or changed ones are reported and block the swap unless "
-        "--allow-missing. Resumable: re-run the same command after a crash. " + _STORE_HELP
+        "--allow-missing. Resumable: re-run the same command after a crash. "
+        + _STORE_HELP
         + " Exit status: 0 swapped, 1 sources missing/changed (swap refused, or done with --allow-missing), 2 error.",
     )
     p.add_argument("--collection", required=True, help="collection (alias) to re-embed")
     old = p.add_mutually_exclusive_group()
-    old.add_argument("--keep-old", dest="drop_old", action="store_false", help="keep the old physical collection (default)")
-    old.add_argument("--drop-old", dest="drop_old", action="store_true", help="delete the old physical collection after the swap")
+    old.add_argument(
+        "--keep-old", dest="drop_old", action="store_false", help="keep the old physical collection (default)"
+    )
+    old.add_argument(
+        "--drop-old", dest="drop_old", action="store_true", help="delete the old physical collection after the swap"
+    )
     p.set_defaults(drop_old=False)
-    p.add_argument("--allow-missing", action="store_true", help="swap even if some image sources are missing or changed")
+    p.add_argument(
+        "--allow-missing", action="store_true", help="swap even if some image sources are missing or changed"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
+    )
     add_arguments(p, EncoderConfig, group="new model (--adapter applies to the recorded model unless --model is given)")
     add_arguments(p, StoreConfig, group="store")
     return _run_reingest
@@ -456,8 +508,14 @@ def _run_reingest(args) -> int:
         encoder = E5VEncoder(
             config=from_namespace(EncoderConfig, argparse.Namespace(**_absolute_folders({**recorded, **given})))
         )
-        report = reingest(args.collection, encoder, store, drop_old=args.drop_old, allow_missing=args.allow_missing,
-                          progress=args.progress)
+        report = reingest(
+            args.collection,
+            encoder,
+            store,
+            drop_old=args.drop_old,
+            allow_missing=args.allow_missing,
+            progress=args.progress,
+        )
     data = report.to_dict()
     if args.json:
         _print_json(data)
@@ -465,9 +523,15 @@ def _run_reingest(args) -> int:
         if report.already_current:
             print(f"{report.alias} -> {report.target_collection} already serves this model ({report.points} points)")
         else:
-            print(f"{report.alias}: {report.source_collection} -> {report.target_collection}: {report.points} points, "
-                  f"{report.embedded} re-embedded, {report.resumed} from an earlier run")
-            print("alias swapped" if report.swapped else "alias NOT swapped (see problems; --allow-missing to swap anyway)")
+            print(
+                f"{report.alias}: {report.source_collection} -> {report.target_collection}: {report.points} points, "
+                f"{report.embedded} re-embedded, {report.resumed} from an earlier run"
+            )
+            print(
+                "alias swapped"
+                if report.swapped
+                else "alias NOT swapped (see problems; --allow-missing to swap anyway)"
+            )
         for name in report.dropped_old:
             print(f"dropped old collection {name}")
         for problem in report.problems:
@@ -476,7 +540,15 @@ def _run_reingest(args) -> int:
 
 
 # ---------------------------------------------------------------- wiring
-_COMMANDS: list[Callable] = [_add_info, _add_ingest, _add_search, _add_collections, _add_eval, _add_finetune, _add_reingest]
+_COMMANDS: list[Callable] = [
+    _add_info,
+    _add_ingest,
+    _add_search,
+    _add_collections,
+    _add_eval,
+    _add_finetune,
+    _add_reingest,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

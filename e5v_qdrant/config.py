@@ -17,7 +17,17 @@ from typing import Any, TypeVar
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 
-__all__ = ["EncoderConfig", "StoreConfig", "IngestConfig", "FinetuneConfig", "EvalConfig", "add_arguments", "from_namespace", "DEFAULT_MODEL", "DTYPE_NAMES"]
+__all__ = [
+    "EncoderConfig",
+    "StoreConfig",
+    "IngestConfig",
+    "FinetuneConfig",
+    "EvalConfig",
+    "add_arguments",
+    "from_namespace",
+    "DEFAULT_MODEL",
+    "DTYPE_NAMES",
+]
 
 DEFAULT_MODEL = "royokong/e5-v"
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
@@ -25,7 +35,9 @@ DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 T = TypeVar("T")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, choices=None, cli: bool = True, **kw):
+def option(
+    default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, choices=None, cli: bool = True, **kw
+):
     """A dataclass field carrying its CLI help text (and optional flag name / choices)."""
     meta = {"help": help, "flag": flag, "choices": choices, "cli": cli}
     if "default_factory" in kw:
@@ -38,13 +50,22 @@ class EncoderConfig:
     """How to load and run E5-V. Everything that changes the vectors lives here."""
 
     model: str = option(DEFAULT_MODEL, help="hub id or local folder of an E5-V / LLaVA-NeXT checkpoint")
-    revision: str | None = option(None, help="hub revision (branch, tag or commit) to pin; reaches every from_pretrained call")
-    adapter: str | None = option(None, help="folder of a PEFT LoRA adapter from `e5v-qdrant finetune`, applied to the language model")
-    device: str | None = option(None, help="torch device (cpu, cuda, cuda:1, mps); default: cuda if available, else cpu")
-    dtype: str = option("auto", help="weights dtype; auto = bfloat16 (or float16) on CUDA, float32 on CPU", choices=DTYPE_NAMES)
+    revision: str | None = option(
+        None, help="hub revision (branch, tag or commit) to pin; reaches every from_pretrained call"
+    )
+    adapter: str | None = option(
+        None, help="folder of a PEFT LoRA adapter from `e5v-qdrant finetune`, applied to the language model"
+    )
+    device: str | None = option(
+        None, help="torch device (cpu, cuda, cuda:1, mps); default: cuda if available, else cpu"
+    )
+    dtype: str = option(
+        "auto", help="weights dtype; auto = bfloat16 (or float16) on CUDA, float32 on CPU", choices=DTYPE_NAMES
+    )
     batch_size: int = option(8, help="most items per forward pass")
     max_batch_tokens: int | None = option(
-        None, help="token budget per forward pass (batch rows × longest row); default: 1024 on CPU, batch_size × 512 on GPU"
+        None,
+        help="token budget per forward pass (batch rows × longest row); default: 1024 on CPU, batch_size × 512 on GPU",
     )
     prompts: str = option("e5v", help="prompt preset (e5v = the authors' exact strings; e5v-typofix fixes 'desribe')")
     query_prompt: str | None = option(
@@ -53,9 +74,15 @@ class EncoderConfig:
     max_text_tokens: int | None = option(
         None, help="truncate user text to this many tokens before prompting (paper training used 32); default: no limit"
     )
-    max_image_pixels: int | None = option(DEFAULT_MAX_IMAGE_PIXELS, help="refuse images with more pixels (decompression bombs)")
-    preprocess_workers: int = option(2, help="threads decoding and tiling images ahead of the model (0 = in the calling thread)")
-    attn_implementation: str = option("sdpa", help="transformers attention implementation", choices=("sdpa", "eager", "flash_attention_2"))
+    max_image_pixels: int | None = option(
+        DEFAULT_MAX_IMAGE_PIXELS, help="refuse images with more pixels (decompression bombs)"
+    )
+    preprocess_workers: int = option(
+        2, help="threads decoding and tiling images ahead of the model (0 = in the calling thread)"
+    )
+    attn_implementation: str = option(
+        "sdpa", help="transformers attention implementation", choices=("sdpa", "eager", "flash_attention_2")
+    )
 
     def __post_init__(self):
         if self.dtype not in DTYPE_NAMES:
@@ -71,7 +98,9 @@ class EncoderConfig:
         if not self.model:
             raise E5VConfigError("model must be a hub id or a local folder")
         if self.adapter is not None and not os.path.isdir(self.adapter):
-            raise E5VConfigError(f"adapter folder {self.adapter!r} does not exist (pass the --output folder of `e5v-qdrant finetune`)")
+            raise E5VConfigError(
+                f"adapter folder {self.adapter!r} does not exist (pass the --output folder of `e5v-qdrant finetune`)"
+            )
         from .prompts import get_prompts
 
         get_prompts(self.prompts, query=self.query_prompt)  # validates preset name and placeholders
@@ -82,36 +111,52 @@ class StoreConfig:
     """Where vectors go: embedded Qdrant in a folder (default) or a Qdrant server / cluster by URL."""
 
     qdrant_path: str | None = option(
-        None, help="folder of the embedded (local-mode) Qdrant store; default ./qdrant_data when no --qdrant-url is given"
+        None,
+        help="folder of the embedded (local-mode) Qdrant store; default ./qdrant_data when no --qdrant-url is given",
     )
     qdrant_url: str | None = option(None, help="URL of a Qdrant server or cluster, e.g. http://localhost:6333")
     api_key_env: str = option(
-        "QDRANT_API_KEY", help="name of the environment variable holding the server API key (keys are never taken from argv)"
+        "QDRANT_API_KEY",
+        help="name of the environment variable holding the server API key (keys are never taken from argv)",
     )
     prefer_grpc: bool = option(False, help="talk gRPC to the server (port 6334) instead of REST")
     timeout: float = option(60.0, help="seconds before a Qdrant request times out")
     write_batch_size: int = option(64, help="points per upsert request (Qdrant advises 64-256 points, under ~5 MB)")
-    retries: int = option(6, help="attempts per Qdrant request on transient errors (timeouts, resets, 5xx, lock contention)")
+    retries: int = option(
+        6, help="attempts per Qdrant request on transient errors (timeouts, resets, 5xx, lock contention)"
+    )
     retry_wait: float = option(0.5, help="first back-off in seconds between retries; doubles each attempt (max 30 s)")
-    on_disk_vectors: bool = option(False, help="server only: keep vectors on disk (memmap) instead of RAM; ignored by the embedded store")
+    on_disk_vectors: bool = option(
+        False, help="server only: keep vectors on disk (memmap) instead of RAM; ignored by the embedded store"
+    )
     vector_datatype: str = option(
-        "float32", help="server only: stored vector precision (float16 halves memory); ignored by the embedded store",
+        "float32",
+        help="server only: stored vector precision (float16 halves memory); ignored by the embedded store",
         choices=("float32", "float16"),
     )
     quantization: str = option(
-        "none", help="server only: int8 = scalar quantization (4x smaller), binary = 1 bit per dimension (32x smaller), "
+        "none",
+        help="server only: int8 = scalar quantization (4x smaller), binary = 1 bit per dimension (32x smaller), "
         "both kept in RAM and rescored with the original vectors at search time; ignored by the embedded store",
         choices=("none", "int8", "binary"),
     )
     shard_number: int | None = option(None, help="server/cluster only: shards of a new collection (default: server's)")
-    replication_factor: int | None = option(None, help="server/cluster only: replicas of each shard of a new collection")
-    write_consistency_factor: int | None = option(
-        None, help="server/cluster only: replicas that must acknowledge each write of a new collection (<= replication_factor)"
+    replication_factor: int | None = option(
+        None, help="server/cluster only: replicas of each shard of a new collection"
     )
-    rescore: bool = option(True, help="with quantization: re-rank the quantized candidates with the original vectors at search time")
-    oversampling: float = option(2.0, help="with quantization: fetch top_k x this many quantized candidates before rescoring")
+    write_consistency_factor: int | None = option(
+        None,
+        help="server/cluster only: replicas that must acknowledge each write of a new collection (<= replication_factor)",
+    )
+    rescore: bool = option(
+        True, help="with quantization: re-rank the quantized candidates with the original vectors at search time"
+    )
+    oversampling: float = option(
+        2.0, help="with quantization: fetch top_k x this many quantized candidates before rescoring"
+    )
     write_batch_bytes: int = option(
-        4 * 1024 * 1024, help="most estimated bytes per upsert request of the Ray engine's writer (REST servers refuse bodies over 32 MiB)"
+        4 * 1024 * 1024,
+        help="most estimated bytes per upsert request of the Ray engine's writer (REST servers refuse bodies over 32 MiB)",
     )
 
     def __post_init__(self):
@@ -133,8 +178,11 @@ class StoreConfig:
             raise E5VConfigError(f"oversampling must be >= 1, got {self.oversampling}")
         if self.write_batch_bytes < 1024:
             raise E5VConfigError(f"write_batch_bytes must be >= 1024, got {self.write_batch_bytes}")
-        if (self.write_consistency_factor is not None and self.replication_factor is not None
-                and self.write_consistency_factor > self.replication_factor):
+        if (
+            self.write_consistency_factor is not None
+            and self.replication_factor is not None
+            and self.write_consistency_factor > self.replication_factor
+        ):
             raise E5VConfigError(
                 f"write_consistency_factor ({self.write_consistency_factor}) cannot exceed replication_factor "
                 f"({self.replication_factor}): a write would wait for replicas that do not exist"
@@ -157,26 +205,40 @@ class StoreConfig:
         return self.qdrant_path or "qdrant_data"
 
 
-
 @dataclass
 class IngestConfig:
     """What `e5v-qdrant ingest` reads and how: the collection (an alias), chunking and sync behaviour."""
 
-    collection: str = option("", help="collection name to ingest into (an alias over a physical collection named after the model)")
+    collection: str = option(
+        "", help="collection name to ingest into (an alias over a physical collection named after the model)"
+    )
     paths: list[str] = option(default_factory=list, help="files or folders to ingest", cli=False)
     chunk_size: int = option(512, help="chunk size in tokens (LlamaIndex SentenceSplitter, tiktoken cl100k counting)")
     chunk_overlap: int = option(64, help="overlap between consecutive chunks in tokens")
     sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
     follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
-    queue_size: int = option(4, help="batches buffered between the reading, embedding and writing threads (bounds memory)")
-    bulk_load: bool = option(
-        False, help="server only: defer HNSW index building during the run (hnsw m=0), restore the collection's settings after, even on failure"
+    queue_size: int = option(
+        4, help="batches buffered between the reading, embedding and writing threads (bounds memory)"
     )
-    engine: str = option("local", help="local = threads in this process; ray = a Ray cluster (pip install 'e5v-qdrant[ray]')", choices=("local", "ray"))
-    ray_address: str | None = option(None, help="ray engine: cluster to join (auto = the running cluster); default: a local Ray instance")
+    bulk_load: bool = option(
+        False,
+        help="server only: defer HNSW index building during the run (hnsw m=0), restore the collection's settings after, even on failure",
+    )
+    engine: str = option(
+        "local",
+        help="local = threads in this process; ray = a Ray cluster (pip install 'e5v-qdrant[ray]')",
+        choices=("local", "ray"),
+    )
+    ray_address: str | None = option(
+        None, help="ray engine: cluster to join (auto = the running cluster); default: a local Ray instance"
+    )
     replicas: int = option(1, help="ray engine: encoder replicas (actors), one model load each")
-    gpus_per_replica: float | None = option(None, help="ray engine: GPUs per encoder replica (0 = CPU); default 1 when the cluster has GPUs, else 0")
-    write_concurrency: int = option(2, help="ray engine: parallel Qdrant write tasks (server only; the embedded store is written by the driver)")
+    gpus_per_replica: float | None = option(
+        None, help="ray engine: GPUs per encoder replica (0 = CPU); default 1 when the cluster has GPUs, else 0"
+    )
+    write_concurrency: int = option(
+        2, help="ray engine: parallel Qdrant write tasks (server only; the embedded store is written by the driver)"
+    )
 
     def __post_init__(self):
         if not self.collection:
@@ -190,9 +252,12 @@ class IngestConfig:
         if self.engine not in ("local", "ray"):
             raise E5VConfigError(f"engine must be local or ray, got {self.engine!r}")
         if self.replicas < 1 or self.write_concurrency < 1:
-            raise E5VConfigError(f"replicas and write_concurrency must be >= 1, got {self.replicas} and {self.write_concurrency}")
+            raise E5VConfigError(
+                f"replicas and write_concurrency must be >= 1, got {self.replicas} and {self.write_concurrency}"
+            )
         if self.gpus_per_replica is not None and self.gpus_per_replica < 0:
             raise E5VConfigError(f"gpus_per_replica must be >= 0, got {self.gpus_per_replica}")
+
 
 #: LoRA targets of the paper: every attention and MLP projection of the Llama text model.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -206,40 +271,72 @@ class FinetuneConfig:
     """
 
     train: str | None = option(
-        None, help="training file: JSONL with anchor, positive and optional negative keys, or CSV with header sent0,sent1[,hard_neg]"
+        None,
+        help="training file: JSONL with anchor, positive and optional negative keys, or CSV with header sent0,sent1[,hard_neg]",
     )
-    output: str | None = option(None, help="output folder: PEFT adapter, manifest.json, metrics.json, checkpoints/ (and merged/)")
+    output: str | None = option(
+        None, help="output folder: PEFT adapter, manifest.json, metrics.json, checkpoints/ (and merged/)"
+    )
     model: str = option(DEFAULT_MODEL, help="hub id or local folder of the E5-V / LLaVA-NeXT checkpoint to adapt")
     revision: str | None = option(None, help="hub revision of --model to pin (recorded in the manifest)")
-    eval: str | None = option(None, help="held-out triplet file (same formats); recall@1 of anchor→positive is measured before and after")
+    eval: str | None = option(
+        None, help="held-out triplet file (same formats); recall@1 of anchor→positive is measured before and after"
+    )
     prompts: str = option("e5v", help="prompt preset to train with; use the same preset at inference")
     epochs: int = option(2, help="passes over the training file (ignored when --max-steps is given)")
-    max_steps: int | None = option(None, help="stop after this many optimizer steps (overrides --epochs; the paper quotes 1000)")
-    batch_size: int = option(768, help="global contrastive batch (rows per step, summed over all GPUs); every row sees all others as negatives")
+    max_steps: int | None = option(
+        None, help="stop after this many optimizer steps (overrides --epochs; the paper quotes 1000)"
+    )
+    batch_size: int = option(
+        768,
+        help="global contrastive batch (rows per step, summed over all GPUs); every row sees all others as negatives",
+    )
     gradcache_chunk_size: int | None = option(
-        24, help="GradCache: inputs per forward pass, so a large batch fits in small memory (0 = whole local batch in one pass)"
+        24,
+        help="GradCache: inputs per forward pass, so a large batch fits in small memory (0 = whole local batch in one pass)",
     )
     lr: float = option(4e-4, help="peak AdamW learning rate")
     warmup_steps: int = option(100, help="linear warmup steps, then linear decay to 0")
     weight_decay: float = option(0.0, help="AdamW weight decay")
-    max_grad_norm: float | None = option(1.0, help="clip the LoRA gradient norm (transformers Trainer default; 0 = off)")
+    max_grad_norm: float | None = option(
+        1.0, help="clip the LoRA gradient norm (transformers Trainer default; 0 = off)"
+    )
     temperature: float = option(0.05, help="InfoNCE temperature τ (logits = cosine / τ)")
     lora_r: int = option(64, help="LoRA rank")
     lora_alpha: int = option(16, help="LoRA alpha (scale = alpha / r)")
     lora_dropout: float = option(0.05, help="dropout on the LoRA input")
     lora_targets: list[str] = option(
-        help="language-model modules that get LoRA (the paper: all attention and MLP projections)", default_factory=lambda: list(LORA_TARGETS)
+        help="language-model modules that get LoRA (the paper: all attention and MLP projections)",
+        default_factory=lambda: list(LORA_TARGETS),
     )
-    max_length: int = option(32, help="truncate each sentence to this many tokens before the prompt is added (paper: 32)")
+    max_length: int = option(
+        32, help="truncate each sentence to this many tokens before the prompt is added (paper: 32)"
+    )
     seed: int = option(42, help="seed for LoRA init, data order and dropout")
-    dtype: str = option("auto", help="base weights dtype; auto = bfloat16 (or float16) on CUDA, float32 on CPU", choices=DTYPE_NAMES)
-    device: str | None = option(None, help="torch device; default cuda (cuda:LOCAL_RANK under torchrun) if available, else cpu")
-    load_in_4bit: bool = option(False, help="QLoRA: 4-bit NF4 base weights (needs CUDA and bitsandbytes), as the paper trained")
-    grad_checkpointing: bool = option(False, help="recompute activations in the backward pass (less memory, slower steps)")
-    checkpoint_every: int = option(200, help="save adapter + optimizer + scheduler + RNG state every N steps (0 = only at the end)")
-    keep_checkpoints: int = option(2, help="how many most recent checkpoints to keep under OUTPUT/checkpoints (0 = all)")
-    resume: str | None = option(None, help="continue from a checkpoint folder, or 'latest' for the newest under OUTPUT/checkpoints")
-    merge: bool = option(False, help="also write a full merged LLaVA-NeXT checkpoint (vision tower included) to OUTPUT/merged")
+    dtype: str = option(
+        "auto", help="base weights dtype; auto = bfloat16 (or float16) on CUDA, float32 on CPU", choices=DTYPE_NAMES
+    )
+    device: str | None = option(
+        None, help="torch device; default cuda (cuda:LOCAL_RANK under torchrun) if available, else cpu"
+    )
+    load_in_4bit: bool = option(
+        False, help="QLoRA: 4-bit NF4 base weights (needs CUDA and bitsandbytes), as the paper trained"
+    )
+    grad_checkpointing: bool = option(
+        False, help="recompute activations in the backward pass (less memory, slower steps)"
+    )
+    checkpoint_every: int = option(
+        200, help="save adapter + optimizer + scheduler + RNG state every N steps (0 = only at the end)"
+    )
+    keep_checkpoints: int = option(
+        2, help="how many most recent checkpoints to keep under OUTPUT/checkpoints (0 = all)"
+    )
+    resume: str | None = option(
+        None, help="continue from a checkpoint folder, or 'latest' for the newest under OUTPUT/checkpoints"
+    )
+    merge: bool = option(
+        False, help="also write a full merged LLaVA-NeXT checkpoint (vision tower included) to OUTPUT/merged"
+    )
     eval_batch_size: int = option(32, help="texts per forward pass when measuring recall@1")
     show_progress: bool = option(True, help="tqdm progress bar", cli=False)
 
@@ -250,13 +347,22 @@ class FinetuneConfig:
             raise E5VConfigError("an output folder is required (--output DIR)")
         if self.dtype not in DTYPE_NAMES:
             raise E5VConfigError(f"dtype {self.dtype!r} is not one of {DTYPE_NAMES}")
-        positive = {"epochs": self.epochs, "lr": self.lr, "temperature": self.temperature, "lora_r": self.lora_r,
-                    "lora_alpha": self.lora_alpha, "max_length": self.max_length, "eval_batch_size": self.eval_batch_size}
+        positive = {
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "temperature": self.temperature,
+            "lora_r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+            "max_length": self.max_length,
+            "eval_batch_size": self.eval_batch_size,
+        }
         for name, value in positive.items():
             if value <= 0:
                 raise E5VConfigError(f"{name} must be > 0, got {value}")
         if self.batch_size < 2:
-            raise E5VConfigError(f"batch_size must be >= 2 (a contrastive batch needs negatives), got {self.batch_size}")
+            raise E5VConfigError(
+                f"batch_size must be >= 2 (a contrastive batch needs negatives), got {self.batch_size}"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise E5VConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "weight_decay"):
@@ -279,9 +385,12 @@ class EvalConfig:
     """Options shared by the `e5v-qdrant eval` commands (the data options are each command's own)."""
 
     report: str | None = option(None, help="also write the numbers and run facts as JSON to this file")
-    limit: int | None = option(None, help="evaluate only the first N images / queries / pairs / rows (quick checks; flagged in the report)")
+    limit: int | None = option(
+        None, help="evaluate only the first N images / queries / pairs / rows (quick checks; flagged in the report)"
+    )
     via_qdrant: bool = option(
-        False, help="also rank by exact search in a temporary Qdrant collection (local mode, or --qdrant-url) to catch storage-side loss"
+        False,
+        help="also rank by exact search in a temporary Qdrant collection (local mode, or --qdrant-url) to catch storage-side loss",
     )
     progress: bool = option(True, help="show tqdm progress bars while embedding")
 
@@ -299,7 +408,13 @@ def _unwrap_optional(tp):
     return tp
 
 
-def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *, exclude: tuple[str, ...] = (), group: str | None = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    exclude: tuple[str, ...] = (),
+    group: str | None = None,
+) -> None:
     """Add one ``--option`` per field of dataclass ``cls`` (help, default and choices from the field)."""
     target = parser.add_argument_group(group) if group and hasattr(parser, "add_argument_group") else parser
     hints = typing.get_type_hints(cls)
@@ -308,15 +423,26 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
             continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         tp = _unwrap_optional(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         help_text = f.metadata.get("help", "")
         if tp is bool:
-            target.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{help_text} (default: {default})")
+            target.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{help_text} (default: {default})",
+            )
             continue
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f"{help_text} (default: {default})",
+        }
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
         if tp in (int, float):

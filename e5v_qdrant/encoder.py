@@ -102,7 +102,9 @@ class E5VEncoder:
         >>> enc.embed_texts(["a dog on a beach"]) @ enc.embed_images(["dog.jpg"]).T  # doctest: +SKIP
     """
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, *, config: EncoderConfig | None = None, **options: Any):
+    def __init__(
+        self, model: str | os.PathLike = DEFAULT_MODEL, *, config: EncoderConfig | None = None, **options: Any
+    ):
         if config is None:
             if "dtype" in options and options["dtype"] is not None and not isinstance(options["dtype"], str):
                 options["dtype"] = str(options["dtype"]).removeprefix("torch.")
@@ -306,12 +308,16 @@ class E5VEncoder:
             window=self.config.batch_size,
         )
 
-    def embed_composed(self, images: Sequence[ImageInput], texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+    def embed_composed(
+        self, images: Sequence[ImageInput], texts: Sequence[str], *, show_progress: bool = False
+    ) -> np.ndarray:
         """Embed composed queries: each image with its modification text (CIRR-style prompt by default)."""
         images = _as_list(images, "images")
         texts = _check_texts(texts, "texts")
         if len(images) != len(texts):
-            raise E5VInputError("embed_composed", f"got {len(images)} images but {len(texts)} texts; pass one text per image")
+            raise E5VInputError(
+                "embed_composed", f"got {len(images)} images but {len(texts)} texts; pass one text per image"
+            )
         return self._embed(
             len(images),
             lambda i: self._prepare_image(images[i], self.prompts.for_composed(texts[i]), f"image {i}"),

@@ -35,7 +35,9 @@ def describe_source(source: object) -> str:
     return f"{type(source).__name__}({name})" if isinstance(name, str) else type(source).__name__
 
 
-def load_image(source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, name: str | None = None) -> Image.Image:
+def load_image(
+    source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, name: str | None = None
+) -> Image.Image:
     """Load and validate an image: EXIF orientation applied, first frame of animations, converted to RGB.
 
     Args:
@@ -75,7 +77,9 @@ def load_image(source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_IMAGE
         if not isinstance(data, (bytes, bytearray)):
             raise E5VImageError(label, "file object must be opened in binary mode")
     else:
-        raise E5VImageError(label, f"unsupported image input type {type(source).__name__}; pass a path, bytes, BytesIO or PIL image")
+        raise E5VImageError(
+            label, f"unsupported image input type {type(source).__name__}; pass a path, bytes, BytesIO or PIL image"
+        )
     if not data:
         raise E5VImageError(label, "empty (zero bytes)")
     try:
@@ -100,7 +104,8 @@ def _check_size(image: Image.Image, label: str, max_pixels: int | None) -> None:
         raise E5VImageError(label, f"image has no pixels ({width}x{height})")
     if max_pixels is not None and width * height > max_pixels:
         raise E5VImageError(
-            label, f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} (raise max_image_pixels to allow it)"
+            label,
+            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} (raise max_image_pixels to allow it)",
         )
 
 

@@ -17,7 +17,9 @@ from .errors import E5VConfigError
 __all__ = ["PromptSet", "PROMPT_PRESETS", "get_prompts", "LLAMA3_CHAT"]
 
 #: Llama-3 chat wrapper E5-V uses: no system prompt; the tokenizer adds ``<|begin_of_text|>`` itself.
-LLAMA3_CHAT = "<|start_header_id|>user<|end_header_id|>\n\n{body}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+LLAMA3_CHAT = (
+    "<|start_header_id|>user<|end_header_id|>\n\n{body}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,11 @@ class PromptSet:
     chat: str = LLAMA3_CHAT
 
     def __post_init__(self):
-        checks = [("text", self.text, "{text}", 0), ("image", self.image, None, 1), ("composed", self.composed, "{text}", 1)]
+        checks = [
+            ("text", self.text, "{text}", 0),
+            ("image", self.image, None, 1),
+            ("composed", self.composed, "{text}", 1),
+        ]
         if self.query is not None:
             checks.append(("query", self.query, "{text}", 0))
         for name, body, placeholder, images in checks:

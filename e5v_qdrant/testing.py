@@ -255,7 +255,9 @@ def draw_image(width: int, height: int, seed: int = 0, mode: str = "RGB"):
     y, x = np.mgrid[0:height, 0:width]
     base = rng.uniform(0, 255, size=3)
     slope = rng.uniform(-1, 1, size=3)
-    arr = np.stack([(base[c] + slope[c] * 255 * (x / max(width, 1) + y / max(height, 1)) / 2) % 256 for c in range(3)], -1)
+    arr = np.stack(
+        [(base[c] + slope[c] * 255 * (x / max(width, 1) + y / max(height, 1)) / 2) % 256 for c in range(3)], -1
+    )
     img = Image.fromarray(arr.astype("uint8"), "RGB")
     draw = ImageDraw.Draw(img)
     for _ in range(4):

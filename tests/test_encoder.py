@@ -29,7 +29,12 @@ TEXTS = [
     "Fresh bread, cheese and olives are laid out on a wooden table next to a bottle of wine and a basket of figs.",
 ]
 # Different aspect ratios pick different anyres grids (and so different token counts).
-IMAGES = [draw_image(640, 480, seed=1), draw_image(300, 900, seed=2), draw_image(1000, 330, seed=3), draw_image(200, 200, seed=4)]
+IMAGES = [
+    draw_image(640, 480, seed=1),
+    draw_image(300, 900, seed=2),
+    draw_image(1000, 330, seed=3),
+    draw_image(200, 200, seed=4),
+]
 
 
 def _cos(a, b):
@@ -171,8 +176,12 @@ def test_trap_replica_breaks_stock_transformers(replica_path):
         processor(text=[IMAGE], images=[IMAGES[0]], return_tensors="pt")
     cfg = json.loads((replica_path / "config.json").read_text())
     assert cfg["image_token_index"] == cfg["text_config"]["vocab_size"]
-    fixed = LlavaNextProcessor.from_pretrained(replica_path, patch_size=cfg["vision_config"]["patch_size"],
-                                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    fixed = LlavaNextProcessor.from_pretrained(
+        replica_path,
+        patch_size=cfg["vision_config"]["patch_size"],
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
     model = LlavaNextForConditionalGeneration.from_pretrained(replica_path)
     with pytest.raises(IndexError):
         model(**fixed(text=[IMAGE], images=[IMAGES[0]], return_tensors="pt"))
@@ -184,8 +193,10 @@ def test_trap_fixes_warn_and_clean_checkpoint_is_silent(replica_path, tmp_path):
     text = " ".join(str(w.message) for w in record)
     assert "outside the embedding table" in text and "patch_size" in text
 
-    clean = build_replica(tmp_path / "clean", ReplicaSpec(image_token_outside_vocab=False, legacy_processor_config=False,
-                                                          tokenizer_padding_side="left"))
+    clean = build_replica(
+        tmp_path / "clean",
+        ReplicaSpec(image_token_outside_vocab=False, legacy_processor_config=False, tokenizer_padding_side="left"),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         enc = E5VEncoder(clean, device="cpu")
@@ -246,7 +257,11 @@ def test_revision_reaches_every_from_pretrained_call(replica_path, monkeypatch):
     import transformers
 
     seen = []
-    for cls in (transformers.LlavaNextConfig, transformers.LlavaNextProcessor, transformers.LlavaNextForConditionalGeneration):
+    for cls in (
+        transformers.LlavaNextConfig,
+        transformers.LlavaNextProcessor,
+        transformers.LlavaNextForConditionalGeneration,
+    ):
         original = cls.from_pretrained.__func__
 
         def recording(klass, *args, _original=original, _name=cls.__name__, **kwargs):

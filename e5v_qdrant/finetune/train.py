@@ -229,7 +229,9 @@ def recall_at_1(embed: Callable[[list[str]], Any], data: TripletData, batch_size
     def run(texts: list[str]):
         return torch.cat([embed(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]).cpu().numpy()
 
-    pool = list(dict.fromkeys([r.positive for r in data.rows] + [r.negative for r in data.rows if r.negative is not None]))
+    pool = list(
+        dict.fromkeys([r.positive for r in data.rows] + [r.negative for r in data.rows if r.negative is not None])
+    )
     index = {text: i for i, text in enumerate(pool)}
     ranks = retrieval_ranks(run([r.anchor for r in data.rows]), run(pool), [[index[r.positive]] for r in data.rows])
     return {"recall@1": float((ranks < 1).mean()), "queries": len(data.rows), "corpus": len(pool)}
