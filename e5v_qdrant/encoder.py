@@ -271,6 +271,8 @@ class E5VEncoder:
             "device": str(self.device),
             "prompts": asdict(self.prompts),
             "prompt_preset": self.config.prompts,
+            "pooling": "final-layer hidden state at each row's last real token, L2-normalised (rows right-padded; "
+            "attention is causal, so padding is never seen and no mask is used)",
             "image_processor": type(self.processor.image_processor).__name__,
             "fingerprint": self.fingerprint["id"],
             "transformers": transformers.__version__,

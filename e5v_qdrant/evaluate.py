@@ -748,7 +748,6 @@ def _model_facts(encoder: E5VEncoder) -> dict[str, Any]:
     facts = dict(encoder.describe())
     cfg = encoder.config
     facts.update(
-        padding_side=encoder.tokenizer.padding_side,
         max_text_tokens=cfg.max_text_tokens,
         query_prompt=cfg.query_prompt,
         batch_size=cfg.batch_size,
@@ -794,10 +793,6 @@ def diagnose(encoder: E5VEncoder, task: str, *, limited: bool = False) -> tuple[
     if cfg.max_text_tokens is not None:
         warnings.append(
             f"texts truncated to {cfg.max_text_tokens} tokens (max_text_tokens); the authors' evaluation does not truncate"
-        )
-    if encoder.tokenizer.padding_side != "left":
-        warnings.append(
-            f"tokenizer padding side is {encoder.tokenizer.padding_side!r}; last-token pooling needs left padding"
         )
     if limited:
         warnings.append("--limit evaluated a subset: numbers are not comparable to the full benchmark")

@@ -103,12 +103,12 @@ def _check_common(rep: dict, task: str, data_file) -> None:
         "transformers",
         "torch",
         "fingerprint",
-        "padding_side",
+        "pooling",
         "prompt_preset",
         "load_warnings",
     ):
         assert key in model, key
-    assert model["dtype"] == "float32" and model["device"] == "cpu" and model["padding_side"] == "left"
+    assert model["dtype"] == "float32" and model["device"] == "cpu" and "last real token" in model["pooling"]
     assert model["revision"] is None and model["adapter"] is None
     assert set(model["prompts"]) >= {"text", "image", "composed", "chat"}
     assert isinstance(model["transformers"], str) and isinstance(model["torch"], str)
