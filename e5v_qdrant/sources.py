@@ -314,14 +314,33 @@ class Chunker:
         return [chunk for chunk in self._splitter.split_text(text) if chunk.strip()]
 
 
-def _node_metadata(source: str, modality: str, content_hash_: str, chunk_index: int) -> dict[str, Any]:
-    return {
+def _item(node_cls, source: str, modality: str, chunk_index: int, content: str | bytes, **node_fields: Any) -> Item:
+    """``content`` as an ``Item`` whose payload is what LlamaIndex writes for a ``node_cls`` node with id = point id.
+
+    Metadata (``modality``, ``source``, ``content_hash``, ``chunk_index``, ``file_name``) is excluded from the
+    embedding text; the LLM sees ``source`` and ``file_name``. The node's source relationship is the file.
+    """
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
+    digest = content_hash(content)
+    pid = point_id(source, chunk_index, digest)
+    metadata = {
         "modality": modality,
         "source": source,
-        "content_hash": content_hash_,
+        "content_hash": digest,
         "chunk_index": chunk_index,
         "file_name": os.path.basename(source),
     }
+    node = node_cls(
+        id_=pid,
+        metadata=metadata,
+        excluded_embed_metadata_keys=list(metadata),
+        excluded_llm_metadata_keys=[k for k in metadata if k not in ("source", "file_name")],
+        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=document_id(source))},
+        **node_fields,
+    )
+    return Item(pid, modality, content, node_to_metadata_dict(node, remove_text=False, flat_metadata=True))
 
 
 def text_item(source: str, chunk_index: int, text: str) -> Item:
@@ -330,43 +349,16 @@ def text_item(source: str, chunk_index: int, text: str) -> Item:
     The payload is a pure function of (source, chunk index, chunk text) — no character offsets, which would change
     when an earlier part of the file is edited — so an unchanged chunk keeps its point as is.
     """
-    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
-    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+    from llama_index.core.schema import TextNode
 
-    digest = content_hash(text)
-    pid = point_id(source, chunk_index, digest)
-    metadata = _node_metadata(source, "text", digest, chunk_index)
-    node = TextNode(
-        id_=pid,
-        text=text,
-        metadata=metadata,
-        excluded_embed_metadata_keys=list(metadata),
-        excluded_llm_metadata_keys=[k for k in metadata if k not in ("source", "file_name")],
-        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=document_id(source))},
-    )
-    payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
-    return Item(pid, "text", text, payload)
+    return _item(TextNode, source, "text", chunk_index, text, text=text)
 
 
 def image_item(source: str, data: bytes) -> Item:
     """An image file as an ``Item`` whose payload LlamaIndex reads back as an ``ImageNode`` (``image_path`` = source)."""
-    from llama_index.core.schema import ImageNode, NodeRelationship, RelatedNodeInfo
-    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+    from llama_index.core.schema import ImageNode
 
-    digest = content_hash(data)
-    pid = point_id(source, 0, digest)
-    metadata = _node_metadata(source, "image", digest, 0)
-    node = ImageNode(
-        id_=pid,
-        image_path=source,
-        image_mimetype=mimetypes.guess_type(source)[0],
-        metadata=metadata,
-        excluded_embed_metadata_keys=list(metadata),
-        excluded_llm_metadata_keys=[k for k in metadata if k not in ("source", "file_name")],
-        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=document_id(source))},
-    )
-    payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
-    return Item(pid, "image", data, payload)
+    return _item(ImageNode, source, "image", 0, data, image_path=source, image_mimetype=mimetypes.guess_type(source)[0])
 
 
 def read_source(entry: SourceFile, chunker: Chunker, data: bytes | None = None) -> Document | SkippedInput:
