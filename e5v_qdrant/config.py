@@ -83,6 +83,12 @@ class EncoderConfig:
     attn_implementation: str = option(
         "sdpa", help="transformers attention implementation", choices=("sdpa", "eager", "flash_attention_2")
     )
+    reuse_cpu_memory: bool = option(
+        True,
+        help="on CPU with glibc, keep memory freed between forward passes in the heap for the length of an embed "
+        "call instead of unmapping it and page-faulting it back in (sets glibc's mmap/trim thresholds for the call, "
+        "then returns the memory to the OS); vectors are unchanged",
+    )
 
     def __post_init__(self):
         if self.dtype not in DTYPE_NAMES:

@@ -248,3 +248,112 @@ def test_torchvision_image_processor_is_requested_only_when_it_imports(replica_p
                 # transformers checks torchvision itself and falls back to PIL when it is not really there
                 E5VEncoder(replica_path, device="cpu", dtype="float32")
     assert seen == [None, None, "torchvision"]
+
+
+# ---------------------------------------------------------------------------------------------- reuse_cpu_memory
+class _FakeGlibc:
+    """Records mallopt / malloc_trim calls and the thresholds in force, like glibc would hold them."""
+
+    def __init__(self):
+        self.thresholds = {encoder_module._M_MMAP_THRESHOLD: 128 << 10, encoder_module._M_TRIM_THRESHOLD: 128 << 10}
+        self.trims = 0
+
+    def mallopt(self, param, value):
+        self.thresholds[param] = value
+        return 1
+
+    def malloc_trim(self, pad):
+        self.trims += 1
+        return 1
+
+
+def test_reuse_cpu_memory_changes_no_vector(enc, configure):
+    texts, images = _texts(9, seed=3), [draw_image(300 + 40 * i, 200, seed=i) for i in range(3)]
+    configure(reuse_cpu_memory=False)
+    plain = np.concatenate([enc.embed_texts(texts), enc.embed_images(images)])
+    configure(reuse_cpu_memory=True)
+    kept = np.concatenate([enc.embed_texts(texts), enc.embed_images(images)])
+    np.testing.assert_allclose(kept, plain, atol=1e-6)
+
+
+def test_thresholds_raised_for_every_forward_and_released_after_the_call(enc, configure, monkeypatch):
+    fake = _FakeGlibc()
+    monkeypatch.setattr(encoder_module, "_glibc", lambda: fake)
+    configure(reuse_cpu_memory=True, batch_size=2)
+    seen = []
+    forward = enc._forward
+    monkeypatch.setattr(enc, "_forward", lambda items: seen.append(dict(fake.thresholds)) or forward(items))
+    enc.embed_texts(_texts(7, seed=1))
+    assert len(seen) >= 4
+    activations = 64 << 20  # well above any activation tensor of a forward pass on CPU here
+    assert all(t[encoder_module._M_MMAP_THRESHOLD] >= activations for t in seen)
+    assert all(t[encoder_module._M_TRIM_THRESHOLD] >= activations for t in seen)
+    after = fake.thresholds
+    assert after[encoder_module._M_MMAP_THRESHOLD] <= 32 << 20  # glibc's own ceiling for its dynamic threshold
+    assert after[encoder_module._M_TRIM_THRESHOLD] <= 64 << 20
+    assert fake.trims == 1  # what the call kept is handed back once, at its end
+
+
+def test_thresholds_released_when_the_call_fails_and_untouched_when_off(enc, configure, monkeypatch):
+    fake = _FakeGlibc()
+    monkeypatch.setattr(encoder_module, "_glibc", lambda: fake)
+    configure(reuse_cpu_memory=True, preprocess_workers=0)
+    with pytest.raises(E5VImageError):
+        enc.embed_images([draw_image(64, 64, seed=0), b"not an image"])
+    assert fake.thresholds[encoder_module._M_TRIM_THRESHOLD] <= 64 << 20 and fake.trims == 1
+    configure(reuse_cpu_memory=False)
+    before = dict(fake.thresholds)
+    enc.embed_texts(_texts(3))
+    assert fake.thresholds == before and fake.trims == 1
+
+
+def test_overlapping_calls_release_once_when_the_last_one_ends(monkeypatch):
+    fake = _FakeGlibc()
+    monkeypatch.setattr(encoder_module, "_glibc", lambda: fake)
+    with encoder_module._freed_memory_kept():
+        with encoder_module._freed_memory_kept():
+            pass
+        assert fake.trims == 0 and fake.thresholds[encoder_module._M_TRIM_THRESHOLD] > 64 << 20
+    assert fake.trims == 1 and fake.thresholds[encoder_module._M_TRIM_THRESHOLD] <= 64 << 20
+
+
+_FAULTS_CHILD = """
+import json, resource, sys, warnings
+warnings.simplefilter("ignore")
+from e5v_qdrant import E5VEncoder, encoder as em
+enc = E5VEncoder(sys.argv[1], device="cpu", dtype="float32", batch_size=1, preprocess_workers=0)
+texts = [" ".join(["cat dog river street bread ticket invoice snow cabin flour"] * 30)] * 8  # 8 forward passes
+libc = em._glibc()
+result = {}
+for reuse in (False, True):
+    enc.config.reuse_cpu_memory = reuse
+    libc.mallopt(em._M_MMAP_THRESHOLD, 128 << 10)  # glibc's initial thresholds
+    libc.mallopt(em._M_TRIM_THRESHOLD, 128 << 10)
+    libc.malloc_trim(0)
+    enc.embed_texts(texts[:1])  # warm-up: lazy initialisation outside the count
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    enc.embed_texts(texts)
+    result[str(reuse)] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(encoder_module._glibc() is None, reason="needs glibc (mallopt)")
+def test_reuse_cpu_memory_removes_most_page_faults(tmp_path):
+    """The effect itself, on real glibc, in a fresh interpreter (a process's earlier allocations leave free chunks in
+    the heap that would hide it): from glibc's initial thresholds, an embed call with the option on faults its working
+    set in about once, while with it off every forward pass unmaps and refaults its activations."""
+    import json
+    import subprocess
+    import sys
+
+    from e5v_qdrant.testing import ReplicaSpec, build_replica
+
+    path = build_replica(tmp_path / "replica", ReplicaSpec(hidden_size=128, intermediate_size=512))
+    child = subprocess.run(
+        [sys.executable, "-c", _FAULTS_CHILD, str(path)], capture_output=True, text=True, timeout=300, check=True
+    )
+    faults = json.loads(child.stdout.strip().splitlines()[-1])
+    off, on = faults["False"], faults["True"]
+    assert on * 3 < off, faults
