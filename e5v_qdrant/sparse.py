@@ -1,0 +1,179 @@
+"""Offline BM25-style sparse vectors for hybrid (dense + keyword) search, computed without any download.
+
+E5-V's one-word-summary embedding is weak on exact tokens (part numbers, ids, file names, rare names); a sparse
+keyword vector next to it lets Qdrant find those. This encoder needs no model or vocabulary file:
+
+1. **Tokenize**: Unicode NFKC normalization, ``casefold``, then the regex ``\\w+(?:[-._/:@+]\\w+)*`` (Unicode word
+   characters, optionally joined by ``- . _ / : @ +``). A joined token such as ``xj-4471.b`` is kept whole **and**
+   split into its parts (``xj``, ``4471``, ``b``), so ``XJ-4471.B`` and ``4471`` both match it.
+2. **Filter and stem**: English stopwords (the list below) are dropped; purely alphabetic tokens are reduced with the
+   Snowball stemmer of ``language`` (``snowballstemmer``, pure Python); tokens with digits or joiners are kept as is.
+3. **Hash**: a token's index is the first 4 bytes of ``blake2b(token.encode("utf-8"), digest_size=4)`` read as a
+   big-endian unsigned 32-bit integer (``int.from_bytes(..., "big")``). Stable across processes, machines and
+   Python versions (unlike ``hash()``); tokens whose hashes collide share an index (their counts add up).
+4. **Weight**: a document term's value is BM25's term-frequency saturation
+   ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))`` with ``dl`` = the document's token count after step 2
+   and a fixed ``avgdl`` (Robertson & Zaragoza 2009, "The Probabilistic Relevance Framework: BM25 and Beyond").
+   Query terms get 1.0 each (repeats count once). IDF is left to Qdrant: collections are created with
+   ``SparseVectorParams(modifier=Modifier.IDF)``, which multiplies query weights by the collection's IDF at search
+   time, so the score is BM25 over the whole collection and stays correct as it grows.
+
+``sparse_doc_fn`` / ``sparse_query_fn`` have the signature of LlamaIndex's ``SparseEncoderCallable``
+(``list[str] -> (list[list[int]], list[list[float]])``), so a collection built with ``ingest --hybrid`` can be queried
+by ``QdrantVectorStore(enable_hybrid=True, sparse_doc_fn=sparse_doc_fn, sparse_query_fn=sparse_query_fn)``.
+
+Example:
+    >>> indices, values = sparse_doc_fn(["Replace valve XJ-4471 before the pumps run dry"])
+    >>> len(indices[0]) == len(values[0])
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import E5VConfigError
+
+__all__ = [
+    "SPARSE_VECTOR_NAME",
+    "BM25Encoder",
+    "DEFAULT_ENCODER",
+    "ENGLISH_STOPWORDS",
+    "token_index",
+    "sparse_doc_fn",
+    "sparse_query_fn",
+]
+
+#: Name of the sparse vector in hybrid collections; LlamaIndex ``QdrantVectorStore``'s default for new collections.
+SPARSE_VECTOR_NAME = "text-sparse-new"
+#: Version of the recipe above; recorded in collection stamps. Bump it whenever a step changes the output.
+RECIPE_VERSION = 1
+
+_TOKEN = re.compile(r"\w+(?:[-._/:@+]\w+)*")
+_PART = re.compile(r"[^\W_]+|_+")
+
+#: English function words dropped before stemming (written for this package; compare e.g. Lucene's English list).
+ENGLISH_STOPWORDS = frozenset(
+    """
+    a about above after again against all am an and any are as at be because been before being below between both
+    but by can could did do does doing down during each few for from further had has have having he her here hers
+    herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on
+    once only or other our ours ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were what when where which
+    while who whom why will with would you your yours yourself yourselves
+    """.split()
+)
+
+
+def token_index(token: str) -> int:
+    """The sparse index of a (normalized) token: ``blake2b(token UTF-8, digest_size=4)`` as a big-endian uint32."""
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=4).digest(), "big")
+
+
+@dataclass(frozen=True)
+class BM25Encoder:
+    """BM25-style sparse encoder (see the module docstring for the exact recipe).
+
+    Args:
+        k1: term-frequency saturation (BM25's ``k1``; 1.2 is the common default).
+        b: length normalization strength in [0, 1] (BM25's ``b``; 0.75 is the common default).
+        avg_len: the fixed average document length in tokens that ``b`` normalizes against (256 ≈ a 512-token
+            chunk after stopwords are removed).
+        language: Snowball stemmer language (``snowballstemmer.algorithms()``); stopwords are only removed for
+            ``english``.
+
+    Example:
+        >>> enc = BM25Encoder()
+        >>> enc.tokens("Running pumps XJ-4471")
+        ['run', 'pump', 'xj-4471', 'xj', '4471']
+    """
+
+    k1: float = 1.2
+    b: float = 0.75
+    avg_len: float = 256.0
+    language: str = "english"
+    _stemmer: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.k1 < 0 or not 0 <= self.b <= 1 or self.avg_len <= 0:
+            raise E5VConfigError(
+                f"BM25 needs k1 >= 0, 0 <= b <= 1, avg_len > 0; got {self.k1}, {self.b}, {self.avg_len}"
+            )
+        import snowballstemmer
+
+        if self.language not in snowballstemmer.algorithms():
+            raise E5VConfigError(
+                f"no Snowball stemmer for language {self.language!r}; choose one of {sorted(snowballstemmer.algorithms())}"
+            )
+        object.__setattr__(self, "_stemmer", snowballstemmer.stemmer(self.language))
+
+    @property
+    def _stopwords(self) -> frozenset[str]:
+        return ENGLISH_STOPWORDS if self.language == "english" else frozenset()
+
+    def spec(self) -> dict[str, Any]:
+        """What a collection stamp records about this encoder (a different spec means different sparse vectors)."""
+        params = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {"name": "e5v-bm25", "version": RECIPE_VERSION, "vector": SPARSE_VECTOR_NAME, **params}
+
+    def tokens(self, text: str) -> list[str]:
+        """The normalized tokens of ``text`` in order (joined tokens followed by their parts)."""
+        out: list[str] = []
+        for match in _TOKEN.finditer(unicodedata.normalize("NFKC", text).casefold()):
+            token = match.group()
+            parts = [p for p in _PART.findall(token) if not p.startswith("_")]
+            if not parts:  # underscores only
+                continue
+            if len(parts) > 1 or token != parts[0]:
+                out.append(token)  # a joined token (code, file name, e-mail) is kept whole, unstemmed
+            for part in parts:
+                if part in self._stopwords:
+                    continue
+                out.append(self._stemmer.stemWord(part) if part.isalpha() else part)
+        return out
+
+    def _counts(self, text: str) -> tuple[Counter, int]:
+        tokens = self.tokens(text)
+        return Counter(token_index(t) for t in tokens), len(tokens)
+
+    def encode_document(self, text: str) -> tuple[list[int], list[float]]:
+        """(indices ascending, BM25 term-frequency weights) of one document."""
+        counts, length = self._counts(text)
+        norm = self.k1 * (1 - self.b + self.b * length / self.avg_len)
+        indices = sorted(counts)
+        return indices, [counts[i] * (self.k1 + 1) / (counts[i] + norm) for i in indices]
+
+    def encode_query(self, text: str) -> tuple[list[int], list[float]]:
+        """(indices ascending, 1.0 each) of one query; Qdrant's IDF modifier supplies the term weights."""
+        indices = sorted(self._counts(text)[0])
+        return indices, [1.0] * len(indices)
+
+    def doc_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
+        """LlamaIndex ``SparseEncoderCallable`` for documents."""
+        pairs = [self.encode_document(t) for t in texts]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def query_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
+        """LlamaIndex ``SparseEncoderCallable`` for queries."""
+        pairs = [self.encode_query(t) for t in texts]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+#: The encoder ``ingest --hybrid`` and ``search --hybrid`` use.
+DEFAULT_ENCODER = BM25Encoder()
+
+
+def sparse_doc_fn(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+    """Sparse vectors of document texts with the default encoder (LlamaIndex ``sparse_doc_fn``)."""
+    return DEFAULT_ENCODER.doc_fn(texts)
+
+
+def sparse_query_fn(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+    """Sparse vectors of query texts with the default encoder (LlamaIndex ``sparse_query_fn``)."""
+    return DEFAULT_ENCODER.query_fn(texts)
