@@ -342,7 +342,25 @@ def _add_search(sub) -> Callable:
     p.add_argument(
         "--modality", choices=("text", "image", "any"), default="any", help="only return this modality (default: any)"
     )
-    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--under", metavar="PATH", help="only results from files under this folder (or this file)")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only results whose payload field KEY equals VALUE (repeatable, all must hold; e.g. --where page=2 "
+        "--where file_name=report.pdf). A field no result has matches nothing.",
+    )
+    p.add_argument(
+        "--score-threshold", type=float, metavar="S", help="only results with a cosine similarity of at least S"
+    )
+    p.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="fuse dense results with BM25 keyword results (reciprocal rank fusion): finds exact codes, ids and "
+        "names; needs a collection ingested with --hybrid and a text query",
+    )
+    p.add_argument("--json", action="store_true", help="print results as JSON (score, id, modality, source, page, ...)")
     add_arguments(p, EncoderConfig, group="model (default: the model recorded in the collection)")
     add_arguments(p, StoreConfig, group="store")
     return _run_search
@@ -350,8 +368,10 @@ def _add_search(sub) -> Callable:
 
 def _run_search(args) -> int:
     from .errors import E5VConfigError
+    from .filters import parse_where
     from .search import search
 
+    where = parse_where(args.where)
     if args.text is None and args.image is None:
         raise E5VConfigError("give a query TEXT, an --image PATH, or both")
     if args.top_k < 1:
@@ -361,7 +381,17 @@ def _run_search(args) -> int:
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
         encoder = _encoder_from(args, store, args.collection)
         hits = search(
-            store, encoder, args.collection, text=args.text, image=args.image, top_k=args.top_k, modality=args.modality
+            store,
+            encoder,
+            args.collection,
+            text=args.text,
+            image=args.image,
+            top_k=args.top_k,
+            modality=args.modality,
+            under=args.under,
+            where=where,
+            score_threshold=args.score_threshold,
+            hybrid=args.hybrid,
         )
     if args.json:
         _print_json([h.to_dict() for h in hits])
@@ -371,8 +401,9 @@ def _run_search(args) -> int:
             if h.text:
                 flat = " ".join(h.text.split())
                 snippet = "  " + (flat[:77] + "..." if len(flat) > 80 else flat)
-            where = f"{h.source}#{h.chunk_index}" if h.modality == "text" else f"{h.source}"
-            print(f"{h.score:.4f}  {h.modality or '?':5}  {where}{snippet}")
+            page = f" p.{h.page}" if h.page is not None else ""
+            chunk = f"#{h.chunk_index}" if h.modality == "text" else ""
+            print(f"{h.score:.4f}  {h.modality or '?':5}  {h.source}{page}{chunk}{snippet}")
     return EXIT_OK
 
 

@@ -230,6 +230,17 @@ class IngestConfig:
         False,
         help="server only: defer HNSW index building during the run (hnsw m=0), restore the collection's settings after, even on failure",
     )
+    hybrid: bool = option(
+        False,
+        help="also store a BM25 keyword (sparse) vector per text chunk for `search --hybrid` (exact codes, ids, "
+        "names); recorded in the collection, so later ingests and reingest keep it",
+    )
+    pdf_pages: str = option(
+        "auto",
+        help="how PDFs are ingested: text = chunks of the text layer; images = every page as an image; both; "
+        "auto = text chunks plus a page image for pages with little or no text (scans, slides)",
+        choices=("auto", "images", "text", "both"),
+    )
     engine: str = option(
         "local",
         help="local = threads in this process; ray = a Ray cluster (pip install 'e5v-qdrant[ray]')",
@@ -255,6 +266,8 @@ class IngestConfig:
             raise E5VConfigError(f"chunk_overlap must be in [0, chunk_size), got {self.chunk_overlap}")
         if self.queue_size < 1:
             raise E5VConfigError(f"queue_size must be >= 1, got {self.queue_size}")
+        if self.pdf_pages not in ("auto", "images", "text", "both"):
+            raise E5VConfigError(f"pdf_pages must be auto, images, text or both, got {self.pdf_pages!r}")
         if self.engine not in ("local", "ray"):
             raise E5VConfigError(f"engine must be local or ray, got {self.engine!r}")
         if self.replicas < 1 or self.write_concurrency < 1:

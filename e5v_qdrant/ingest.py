@@ -30,6 +30,7 @@ from .config import IngestConfig
 from .errors import E5VImageError, E5VInputError
 from .media import load_image
 from .sources import Chunker, Document, Item, SkippedInput, discover, read_source
+from .sparse import DEFAULT_ENCODER, SPARSE_VECTOR_NAME, encoder_from_spec
 from .store import VECTOR_NAME, QdrantStore
 
 __all__ = ["IngestReport", "ingest", "FileWork"]
@@ -168,6 +169,7 @@ def ingest(
     its config and fingerprint). With ``config.bulk_load`` on a server, HNSW building is deferred for the run
     (``store.bulk_load``) and restored after, even on failure.
     """
+    sparse_spec = DEFAULT_ENCODER.spec() if config.hybrid else None
     if config.engine == "ray":
         from .ray_engine import ingest_ray
 
@@ -177,7 +179,7 @@ def ingest(
 
         from .store import bulk_load
 
-        with bulk_load(store, store.ensure_collection(config.collection, encoder)):
+        with bulk_load(store, store.ensure_collection(config.collection, encoder, sparse=sparse_spec)):
             return ingest(
                 dataclasses.replace(config, bulk_load=False), encoder, store, progress=progress, on_file=on_file
             )
@@ -186,7 +188,9 @@ def ingest(
 
     started = time.perf_counter()
     report = IngestReport(collection=config.collection)
-    physical = store.ensure_collection(config.collection, encoder)
+    physical = store.ensure_collection(config.collection, encoder, sparse=sparse_spec)
+    recorded_sparse = store.sparse_spec(physical)  # a hybrid collection gets sparse vectors even without --hybrid
+    sparse_encoder = encoder_from_spec(recorded_sparse) if recorded_sparse else None
     fingerprint_id = encoder.fingerprint["id"]
     report.physical_collection, report.model_fingerprint = physical, fingerprint_id
     stored = store.source_index(physical)
@@ -225,7 +229,7 @@ def ingest(
                 discovered_sources.add(entry.source)
                 with lock:
                     report.discovered += 1
-                doc = read_source(entry, chunker)
+                doc = read_source(entry, chunker, pdf_pages=config.pdf_pages)
                 file_bar.update(1)
                 if isinstance(doc, SkippedInput):
                     skip(doc.source, doc.reason)
@@ -296,7 +300,7 @@ def ingest(
 
     def flush() -> None:
         if pending:
-            points = _embed(encoder, pending, fingerprint_id, skip)
+            points = _embed(encoder, pending, fingerprint_id, skip, sparse_encoder=sparse_encoder)
             with lock:
                 report.embedded += len(points)
             item_bar.update(len(pending))
@@ -369,16 +373,24 @@ def _decode_images(work: FileWork, max_pixels: int | None, skip: Callable[[str, 
     return True
 
 
-def _point(item: Item, vector, fingerprint_id: str):
+def _point(item: Item, vector, fingerprint_id: str, sparse_encoder=None):
+    """The Qdrant point of ``item``; with ``sparse_encoder`` (a hybrid collection) text items get a sparse vector too."""
     from qdrant_client import models
 
     payload = dict(item.payload)
     payload["model_fingerprint"] = fingerprint_id
-    return models.PointStruct(id=item.id, vector={VECTOR_NAME: vector.tolist()}, payload=payload)
+    vectors: dict[str, Any] = {VECTOR_NAME: vector.tolist()}
+    if sparse_encoder is not None and item.modality == "text":
+        indices, values = sparse_encoder.encode_document(item.content)
+        vectors[SPARSE_VECTOR_NAME] = models.SparseVector(indices=indices, values=values)
+    return models.PointStruct(id=item.id, vector=vectors, payload=payload)
 
 
-def _embed(encoder, pending: list[tuple[FileWork, Item]], fingerprint_id: str, skip) -> list:
-    """Embed a batch (texts and images separately); an item the encoder refuses skips its whole file."""
+def _embed(encoder, pending: list[tuple[FileWork, Item]], fingerprint_id: str, skip, *, sparse_encoder=None) -> list:
+    """Embed a batch (texts and images separately); an item the encoder refuses skips its whole file.
+
+    ``sparse_encoder``: a ``sparse.BM25Encoder`` for a hybrid collection (text items also get its sparse vector).
+    """
     points = []
     for modality in ("text", "image"):
         group = [(w, it) for w, it in pending if it.modality == modality and not w.failed]
@@ -400,5 +412,5 @@ def _embed(encoder, pending: list[tuple[FileWork, Item]], fingerprint_id: str, s
                     vectors.append(None)
         for (work, item), vector in zip(group, vectors, strict=True):
             if vector is not None and not work.failed:
-                points.append(_point(item, vector, fingerprint_id))
+                points.append(_point(item, vector, fingerprint_id, sparse_encoder))
     return points

@@ -453,6 +453,10 @@ def ingest_ray(
     from .ingest import IngestReport, _under
     from .sources import SkippedInput, discover
 
+    if config.hybrid:
+        raise E5VConfigError("--hybrid (sparse vectors) is not supported by --engine ray yet: use --engine local")
+    if config.pdf_pages != "auto":
+        raise E5VConfigError("--engine ray reads PDFs with --pdf-pages auto only; use --engine local for other modes")
     started = time.perf_counter()
     _init_ray(config)
     context = ray.data.DataContext.get_current()
@@ -475,6 +479,11 @@ def ingest_ray(
             encoder = _EncoderFacts(encoder_config, facts["fingerprint"], facts["dim"])
         report = IngestReport(collection=config.collection)
         physical = store.ensure_collection(config.collection, encoder)
+        if store.sparse_spec(physical) is not None:
+            raise E5VConfigError(
+                f"collection {config.collection!r} is hybrid (BM25 sparse vectors), which --engine ray does not "
+                f"compute yet: use --engine local"
+            )
         fingerprint_id = encoder.fingerprint["id"]
         report.physical_collection, report.model_fingerprint = physical, fingerprint_id
         stored = store.source_index(physical)

@@ -16,12 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import E5VConfigError, E5VImageError
+from .errors import E5VConfigError, E5VImageError, E5VInputError
 from .media import load_image
+from .sources import PDF_SUFFIXES, render_pdf_page
+from .sparse import SPARSE_VECTOR_NAME, encoder_from_spec
 from .store import VECTOR_NAME, QdrantStore, StoreError, physical_name
 
 __all__ = ["ReingestReport", "reingest"]
@@ -93,12 +96,19 @@ def _image_problem(payload: dict[str, Any], max_pixels) -> tuple[Any, str | None
     if not source:
         return None, "no source path in the payload"
     try:
-        with open(source, "rb") as fh:
-            data = fh.read()
+        if payload.get("page") is not None and source.lower().endswith(PDF_SUFFIXES):  # a rendered PDF page
+            if not os.path.exists(source):
+                raise FileNotFoundError(source)
+            data = render_pdf_page(source, int(payload["page"]))
+        else:
+            with open(source, "rb") as fh:
+                data = fh.read()
     except FileNotFoundError:
         return None, "missing: the source file no longer exists (moved or deleted)"
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}"
+    except E5VInputError as exc:
+        return None, f"unreadable: {exc.reason}"
     if payload.get("content_hash") and hashlib.sha256(data).hexdigest() != payload["content_hash"]:
         return None, "changed: the file's content hash differs from the stored one (re-run `ingest` first)"
     try:
@@ -169,7 +179,9 @@ def reingest(
         store.check_compatible(alias, target, encoder)
         logger.info("resuming re-ingest into existing %s", target)
     else:
-        store.create_physical(target, encoder, alias=alias)
+        store.create_physical(target, encoder, alias=alias, sparse=stamp.sparse if stamp else None)
+    sparse_spec = store.sparse_spec(target)  # a hybrid collection stays hybrid
+    sparse_encoder = encoder_from_spec(sparse_spec) if sparse_spec else None
     done = {str(r.id) for r in store.scroll(target, with_payload=False, page_size=1024)}
     report.resumed = len(done)
 
@@ -197,12 +209,14 @@ def reingest(
                 continue
             embed = encoder.embed_texts if modality == "text" else encoder.embed_images
             vectors = embed([c for _, c in group])
-            for (record, _), vector in zip(group, vectors, strict=True):
+            for (record, content), vector in zip(group, vectors, strict=True):
                 payload = dict(record.payload or {})
                 payload["model_fingerprint"] = fingerprint["id"]
-                points.append(
-                    models.PointStruct(id=str(record.id), vector={VECTOR_NAME: vector.tolist()}, payload=payload)
-                )
+                vectors: dict[str, Any] = {VECTOR_NAME: vector.tolist()}
+                if sparse_encoder is not None and modality == "text":
+                    indices, values = sparse_encoder.encode_document(content)
+                    vectors[SPARSE_VECTOR_NAME] = models.SparseVector(indices=indices, values=values)
+                points.append(models.PointStruct(id=str(record.id), vector=vectors, payload=payload))
         store.upsert(target, points)
         report.embedded += len(points)
         pending.clear()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,14 @@ __all__ = ["SearchHit", "search", "recorded_encoder_options"]
 
 @dataclass
 class SearchHit:
-    """One search result: score (cosine), point id, modality, source and a text snippet (text chunks)."""
+    """One search result and its provenance.
+
+    Attributes:
+        score: cosine similarity (reciprocal-rank-fusion score for hybrid searches).
+        page: the 1-based PDF page of a PDF text chunk or page image, else ``None``.
+        chunk_index: the chunk's position in its source (0 for images).
+        text: the chunk text (text points), else ``None``.
+    """
 
     score: float
     id: str
@@ -22,6 +31,7 @@ class SearchHit:
     source: str | None
     chunk_index: int | None
     text: str | None
+    page: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -29,6 +39,7 @@ class SearchHit:
             "id": self.id,
             "modality": self.modality,
             "source": self.source,
+            "page": self.page,
             "chunk_index": self.chunk_index,
             "text": self.text,
         }
@@ -61,6 +72,7 @@ def _hit(point) -> SearchHit:
         source=payload.get("source"),
         chunk_index=payload.get("chunk_index"),
         text=text,
+        page=payload.get("page"),
     )
 
 
@@ -73,17 +85,34 @@ def search(
     image=None,
     top_k: int = 10,
     modality: str = "any",
+    under: str | os.PathLike | None = None,
+    where: Mapping[str, Any] | None = None,
+    score_threshold: float | None = None,
+    hybrid: bool = False,
 ) -> list[SearchHit]:
     """Nearest stored items to a text query, an image, or an image + modification text (composed).
 
+    Args:
+        modality: only ``text`` or ``image`` results (``any``: both).
+        under: only sources under this folder (or this file); see ``filters.build_filter``.
+        where: payload field → value, all required (``{"page": 2, "file_name": "a.pdf"}``).
+        score_threshold: only results with a cosine of at least this (not with ``hybrid``).
+        hybrid: fuse the dense results with BM25 keyword results (text queries on collections ingested with
+            ``--hybrid``); scores are then reciprocal-rank-fusion scores.
+
     Raises:
-        E5VConfigError: neither text nor image given, or the collection does not exist.
+        E5VConfigError: neither text nor image given, the collection does not exist, or ``hybrid`` on a collection
+            without sparse vectors / with a non-text query.
         CollectionMismatchError: the encoder is not the model the collection was built with.
+
+    Example:
+        >>> search(store, encoder, "docs", text="XJ-4471 valve", hybrid=True, under="manuals", top_k=3)  # doctest: +SKIP
     """
+    from .filters import build_filter
+
     if text is None and image is None:
         raise E5VConfigError("give a query TEXT, an --image, or both (composed query)")
-    if modality not in ("any", "text", "image"):
-        raise E5VConfigError(f"modality must be text, image or any, got {modality!r}")
+    query_filter = build_filter(modality=modality, under=under, where=where)
     physical = store.resolve(collection)
     if physical is None:
         raise E5VConfigError(
@@ -95,11 +124,36 @@ def search(
         raise CollectionMismatchError(
             f"{exc} (for search: drop --model/--adapter to use the model recorded in the collection)"
         ) from None
+    sparse = None
+    if hybrid:
+        sparse = _sparse_query(store, collection, physical, text, image, score_threshold)
     if image is not None and text is not None:
         vector = encoder.embed_composed([image], [text])[0]
     elif image is not None:
         vector = encoder.embed_images([image])[0]
     else:
         vector = encoder.embed_queries([text])[0]
-    points = store.query(collection, vector, top_k=top_k, modality=None if modality == "any" else modality)
+    points = store.query(
+        collection, vector, top_k=top_k, query_filter=query_filter, sparse=sparse, score_threshold=score_threshold
+    )
     return [_hit(p) for p in points]
+
+
+def _sparse_query(store: QdrantStore, collection: str, physical: str, text, image, score_threshold):
+    """The BM25 query vector for a hybrid search, with the encoder recorded in the collection."""
+    from .sparse import encoder_from_spec
+
+    if text is None or image is not None:
+        raise E5VConfigError("--hybrid needs a text-only query (keywords); drop --image or --hybrid")
+    if score_threshold is not None:
+        raise E5VConfigError(
+            "--score-threshold compares cosine scores; hybrid results are ranked by reciprocal rank fusion. "
+            "Drop one of --score-threshold and --hybrid."
+        )
+    spec = store.sparse_spec(physical)
+    if spec is None:
+        raise E5VConfigError(
+            f"collection {collection!r} has no sparse vectors: it was ingested without --hybrid. Search without "
+            f"--hybrid, or ingest into a new collection with `e5v-qdrant ingest PATH --collection NEW --hybrid`."
+        )
+    return encoder_from_spec(spec).encode_query(text)

@@ -3,8 +3,13 @@
 Supported inputs:
 
 - text: ``.txt``, ``.md``, ``.markdown``, ``.rst``, ``.html``, ``.htm`` (tags stripped with the standard library's
-  ``html.parser``; ``script`` / ``style`` dropped), and ``.pdf`` when ``pypdf`` is installed
-  (``pip install 'e5v-qdrant[pdf]'``; otherwise PDFs are skipped with that reason);
+  ``html.parser``; ``script`` / ``style`` dropped);
+- PDFs (``pip install 'e5v-qdrant[pdf]'``: ``pypdf`` reads the text layer, ``pypdfium2`` renders pages; without
+  them PDFs are skipped with that reason), by ``pdf_pages``: ``text`` = text chunks of each page's text layer;
+  ``images`` = one page image per page; ``both``; ``auto`` (default) = text chunks plus a page image for each page
+  with little or no text (fewer than ``MIN_PAGE_TEXT_CHARS`` non-space characters: scans, slides, figures). Text is
+  chunked page by page, so every chunk and page image records its 1-based ``page``. A PDF yielding nothing is skipped
+  with the reason (e.g. a scan with ``pdf_pages=text``), never silently;
 - images: ``.jpg``, ``.jpeg``, ``.png``, ``.webp``, ``.gif`` (first frame), ``.bmp``, ``.tif``, ``.tiff``.
 
 Text is decoded as UTF-8 (a BOM is dropped). Bytes that are not UTF-8 are replaced by U+FFFD and the file is still
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+from .filters import FOLDERS_KEY, ancestor_folders
 from .media import IMAGE_SUFFIXES
 from .store import document_id, point_id
 
@@ -43,12 +49,24 @@ __all__ = [
     "html_to_text",
     "content_hash",
     "PAYLOAD_KEYS",
+    "PDF_PAGES_MODES",
+    "MIN_PAGE_TEXT_CHARS",
+    "PAGE_IMAGE_LONG_SIDE",
+    "render_pdf_page",
 ]
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".html", ".htm")
 PDF_SUFFIXES = (".pdf",)
-#: Top-level payload keys this package writes besides LlamaIndex's (``model_fingerprint`` is added by the writer).
-PAYLOAD_KEYS = ("modality", "source", "content_hash", "chunk_index")
+#: Top-level payload keys this package writes besides LlamaIndex's (``model_fingerprint`` is added by the writer;
+#: ``folders`` lists the folders containing the source, for ``search --under``; PDF points also have ``page``).
+PAYLOAD_KEYS = ("modality", "source", "content_hash", "chunk_index", FOLDERS_KEY)
+#: What ``pdf_pages`` may be (see the module docstring).
+PDF_PAGES_MODES = ("auto", "images", "text", "both")
+#: ``pdf_pages=auto``: a page whose text layer has fewer non-whitespace characters than this also becomes an image.
+MIN_PAGE_TEXT_CHARS = 64
+#: Long side of a rendered PDF page in pixels: the longest side among LLaVA-NeXT's anyres grid pinpoints (3 x 336),
+#: so the processor only ever scales a page down to its best grid resolution.
+PAGE_IMAGE_LONG_SIDE = 1008
 
 
 @dataclass
@@ -278,16 +296,107 @@ def _decode_text(data: bytes) -> tuple[str, list[str]]:
     return text, warnings
 
 
-def _read_pdf(path) -> str:
+def _read_pdf_pages(data: bytes) -> list[str]:
+    """The text layer of each page (pypdf), in page order."""
     try:
         from pypdf import PdfReader
     except ImportError as exc:
         raise _Skip("PDF support needs pypdf: pip install 'e5v-qdrant[pdf]'") from exc
     try:
-        reader = PdfReader(path)
-        return "\n\n".join((page.extract_text() or "") for page in reader.pages)
+        return [page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages]
     except Exception as exc:  # pypdf raises many types on malformed files
         raise _Skip(f"cannot parse PDF: {type(exc).__name__}: {exc}") from exc
+
+
+def _pdfium():
+    try:
+        import pypdfium2
+    except ImportError as exc:
+        raise _Skip("rendering PDF pages as images needs pypdfium2: pip install 'e5v-qdrant[pdf]'") from exc
+    return pypdfium2
+
+
+def _render_pages(data: bytes, pages: list[int], long_side: int = PAGE_IMAGE_LONG_SIDE) -> dict[int, bytes]:
+    """PNG bytes of the given 1-based pages, rendered by PDFium with the page's long side at ``long_side`` pixels."""
+    pdfium = _pdfium()
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except Exception as exc:  # PdfiumError and friends on malformed files
+        raise _Skip(f"cannot open PDF for rendering: {type(exc).__name__}: {exc}") from exc
+    out: dict[int, bytes] = {}
+    try:
+        for number in pages:
+            page = pdf[number - 1]
+            try:
+                width, height = page.get_size()
+                image = page.render(scale=long_side / max(width, height, 1.0)).to_pil().convert("RGB")
+            except Exception as exc:
+                raise _Skip(f"cannot render PDF page {number}: {type(exc).__name__}: {exc}") from exc
+            finally:
+                page.close()
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", compress_level=1)
+            out[number] = buffer.getvalue()
+    finally:
+        pdf.close()
+    return out
+
+
+def render_pdf_page(source: str, page: int, long_side: int = PAGE_IMAGE_LONG_SIDE) -> bytes:
+    """PNG bytes of the 1-based ``page`` of the PDF file ``source``, exactly as ingest renders it.
+
+    Raises:
+        E5VInputError: the file cannot be read or rendered, or has no such page.
+    """
+    from .errors import E5VInputError
+
+    try:
+        with open(source, "rb") as fh:
+            data = fh.read()
+        count = _page_count(data)
+        if not 1 <= page <= count:
+            raise _Skip(f"no page {page} (the PDF has {count})")
+        return _render_pages(data, [page], long_side)[page]
+    except OSError as exc:
+        raise E5VInputError(source, _os_reason(exc)) from exc
+    except _Skip as exc:
+        raise E5VInputError(source, str(exc)) from exc
+
+
+def _page_count(data: bytes) -> int:
+    pdfium = _pdfium()
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except Exception as exc:
+        raise _Skip(f"cannot open PDF: {type(exc).__name__}: {exc}") from exc
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
+
+
+def _read_pdf(source: str, data: bytes, chunker: Chunker, pdf_pages: str) -> Document | SkippedInput:
+    """A PDF as per-page text chunks and/or page images (``pdf_pages``); see the module docstring."""
+    if pdf_pages not in PDF_PAGES_MODES:
+        raise ValueError(f"pdf_pages must be one of {PDF_PAGES_MODES}, got {pdf_pages!r}")
+    texts = _read_pdf_pages(data) if pdf_pages != "images" else [""] * _page_count(data)
+    items: list[Item] = []
+    if pdf_pages != "images":
+        for number, text in enumerate(texts, start=1):
+            for chunk in chunker.split(text):
+                items.append(text_item(source, len(items), chunk, page=number))
+    if pdf_pages in ("images", "both"):
+        to_render = list(range(1, len(texts) + 1))
+    elif pdf_pages == "auto":
+        to_render = [n for n, t in enumerate(texts, start=1) if len("".join(t.split())) < MIN_PAGE_TEXT_CHARS]
+    else:
+        to_render = []
+    for number, png in _render_pages(data, to_render).items() if to_render else ():
+        items.append(page_image_item(source, number, png))
+    if not items:
+        hint = " (a scanned PDF? use --pdf-pages auto or images)" if pdf_pages == "text" else ""
+        return SkippedInput(source, f"empty PDF: no text and no pages{hint}")
+    return Document(source, "pdf", items)
 
 
 class _Skip(Exception):
@@ -314,17 +423,26 @@ class Chunker:
         return [chunk for chunk in self._splitter.split_text(text) if chunk.strip()]
 
 
-def _item(node_cls, source: str, modality: str, chunk_index: int, content: str | bytes, **node_fields: Any) -> Item:
+def _item(
+    node_cls,
+    source: str,
+    modality: str,
+    chunk_index: int,
+    content: str | bytes,
+    page: int | None = None,
+    **node_fields: Any,
+) -> Item:
     """``content`` as an ``Item`` whose payload is what LlamaIndex writes for a ``node_cls`` node with id = point id.
 
-    Metadata (``modality``, ``source``, ``content_hash``, ``chunk_index``, ``file_name``) is excluded from the
-    embedding text; the LLM sees ``source`` and ``file_name``. The node's source relationship is the file.
+    Metadata (``modality``, ``source``, ``content_hash``, ``chunk_index``, ``file_name``, and ``page`` for PDFs) is
+    excluded from the embedding text; the LLM sees ``source``, ``file_name`` and ``page``. The node's source
+    relationship is the file. A ``page`` is part of the id (the payload stays a pure function of the id).
     """
     from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
     from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
     digest = content_hash(content)
-    pid = point_id(source, chunk_index, digest)
+    pid = point_id(source, chunk_index, digest if page is None else f"{digest}\npage {page}")
     metadata = {
         "modality": modality,
         "source": source,
@@ -332,26 +450,42 @@ def _item(node_cls, source: str, modality: str, chunk_index: int, content: str |
         "chunk_index": chunk_index,
         "file_name": os.path.basename(source),
     }
+    if page is not None:
+        metadata["page"] = page
     node = node_cls(
         id_=pid,
         metadata=metadata,
         excluded_embed_metadata_keys=list(metadata),
-        excluded_llm_metadata_keys=[k for k in metadata if k not in ("source", "file_name")],
+        excluded_llm_metadata_keys=[k for k in metadata if k not in ("source", "file_name", "page")],
         relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=document_id(source))},
         **node_fields,
     )
-    return Item(pid, modality, content, node_to_metadata_dict(node, remove_text=False, flat_metadata=True))
+    payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
+    payload[FOLDERS_KEY] = ancestor_folders(source)  # a list, so outside the (flat) LlamaIndex metadata
+    return Item(pid, modality, content, payload)
 
 
-def text_item(source: str, chunk_index: int, text: str) -> Item:
+def text_item(source: str, chunk_index: int, text: str, page: int | None = None) -> Item:
     """A text chunk as an ``Item`` whose payload LlamaIndex reads back as a ``TextNode`` with id = point id.
 
-    The payload is a pure function of (source, chunk index, chunk text) — no character offsets, which would change
-    when an earlier part of the file is edited — so an unchanged chunk keeps its point as is.
+    The payload is a pure function of (source, chunk index, chunk text, PDF page) — no character offsets, which would
+    change when an earlier part of the file is edited — so an unchanged chunk keeps its point as is.
     """
     from llama_index.core.schema import TextNode
 
-    return _item(TextNode, source, "text", chunk_index, text, text=text)
+    return _item(TextNode, source, "text", chunk_index, text, page=page, text=text)
+
+
+def page_image_item(source: str, page: int, png: bytes) -> Item:
+    """A rendered PDF page as an image ``Item`` (``page`` 1-based; ``content_hash`` = SHA-256 of the PNG bytes).
+
+    Its id depends on (source, page, rendered pixels), so an unchanged page keeps its point. The LlamaIndex node is
+    an ``ImageNode`` with ``image_mimetype`` ``image/png`` and no ``image_path`` (the source is a PDF, not an image
+    file); ``render_pdf_page(source, page)`` gives the image back.
+    """
+    from llama_index.core.schema import ImageNode
+
+    return _item(ImageNode, source, "image", 0, png, page=page, image_mimetype="image/png")
 
 
 def image_item(source: str, data: bytes) -> Item:
@@ -361,32 +495,34 @@ def image_item(source: str, data: bytes) -> Item:
     return _item(ImageNode, source, "image", 0, data, image_path=source, image_mimetype=mimetypes.guess_type(source)[0])
 
 
-def read_source(entry: SourceFile, chunker: Chunker, data: bytes | None = None) -> Document | SkippedInput:
-    """Read one discovered file into items (text chunks or one image); never raises for bad input.
+def read_source(
+    entry: SourceFile, chunker: Chunker, data: bytes | None = None, *, pdf_pages: str = "auto"
+) -> Document | SkippedInput:
+    """Read one discovered file into items (text chunks, one image, or a PDF's chunks and page images).
 
-    ``data``, when given, is the file's content already read by the caller (the Ray engine reads files with
-    ``ray.data.read_binary_files``); the file is then not opened again.
+    Never raises for bad input. ``data``, when given, is the file's content already read by the caller (the Ray
+    engine reads files with ``ray.data.read_binary_files``); the file is then not opened again. ``pdf_pages``: how
+    PDFs become items (``PDF_PAGES_MODES``, see the module docstring).
 
     Images are only read and hashed here (cheap); decoding and validation happen when they are to be embedded
     (``media.load_image``), so unchanged images cost no decode on re-runs.
     """
     source = entry.source
     try:
+        if data is None:
+            with open(source, "rb") as fh:
+                data = fh.read()
         if entry.kind == "pdf":
-            text, warnings = _read_pdf(source if data is None else io.BytesIO(data)), []
-        else:
-            if data is None:
-                with open(source, "rb") as fh:
-                    data = fh.read()
-            if entry.kind == "image":
-                if not data:
-                    return SkippedInput(source, "empty (zero bytes)")
-                return Document(source, "image", [image_item(source, data)])
-            if b"\x00" in data:
-                return SkippedInput(source, "binary content (NUL bytes) in a text file")
-            text, warnings = _decode_text(data)
-            if os.path.splitext(source)[1].lower() in (".html", ".htm"):
-                text = html_to_text(text)
+            return _read_pdf(source, data, chunker, pdf_pages)
+        if entry.kind == "image":
+            if not data:
+                return SkippedInput(source, "empty (zero bytes)")
+            return Document(source, "image", [image_item(source, data)])
+        if b"\x00" in data:
+            return SkippedInput(source, "binary content (NUL bytes) in a text file")
+        text, warnings = _decode_text(data)
+        if os.path.splitext(source)[1].lower() in (".html", ".htm"):
+            text = html_to_text(text)
     except _Skip as exc:
         return SkippedInput(source, str(exc))
     except OSError as exc:

@@ -48,6 +48,7 @@ __all__ = [
     "token_index",
     "sparse_doc_fn",
     "sparse_query_fn",
+    "encoder_from_spec",
 ]
 
 #: Name of the sparse vector in hybrid collections; LlamaIndex ``QdrantVectorStore``'s default for new collections.
@@ -177,3 +178,21 @@ def sparse_doc_fn(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]
 def sparse_query_fn(texts: list[str]) -> tuple[list[list[int]], list[list[float]]]:
     """Sparse vectors of query texts with the default encoder (LlamaIndex ``sparse_query_fn``)."""
     return DEFAULT_ENCODER.query_fn(texts)
+
+
+def encoder_from_spec(spec: dict[str, Any]) -> BM25Encoder:
+    """The encoder a collection stamp's sparse spec (``BM25Encoder.spec()``) describes.
+
+    Raises:
+        E5VConfigError: the spec is of another recipe or version than this package computes.
+    """
+    if spec.get("name") != "e5v-bm25" or spec.get("version") != RECIPE_VERSION:
+        raise E5VConfigError(
+            f"the collection's sparse vectors were made by {spec.get('name')!r} version {spec.get('version')!r}, "
+            f"this package computes e5v-bm25 version {RECIPE_VERSION}: re-ingest into a new collection with --hybrid"
+        )
+    if spec == DEFAULT_ENCODER.spec():
+        return DEFAULT_ENCODER
+    return BM25Encoder(
+        k1=spec.get("k1", 1.2), b=spec.get("b", 0.75), avg_len=spec.get("avg_len", 256.0), language=spec["language"]
+    )

@@ -28,6 +28,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from .config import StoreConfig
 from .errors import E5VConfigError, E5VError
+from .sparse import SPARSE_VECTOR_NAME
 
 __all__ = [
     "VECTOR_NAME",
@@ -180,8 +181,12 @@ def open_client(config: StoreConfig):
         raise StoreError(f"cannot open {where}: {_describe(exc)}.{hint}") from exc
 
 
-def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool) -> dict[str, Any]:
-    """``create_collection`` arguments for a new physical collection (server-only options only for servers)."""
+def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool, sparse: bool = False) -> dict[str, Any]:
+    """``create_collection`` arguments for a new physical collection (server-only options only for servers).
+
+    With ``sparse``, the collection also gets the sparse vector ``text-sparse-new`` with Qdrant's IDF modifier (hybrid
+    search; ``sparse.py`` computes the term-frequency part, the engine the IDF).
+    """
     from qdrant_client import models
 
     params: dict[str, Any] = {"size": dim, "distance": models.Distance.COSINE}
@@ -206,33 +211,42 @@ def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool) -> 
         if config.write_consistency_factor:
             kwargs["write_consistency_factor"] = config.write_consistency_factor
     kwargs["vectors_config"] = {VECTOR_NAME: models.VectorParams(**params)}
+    if sparse:
+        kwargs["sparse_vectors_config"] = {SPARSE_VECTOR_NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)}
     return kwargs
 
 
 @dataclass
 class CollectionStamp:
-    """What the collection metadata records about the vectors inside."""
+    """What the collection metadata records about the vectors inside (``sparse``: the hybrid sparse encoder's spec)."""
 
     fingerprint: dict[str, Any]
     encoder: dict[str, Any]
     alias: str | None = None
+    sparse: dict[str, Any] | None = None
 
     def to_metadata(self) -> dict[str, Any]:
-        return {
-            METADATA_KEY: {
-                "schema": _SCHEMA,
-                "fingerprint": self.fingerprint,
-                "encoder": self.encoder,
-                "alias": self.alias,
-            }
+        data = {
+            "schema": _SCHEMA,
+            "fingerprint": self.fingerprint,
+            "encoder": self.encoder,
+            "alias": self.alias,
         }
+        if self.sparse is not None:
+            data["sparse"] = self.sparse
+        return {METADATA_KEY: data}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any] | None) -> CollectionStamp | None:
         data = (metadata or {}).get(METADATA_KEY)
         if not isinstance(data, dict) or "fingerprint" not in data:
             return None
-        return cls(fingerprint=data["fingerprint"], encoder=data.get("encoder") or {}, alias=data.get("alias"))
+        return cls(
+            fingerprint=data["fingerprint"],
+            encoder=data.get("encoder") or {},
+            alias=data.get("alias"),
+            sparse=data.get("sparse"),
+        )
 
 
 def encoder_record(encoder) -> dict[str, Any]:
@@ -350,10 +364,18 @@ class QdrantStore:
                 f"collection {name!r} ({physical}) holds vectors of model {recorded}, not of {current}. {remedy}"
             )
 
-    def create_physical(self, physical: str, encoder, *, alias: str | None) -> None:
-        """Create a physical collection sized for ``encoder`` and stamped with its fingerprint."""
-        stamp = CollectionStamp(fingerprint=encoder.fingerprint, encoder=encoder_record(encoder), alias=alias)
-        kwargs = collection_create_kwargs(self.config, encoder.dim, server=self.is_server)
+    def create_physical(
+        self, physical: str, encoder, *, alias: str | None, sparse: dict[str, Any] | None = None
+    ) -> None:
+        """Create a physical collection sized for ``encoder`` and stamped with its fingerprint.
+
+        ``sparse``: the hybrid sparse encoder's spec (``BM25Encoder.spec()``); the collection then has a sparse vector
+        too and the stamp records the spec, so later ingests and searches use the same encoder.
+        """
+        stamp = CollectionStamp(
+            fingerprint=encoder.fingerprint, encoder=encoder_record(encoder), alias=alias, sparse=sparse
+        )
+        kwargs = collection_create_kwargs(self.config, encoder.dim, server=self.is_server, sparse=sparse is not None)
         self.call(
             f"creating collection {physical!r}",
             self.client.create_collection,
@@ -361,16 +383,18 @@ class QdrantStore:
             metadata=stamp.to_metadata(),
             **kwargs,
         )
-        if self.is_server:  # keyword indexes for the --modality filter and per-source lookups (local mode has none)
+        if self.is_server:  # indexes for the search filters and per-source lookups (local mode has none)
             from qdrant_client import models
 
-            for field_name in ("modality", "source"):
+            from .filters import INDEXED_FIELDS
+
+            for field_name, schema in INDEXED_FIELDS.items():
                 self.call(
                     f"indexing payload field {field_name!r} of {physical!r}",
                     self.client.create_payload_index,
                     collection_name=physical,
                     field_name=field_name,
-                    field_schema=models.PayloadSchemaType.KEYWORD,
+                    field_schema=models.PayloadSchemaType(schema),
                     wait=True,
                 )
         logger.info(
@@ -379,6 +403,18 @@ class QdrantStore:
             encoder.dim,
             encoder.fingerprint["id"],
         )
+
+    def sparse_spec(self, physical: str) -> dict[str, Any] | None:
+        """The sparse encoder spec recorded in ``physical``'s stamp (a hybrid collection), else ``None``."""
+        stamp = self.stamp(physical)
+        return stamp.sparse if stamp is not None else None
+
+    def _check_sparse(self, name: str, physical: str, sparse: dict[str, Any] | None) -> None:
+        if sparse is not None and self.sparse_spec(physical) is None:
+            raise CollectionMismatchError(
+                f"collection {name!r} ({physical}) was created without --hybrid, so it has no sparse vectors. "
+                f"Ingest into a new collection with --hybrid (--collection OTHER_NAME), or drop --hybrid."
+            )
 
     def point_alias(self, alias: str, physical: str) -> None:
         """Make ``alias`` point at ``physical`` in one ``update_collection_aliases`` call (atomic switch)."""
@@ -396,26 +432,33 @@ class QdrantStore:
             change_aliases_operations=operations,
         )
 
-    def ensure_collection(self, name: str, encoder) -> str:
+    def ensure_collection(self, name: str, encoder, *, sparse: dict[str, Any] | None = None) -> str:
         """The physical collection to write ``encoder``'s vectors for ``name`` into, created and aliased if new.
+
+        Args:
+            sparse: create a hybrid collection with this sparse encoder spec (``BM25Encoder.spec()``); an existing
+                collection must then already be hybrid. ``None`` accepts either kind.
 
         Returns:
             The physical collection name.
 
         Raises:
-            CollectionMismatchError: ``name`` already serves another model or dimension.
+            CollectionMismatchError: ``name`` already serves another model or dimension, or is not hybrid when
+                ``sparse`` asks for it.
         """
         if not name or "/" in name:
             raise E5VConfigError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
         physical = self.resolve(name)
         if physical is not None:
             self.check_compatible(name, physical, encoder)
+            self._check_sparse(name, physical, sparse)
             return physical
         physical = physical_name(name, encoder.fingerprint["id"])
         if self.exists(physical):  # a run killed between creating the collection and its alias
             self.check_compatible(name, physical, encoder)
+            self._check_sparse(name, physical, sparse)
         else:
-            self.create_physical(physical, encoder, alias=name)
+            self.create_physical(physical, encoder, alias=name, sparse=sparse)
         self.point_alias(name, physical)
         return physical
 
@@ -502,26 +545,68 @@ class QdrantStore:
         )
 
     def query(
-        self, collection: str, vector: Sequence[float], *, top_k: int = 10, modality: str | None = None
+        self,
+        collection: str,
+        vector: Sequence[float],
+        *,
+        top_k: int = 10,
+        modality: str | None = None,
+        query_filter=None,
+        sparse: tuple[Sequence[int], Sequence[float]] | None = None,
+        score_threshold: float | None = None,
     ) -> list[Any]:
-        """Nearest points to ``vector`` (cosine), optionally only ``modality`` = ``text`` / ``image``."""
+        """Nearest points to ``vector`` (cosine), or dense and ``sparse`` results fused by Qdrant (hybrid).
+
+        Args:
+            modality: only ``text`` / ``image`` points (``None`` / ``any``: both).
+            query_filter: a Qdrant ``Filter`` every result must satisfy (``filters.build_filter``).
+            sparse: (indices, values) of a sparse query vector (``sparse.sparse_query_fn``): one query with two
+                prefetches (dense, sparse; both filtered, ``max(10 * top_k, 100)`` candidates each) fused by
+                reciprocal rank fusion (``Fusion.RRF``); scores are then RRF scores, not cosines. An empty sparse vector (no keyword in the query) gives a dense query.
+            score_threshold: only results scoring at least this (cosine; not allowed with ``sparse``).
+        """
         from qdrant_client import models
 
-        query_filter = None
-        if modality in ("text", "image"):
-            query_filter = models.Filter(
-                must=[models.FieldCondition(key="modality", match=models.MatchValue(value=modality))]
-            )
+        from .filters import build_filter, combine
+
+        query_filter = combine(query_filter, build_filter(modality=modality))
+        dense = [float(x) for x in vector]
+        params = search_params(self.config) if self.is_server else None
+        kwargs: dict[str, Any] = {
+            "query": dense,
+            "using": VECTOR_NAME,
+            "query_filter": query_filter,
+            "search_params": params,
+        }
+        if sparse is not None and len(sparse[0]):
+            if score_threshold is not None:
+                raise E5VConfigError(
+                    "a score threshold needs cosine scores; hybrid results are ranked by reciprocal rank fusion. "
+                    "Drop --score-threshold or --hybrid."
+                )
+            # candidates per side before fusion: deep enough that a keyword hit the dense side also ranks anywhere
+            # in its top 100 beats the dense side's own best (which has only one of the two reciprocal ranks)
+            limit = max(10 * top_k, 100)
+            kwargs = {
+                "prefetch": [
+                    models.Prefetch(query=dense, using=VECTOR_NAME, limit=limit, filter=query_filter, params=params),
+                    models.Prefetch(
+                        query=models.SparseVector(indices=list(sparse[0]), values=[float(v) for v in sparse[1]]),
+                        using=SPARSE_VECTOR_NAME,
+                        limit=limit,
+                        filter=query_filter,
+                    ),
+                ],
+                "query": models.FusionQuery(fusion=models.Fusion.RRF),
+            }
         response = self.call(
             f"querying {collection!r}",
             self.client.query_points,
             collection_name=collection,
-            query=[float(x) for x in vector],
-            using=VECTOR_NAME,
             limit=top_k,
-            query_filter=query_filter,
-            search_params=search_params(self.config) if self.is_server else None,
+            score_threshold=score_threshold,
             with_payload=True,
+            **kwargs,
         )
         return list(response.points)
 

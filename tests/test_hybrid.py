@@ -1,0 +1,139 @@
+"""Hybrid dense + BM25 search: `ingest --hybrid`, `search --hybrid` (prefetch + RRF), the stamp, reingest, LlamaIndex."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+from qdrant_client import QdrantClient
+
+from e5v_qdrant.cli import main
+from e5v_qdrant.config import IngestConfig, StoreConfig
+from e5v_qdrant.errors import E5VConfigError
+from e5v_qdrant.ingest import ingest
+from e5v_qdrant.reingest import reingest
+from e5v_qdrant.search import search
+from e5v_qdrant.sparse import SPARSE_VECTOR_NAME, BM25Encoder, sparse_doc_fn, sparse_query_fn
+from e5v_qdrant.store import QdrantStore
+from e5v_qdrant.testing import draw_image
+
+COMMON = ["--device", "cpu", "--dtype", "float32", "--chunk-size", "64", "--chunk-overlap", "4"]
+CODES = {7: "QZ-7781-K", 31: "ZX44R9"}
+TOPICS = ["pump", "valve", "boiler", "filter", "gasket", "sensor", "relay", "motor"]
+
+
+def make_notes(root):
+    """40 short maintenance notes; notes 7 and 31 each mention one rare part code."""
+    root.mkdir(parents=True)
+    for i in range(40):
+        text = f"Note {i}. The {TOPICS[i % 8]} in hall {i % 5} was inspected; valve pressure was logged."
+        if i in CODES:
+            text += f" Ordered replacement part {CODES[i]} for it."
+        (root / f"note{i:02d}.txt").write_text(text + "\n")
+    return root
+
+
+def cli(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_cli_hybrid_search_finds_the_rare_code_and_llamaindex_hybrid_too(tmp_path, replica_path, capsys):
+    from llama_index.core import VectorStoreIndex
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+
+    from e5v_qdrant.llamaindex import E5VEmbedding
+
+    notes = make_notes(tmp_path / "notes")
+    draw_image(64, 48, seed=1).save(notes / "pic.png")
+    qd = tmp_path / "qd"
+    assert (
+        cli("ingest", notes, "--collection", "docs", "--qdrant-path", qd, "--model", replica_path, *COMMON, "--hybrid")
+        == 0
+    )
+    capsys.readouterr()
+    for i, code in CODES.items():
+        assert (
+            cli("search", code, "--collection", "docs", "--qdrant-path", qd, "--hybrid", "--top-k", "1", "--json") == 0
+        )
+        hits = json.loads(capsys.readouterr().out)
+        assert [h["source"] for h in hits] == [str(notes / f"note{i:02d}.txt")]
+
+    client = QdrantClient(path=str(qd))
+    try:
+        info = client.get_collection("docs")
+        assert info.config.params.sparse_vectors[SPARSE_VECTOR_NAME].modifier.value == "idf"
+        records, _ = client.scroll("docs", limit=100, with_vectors=True, with_payload=["modality", "_node_content"])
+        assert len(records) == 41
+        for r in records:  # text chunks carry exactly the document sparse vector of their text; images none
+            if r.payload["modality"] == "image":
+                assert SPARSE_VECTOR_NAME not in r.vector
+            else:
+                idx, val = sparse_doc_fn([json.loads(r.payload["_node_content"])["text"]])
+                assert r.vector[SPARSE_VECTOR_NAME].indices == idx[0]
+                assert r.vector[SPARSE_VECTOR_NAME].values == pytest.approx(val[0])
+
+        vector_store = QdrantVectorStore(
+            client=client,
+            collection_name="docs",
+            enable_hybrid=True,
+            sparse_doc_fn=sparse_doc_fn,
+            sparse_query_fn=sparse_query_fn,
+        )
+        embed = E5VEmbedding(model_name=str(replica_path), device="cpu", dtype="float32")
+        index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed)
+        for i, code in CODES.items():
+            retriever = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=1, sparse_top_k=5)
+            nodes = retriever.retrieve(code)
+            assert [n.node.metadata["source"] for n in nodes] == [str(notes / f"note{i:02d}.txt")]
+    finally:
+        client.close()
+
+
+def test_hybrid_errors_and_stamp_rules(tmp_path, encoder):
+    notes = make_notes(tmp_path / "notes")
+    with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "qd"))) as store:
+        ingest(IngestConfig(collection="plain", paths=[str(notes)], chunk_size=64, chunk_overlap=4), encoder, store)
+        with pytest.raises(E5VConfigError, match="without --hybrid"):  # search --hybrid on a dense-only collection
+            search(store, encoder, "plain", text="QZ-7781-K", hybrid=True)
+        with pytest.raises(E5VConfigError, match="without --hybrid"):  # ingest --hybrid into it
+            ingest(IngestConfig(collection="plain", paths=[str(notes)], hybrid=True), encoder, store)
+
+        cfg = IngestConfig(collection="hyb", paths=[str(notes)], chunk_size=64, chunk_overlap=4, hybrid=True)
+        ingest(cfg, encoder, store)
+        physical = store.resolve("hyb")
+        assert store.sparse_spec(physical) == BM25Encoder().spec()
+        with pytest.raises(E5VConfigError, match="text-only"):
+            search(store, encoder, "hyb", image=draw_image(64, 48, seed=1), hybrid=True)
+        with pytest.raises(E5VConfigError, match="reciprocal rank fusion"):
+            search(store, encoder, "hyb", text="QZ-7781-K", hybrid=True, score_threshold=0.5)
+        # a query with no keyword at all (stopwords only) falls back to the dense search instead of failing
+        assert len(search(store, encoder, "hyb", text="the of and", hybrid=True, top_k=3)) == 3
+
+        # a later ingest WITHOUT --hybrid into the hybrid collection still writes sparse vectors (the stamp rules)
+        (notes / "new.txt").write_text("Fresh note about part WQ-1234.\n")
+        ingest(IngestConfig(collection="hyb", paths=[str(notes)], chunk_size=64, chunk_overlap=4), encoder, store)
+        hits = search(store, encoder, "hyb", text="WQ-1234", hybrid=True, top_k=1)
+        assert [h.source for h in hits] == [str(notes / "new.txt")]
+
+
+def test_reingest_keeps_the_collection_hybrid(tmp_path, encoder, replica_path):
+    from e5v_qdrant import E5VEncoder
+
+    notes = make_notes(tmp_path / "notes")
+    with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "qd"))) as store:
+        ingest(
+            IngestConfig(collection="docs", paths=[str(notes)], chunk_size=64, chunk_overlap=4, hybrid=True),
+            encoder,
+            store,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            other = E5VEncoder(replica_path, prompts="e5v-typofix", device="cpu", dtype="float32", batch_size=4)
+        report = reingest("docs", other, store)
+        assert report.swapped and report.target_collection != report.source_collection
+        assert store.resolve("docs") == report.target_collection
+        assert store.sparse_spec(report.target_collection) == BM25Encoder().spec()
+        for i, code in CODES.items():
+            hits = search(store, other, "docs", text=code, hybrid=True, top_k=1)
+            assert [h.source for h in hits] == [str(notes / f"note{i:02d}.txt")]
