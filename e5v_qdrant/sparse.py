@@ -30,12 +30,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import E5VConfigError
@@ -72,6 +74,20 @@ ENGLISH_STOPWORDS = frozenset(
 )
 
 
+_LOCAL = threading.local()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _stem(language: str, word: str) -> str:
+    """Snowball stem of ``word``; one stemmer per thread (a ``snowballstemmer`` stemmer object is not thread-safe)."""
+    stemmers = _LOCAL.__dict__.setdefault("stemmers", {})
+    if language not in stemmers:
+        import snowballstemmer
+
+        stemmers[language] = snowballstemmer.stemmer(language)
+    return stemmers[language].stemWord(word)
+
+
 def token_index(token: str) -> int:
     """The sparse index of a (normalized) token: ``blake2b(token UTF-8, digest_size=4)`` as a big-endian uint32."""
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=4).digest(), "big")
@@ -99,7 +115,6 @@ class BM25Encoder:
     b: float = 0.75
     avg_len: float = 256.0
     language: str = "english"
-    _stemmer: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.k1 < 0 or not 0 <= self.b <= 1 or self.avg_len <= 0:
@@ -112,7 +127,6 @@ class BM25Encoder:
             raise E5VConfigError(
                 f"no Snowball stemmer for language {self.language!r}; choose one of {sorted(snowballstemmer.algorithms())}"
             )
-        object.__setattr__(self, "_stemmer", snowballstemmer.stemmer(self.language))
 
     @property
     def _stopwords(self) -> frozenset[str]:
@@ -120,8 +134,7 @@ class BM25Encoder:
 
     def spec(self) -> dict[str, Any]:
         """What a collection stamp records about this encoder (a different spec means different sparse vectors)."""
-        params = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        return {"name": "e5v-bm25", "version": RECIPE_VERSION, "vector": SPARSE_VECTOR_NAME, **params}
+        return {"name": "e5v-bm25", "version": RECIPE_VERSION, "vector": SPARSE_VECTOR_NAME, **asdict(self)}
 
     def tokens(self, text: str) -> list[str]:
         """The normalized tokens of ``text`` in order (joined tokens followed by their parts)."""
@@ -136,7 +149,7 @@ class BM25Encoder:
             for part in parts:
                 if part in self._stopwords:
                     continue
-                out.append(self._stemmer.stemWord(part) if part.isalpha() else part)
+                out.append(_stem(self.language, part) if part.isalpha() else part)
         return out
 
     def _counts(self, text: str) -> tuple[Counter, int]:
