@@ -351,8 +351,16 @@ def _add_search(sub) -> Callable:
     p.add_argument(
         "--hybrid",
         action="store_true",
-        help="fuse dense results with BM25 keyword results (reciprocal rank fusion): finds exact codes, ids and "
-        "names; needs a collection ingested with --hybrid and a text query",
+        help="fuse dense results with BM25 keyword results: finds exact codes, ids and names; needs a collection "
+        "ingested with --hybrid and a text query",
+    )
+    p.add_argument(
+        "--fusion",
+        choices=("rrf", "dbsf"),
+        default="rrf",
+        help="how --hybrid fuses: rrf = reciprocal rank fusion (ranks only); dbsf = distribution-based score fusion "
+        "(normalized scores summed; a strong keyword hit wins even when the dense side does not know the token, "
+        "e.g. part numbers that share prefixes) (default: rrf)",
     )
     p.add_argument("--json", action="store_true", help="print results as JSON (score, id, modality, source, page, ...)")
     add_arguments(p, EncoderConfig, group="model", recorded_default="as recorded in the collection")
@@ -386,6 +394,7 @@ def _run_search(args) -> int:
             where=where,
             score_threshold=args.score_threshold,
             hybrid=args.hybrid,
+            fusion=args.fusion,
         )
     if args.json:
         _print_json([h.to_dict() for h in hits])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import E5VConfigError
-from .store import CollectionMismatchError, QdrantStore
+from .store import FUSIONS, CollectionMismatchError, QdrantStore
 
 __all__ = ["SearchHit", "search"]
 
@@ -78,6 +78,7 @@ def search(
     where: Mapping[str, Any] | None = None,
     score_threshold: float | None = None,
     hybrid: bool = False,
+    fusion: str = "rrf",
 ) -> list[SearchHit]:
     """Nearest stored items to a text query, an image, or an image + modification text (composed).
 
@@ -87,7 +88,9 @@ def search(
         where: payload field → value, all required (``{"page": 2, "file_name": "a.pdf"}``).
         score_threshold: only results with a cosine of at least this (not with ``hybrid``).
         hybrid: fuse the dense results with BM25 keyword results (text queries on collections ingested with
-            ``--hybrid``); scores are then reciprocal-rank-fusion scores.
+            ``--hybrid``); scores are then fusion scores.
+        fusion: how ``hybrid`` fuses: ``rrf`` (reciprocal rank fusion) or ``dbsf`` (distribution-based score
+            fusion; see ``QdrantStore.query``).
 
     Raises:
         E5VConfigError: neither text nor image given, the collection does not exist, or ``hybrid`` on a collection
@@ -101,6 +104,8 @@ def search(
 
     if text is None and image is None:
         raise E5VConfigError("give a query TEXT, an --image, or both (composed query)")
+    if fusion not in FUSIONS:
+        raise E5VConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     query_filter = build_filter(modality=modality, under=under, where=where)
     physical = store.resolve(collection)
     if physical is None:
@@ -123,7 +128,13 @@ def search(
     else:
         vector = encoder.embed_queries([text])[0]
     points = store.query(
-        collection, vector, top_k=top_k, query_filter=query_filter, sparse=sparse, score_threshold=score_threshold
+        collection,
+        vector,
+        top_k=top_k,
+        query_filter=query_filter,
+        sparse=sparse,
+        score_threshold=score_threshold,
+        fusion=fusion,
     )
     return [_hit(p) for p in points]
 

@@ -557,6 +557,7 @@ class QdrantStore:
         query_filter=None,
         sparse: tuple[Sequence[int], Sequence[float]] | None = None,
         score_threshold: float | None = None,
+        fusion: str = "rrf",
     ) -> list[Any]:
         """Nearest points to ``vector`` (cosine), or dense and ``sparse`` results fused by Qdrant (hybrid).
 
@@ -564,14 +565,20 @@ class QdrantStore:
             modality: only ``text`` / ``image`` points (``None`` / ``any``: both).
             query_filter: a Qdrant ``Filter`` every result must satisfy (``filters.build_filter``).
             sparse: (indices, values) of a sparse query vector (``sparse.sparse_query_fn``): one query with two
-                prefetches (dense, sparse; both filtered, ``max(10 * top_k, 100)`` candidates each) fused by
-                reciprocal rank fusion (``Fusion.RRF``); scores are then RRF scores, not cosines. An empty sparse vector (no keyword in the query) gives a dense query.
+                prefetches (dense, sparse; both filtered, ``max(10 * top_k, 100)`` candidates each) fused by Qdrant;
+                scores are then fusion scores, not cosines. An empty sparse vector (no keyword in the query) gives a
+                dense query.
             score_threshold: only results scoring at least this (cosine; not allowed with ``sparse``).
+            fusion: ``rrf`` = reciprocal rank fusion (ranks only); ``dbsf`` = distribution-based score fusion (each
+                side's scores normalized by their mean and spread, then summed: a keyword hit far above the other
+                sparse scores outweighs a dense side that does not know the token).
         """
         from qdrant_client import models
 
         from .filters import build_filter, combine
 
+        if fusion not in FUSIONS:
+            raise E5VConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         query_filter = combine(query_filter, build_filter(modality=modality))
         dense = [float(x) for x in vector]
         params = search_params(self.config) if self.is_server else None
@@ -600,7 +607,7 @@ class QdrantStore:
                         filter=query_filter,
                     ),
                 ],
-                "query": models.FusionQuery(fusion=models.Fusion.RRF),
+                "query": models.FusionQuery(fusion=models.Fusion(fusion)),
             }
         response = self.call(
             f"querying {collection!r}",
@@ -631,6 +638,10 @@ class QdrantStore:
                 }
             )
         return sorted(rows, key=lambda r: r["collection"])
+
+
+#: Hybrid fusion methods (``QdrantStore.query``), Qdrant's names.
+FUSIONS = ("rrf", "dbsf")
 
 
 # ---------------------------------------------------------------- cluster settings (search time, bulk load)

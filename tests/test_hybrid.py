@@ -137,3 +137,23 @@ def test_reingest_keeps_the_collection_hybrid(tmp_path, encoder, replica_path):
         for i, code in CODES.items():
             hits = search(store, other, "docs", text=code, hybrid=True, top_k=1)
             assert [h.source for h in hits] == [str(notes / f"note{i:02d}.txt")]
+
+
+def test_dbsf_fusion_finds_codes_that_share_fragments(tmp_path, encoder):
+    """Every note holds a code QZ-<n>-K (all share 'qz' and 'k'): distribution-based score fusion lets the one exact
+    sparse hit win over dense hits that also match the shared fragments."""
+    root = tmp_path / "parts"
+    root.mkdir()
+    for i in range(40):
+        (root / f"part{i:02d}.txt").write_text(f"Part QZ-{1000 + 37 * i}-K: spare {TOPICS[i % 8]} for hall {i % 5}.\n")
+    with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "qd"))) as store:
+        ingest(
+            IngestConfig(collection="parts", paths=[str(root)], chunk_size=64, chunk_overlap=4, hybrid=True),
+            encoder,
+            store,
+        )
+        for i in (0, 9, 17, 28, 39):
+            hits = search(store, encoder, "parts", text=f"QZ-{1000 + 37 * i}-K", hybrid=True, fusion="dbsf", top_k=1)
+            assert [h.source for h in hits] == [str(root / f"part{i:02d}.txt")]
+        with pytest.raises(E5VConfigError, match="fusion"):
+            search(store, encoder, "parts", text="QZ", hybrid=True, fusion="max")
