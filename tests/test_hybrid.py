@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pytest
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from e5v_qdrant.cli import main
 from e5v_qdrant.config import IngestConfig, StoreConfig
@@ -157,3 +158,33 @@ def test_dbsf_fusion_finds_codes_that_share_fragments(tmp_path, encoder):
             assert [h.source for h in hits] == [str(root / f"part{i:02d}.txt")]
         with pytest.raises(E5VConfigError, match="fusion"):
             search(store, encoder, "parts", text="QZ", hybrid=True, fusion="max")
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="needs a live Qdrant server at QDRANT_URL")
+def test_server_hybrid_collection_has_filter_indexes_and_finds_codes(tmp_path, encoder):  # pragma: no cover
+    """The same code on a server: sparse vector with IDF, payload indexes for the filtered fields, hybrid + filters."""
+    import uuid
+
+    notes = make_notes(tmp_path / "notes")
+    name = f"e5v-hybrid-{uuid.uuid4().hex[:8]}"
+    store = QdrantStore(StoreConfig(qdrant_url=os.environ["QDRANT_URL"]))
+    try:
+        ingest(
+            IngestConfig(collection=name, paths=[str(notes)], chunk_size=64, chunk_overlap=4, hybrid=True),
+            encoder,
+            store,
+        )
+        physical = store.resolve(name)
+        info = store.client.get_collection(physical)
+        assert info.config.params.sparse_vectors[SPARSE_VECTOR_NAME].modifier == models.Modifier.IDF
+        assert {"modality", "source", "folders", "page"} <= set(info.payload_schema)
+        for i, code in CODES.items():
+            for fusion in ("rrf", "dbsf"):
+                hits = search(store, encoder, name, text=code, hybrid=True, fusion=fusion, top_k=1, under=notes)
+                assert [h.source for h in hits] == [str(notes / f"note{i:02d}.txt")]
+        assert search(store, encoder, name, text=CODES[7], hybrid=True, where={"no_such_field": "x"}) == []
+    finally:
+        for physical_name in {store.resolve(name)} - {None}:
+            store.client.delete_collection(physical_name)
+        store.close()
