@@ -20,7 +20,6 @@ import binascii
 import dataclasses
 import io
 import threading
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from .config import DEFAULT_MODEL, EncoderConfig
 from .encoder import E5VEncoder
 from .errors import E5VConfigError, E5VImageError, E5VInputError
 from .media import ImageInput
+from .sharing import encoder_lock
 
 __all__ = ["E5VEmbedding"]
 
@@ -51,19 +51,6 @@ _MIRRORED = {
 }
 # EncoderConfig options that do not change the vectors; passed through ``encoder_kwargs``.
 _PASSTHROUGH = {f.name for f in dataclasses.fields(EncoderConfig)} - set(_MIRRORED.values())
-
-# One lock per loaded encoder, shared by every E5VEmbedding over it: concurrent async calls take turns on the model
-# instead of competing for the same cores / GPU memory.
-_ENCODER_LOCKS: weakref.WeakKeyDictionary[E5VEncoder, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock_for(encoder: E5VEncoder) -> threading.Lock:
-    with _LOCKS_GUARD:
-        lock = _ENCODER_LOCKS.get(encoder)
-        if lock is None:
-            lock = _ENCODER_LOCKS[encoder] = threading.Lock()
-        return lock
 
 
 class E5VEmbedding(MultiModalEmbedding):
@@ -167,7 +154,8 @@ class E5VEmbedding(MultiModalEmbedding):
 
     def _run(self, method: str, *args: Any) -> list[Embedding]:
         encoder = self.encoder
-        with _lock_for(encoder):
+        # one lock per encoder, shared with every adapter over it: concurrent async calls take turns on the model
+        with encoder_lock(encoder):
             vectors = getattr(encoder, method)(*args)
         return vectors.tolist()
 
