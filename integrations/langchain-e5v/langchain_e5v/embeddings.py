@@ -103,7 +103,7 @@ class E5VEmbeddings(BaseModel, Embeddings):
     # ------------------------------------------------------------------ LangChain Embeddings
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents with E5-V's text prompt."""
-        return self._run("embed_texts", list(texts))
+        return self._run("embed_texts", texts)
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a search query (the ``query_prompt`` if set, else exactly as a document)."""
@@ -123,11 +123,11 @@ class E5VEmbeddings(BaseModel, Embeddings):
 
         URLs are not fetched. Raises ``E5VImageError`` naming an unreadable image and its position.
         """
-        return self._run("embed_images", list(uris))
+        return self._run("embed_images", uris)
 
     def embed_composed(self, uris: Sequence[ImageInput], texts: Sequence[str]) -> list[list[float]]:
         """Embed composed queries: each image modified as its text says (CIRR-style prompt), one text per image."""
-        return self._run("embed_composed", list(uris), list(texts))
+        return self._run("embed_composed", uris, texts)
 
 
 def _mirror(encoder: E5VEncoder, data: dict[str, Any]) -> dict[str, Any]:

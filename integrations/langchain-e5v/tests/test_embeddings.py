@@ -11,7 +11,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_e5v import E5VEmbeddings
 
 from e5v_qdrant.config import EncoderConfig
-from e5v_qdrant.errors import E5VConfigError, E5VImageError, E5VModelError
+from e5v_qdrant.errors import E5VConfigError, E5VImageError, E5VInputError, E5VModelError
 
 TEXTS = ["a red house by the sea", "quarterly revenue grew 4%", ""]
 
@@ -112,8 +112,12 @@ def test_image_layout_passes_through_when_the_encoder_has_it(replica_path):
     assert E5VEmbeddings(model=str(replica_path)).encoder_config() == EncoderConfig(model=str(replica_path))
 
 
-def test_unreadable_image_is_named(embeddings, tmp_path):
+def test_bad_inputs_are_named(embeddings, images, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(E5VImageError, match="broken.png"):
-        embeddings.embed_image([str(bad)])
+        embeddings.embed_image(uris=[images[0], str(bad)])  # by keyword, as Chroma's add_images calls it
+    with pytest.raises(E5VInputError, match="wrap it in a list"):
+        embeddings.embed_image(images[0])  # one path, not a list: not split into characters
+    with pytest.raises(E5VInputError, match="one text per image"):
+        embeddings.embed_composed(images, ["only one edit"])
