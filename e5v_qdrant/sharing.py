@@ -51,12 +51,12 @@ def encoder_config(
     """
     values = {name: value for name, value in (options or {}).items() if value is not None}
     values.update(extra or {})
-    known = {field.name for field in dataclasses.fields(EncoderConfig)}
+    known = {field.name for field in dataclasses.fields(EncoderConfig)} - {"model"}  # model is its own argument
     unknown = sorted(set(values) - known)
     if unknown:
         raise E5VConfigError(
             f"{unknown} {'is not an option' if len(unknown) == 1 else 'are not options'} of this e5v-qdrant's "
-            f"EncoderConfig; use only {sorted(known - {'model'})} (or upgrade e5v-qdrant for newer options)"
+            f"EncoderConfig; use only {sorted(known)} (or upgrade e5v-qdrant for newer options)"
         )
     return EncoderConfig(model=str(model), **values)
 

@@ -22,6 +22,8 @@ def test_encoder_config_leaves_none_options_at_their_defaults_but_passes_extra_a
 def test_encoder_config_names_unknown_and_invalid_options():
     with pytest.raises(E5VConfigError, match="no_such_option"):
         encoder_config("m", {"no_such_option": 1})
+    with pytest.raises(E5VConfigError, match="model"):
+        encoder_config("m", extra={"model": "other"})  # the model is the first argument, not an option twice
     with pytest.raises(E5VConfigError, match="dtype"):
         encoder_config("m", {"dtype": "float8"})
 
