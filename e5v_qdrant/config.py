@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .anyres import DEFAULT_LAYOUT, LAYOUTS
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -89,6 +90,14 @@ class EncoderConfig:
         "call instead of unmapping it and page-faulting it back in (sets glibc's mmap/trim thresholds for the call, "
         "then returns the memory to the OS); vectors are unchanged",
     )
+    image_layout: str = option(
+        DEFAULT_LAYOUT,
+        help="how images become tokens: paper = the authors' environment (transformers 4.41.2), where every published "
+        "E5-V image number was measured; llava-next = today's transformers, the original LLaVA-NeXT code and vLLM. "
+        "They differ for images whose best anyres grid is non-square (3:2 photos such as 500x333, small squares, "
+        "documents, panoramas); changes image vectors, so a collection holds one layout",
+        choices=LAYOUTS,
+    )
 
     def __post_init__(self):
         if self.dtype not in DTYPE_NAMES:
@@ -103,6 +112,8 @@ class EncoderConfig:
             raise E5VConfigError(f"preprocess_workers must be >= 0, got {self.preprocess_workers}")
         if not self.model:
             raise E5VConfigError("model must be a hub id or a local folder")
+        if self.image_layout not in LAYOUTS:
+            raise E5VConfigError(f"image_layout {self.image_layout!r} is not one of {LAYOUTS} (--image-layout)")
         if self.adapter is not None and not os.path.isdir(self.adapter):
             raise E5VConfigError(
                 f"adapter folder {self.adapter!r} does not exist (pass the --output folder of `e5v-qdrant finetune`)"

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .anyres import AnyresGeometry, image_token_count, paper_pixel_values, use_paper_layout
 from .config import DEFAULT_MODEL, EncoderConfig
 from .errors import E5VInputError, E5VModelError
 from .media import ImageInput, describe_source, load_image
@@ -98,12 +99,14 @@ class E5VEncoder:
     """Embed texts, images and composed (image + modification text) queries with E5-V.
 
     Vectors are ``float32``, L2-normalised, shape ``(n, dim)`` (4096 for ``royokong/e5-v``); similarity is the dot
-    product. With default options they equal the authors' recipe.
+    product. With default options they equal the authors' recipe run in the authors' environment (transformers
+    4.41.2), images included: ``image_layout="paper"``; ``"llava-next"`` gives today's transformers' image layout.
 
     Args:
         model: hub id or local folder (default ``royokong/e5-v``).
         config: a full ``EncoderConfig``; alternatively pass its fields as keyword arguments
-            (``revision``, ``adapter``, ``device``, ``dtype``, ``batch_size``, ``prompts``, ``query_prompt`` …).
+            (``revision``, ``adapter``, ``device``, ``dtype``, ``batch_size``, ``prompts``, ``query_prompt``,
+            ``image_layout`` …).
 
     Example:
         >>> enc = E5VEncoder("royokong/e5-v", revision="main")            # doctest: +SKIP
@@ -173,7 +176,31 @@ class E5VEncoder:
         self.image_token_id = model_config.image_token_id
         self.max_positions = getattr(model_config.text_config, "max_position_embeddings", None)
         self._torch = torch
+        self.geometry = AnyresGeometry.from_configs(model_config, processor.image_processor)
+        if cfg.image_layout == "paper":
+            self._use_paper_layout(model_config)
         self._last_token_only = self._install_last_token_shortcut()
+
+    def _use_paper_layout(self, model_config) -> None:
+        """``image_layout="paper"``: lay image features out as transformers 4.41.2 did (see ``e5v_qdrant.anyres``).
+
+        A replacement ``pack_image_features`` is bound on this model instance only, rather than computing the input
+        embeddings here: transformers keeps running the vision tower, projector, placeholder check and language
+        model, and only the one step that differs between the layouts is ours.
+        """
+        if model_config.vision_feature_select_strategy != "default":
+            raise E5VModelError(
+                f"image_layout='paper' reproduces transformers 4.41.2, which needs vision_feature_select_strategy "
+                f"'default' (this checkpoint: {model_config.vision_feature_select_strategy!r}); use "
+                "--image-layout llava-next"
+            )
+        try:
+            use_paper_layout(self.model, self.geometry)
+        except TypeError as exc:
+            raise E5VModelError(
+                f"image_layout='paper' cannot be applied with this transformers version ({exc}); use "
+                "--image-layout llava-next"
+            ) from exc
 
     def _weight_load_options(self) -> dict[str, Any]:
         """Extra ``from_pretrained`` options for the weights; a hook for subclasses (fine-tuning adds 4-bit QLoRA)."""
@@ -249,7 +276,7 @@ class E5VEncoder:
 
         The ``id`` covers the weights (hub id + revision, or a digest of a local folder's files — so a relative and an
         absolute path to one folder agree), the adapter's files (``adapter_*`` only: checkpoints or a merged copy
-        saved beside them do not count), the prompts and the dimension. Dtype and device are left out: they change
+        saved beside them do not count), the prompts, the dimension and the image layout. Dtype and device are left out: they change
         vectors only within numerical noise. Stores stamp collections with it; equal ids mean interchangeable vectors.
         ``model`` and ``adapter`` are also returned as given, for people reading the stamp.
         """
@@ -261,6 +288,7 @@ class E5VEncoder:
             "adapter_digest": _folder_digest(self.config.adapter, prefix="adapter_") if self.config.adapter else None,
             "prompts": self.prompts.digest(),
             "dim": self.dim,
+            "image_layout": self.config.image_layout,
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         return {**identity, "model": self.config.model, "adapter": self.config.adapter, "id": digest}
@@ -281,7 +309,10 @@ class E5VEncoder:
             "prompt_preset": self.config.prompts,
             "pooling": "final-layer hidden state at each row's last real token, L2-normalised (rows right-padded; "
             "attention is causal, so padding is never seen and no mask is used)",
-            "image_processor": type(self.processor.image_processor).__name__,
+            "image_processor": "e5v_qdrant.anyres.paper_pixel_values"
+            if self.config.image_layout == "paper"
+            else type(self.processor.image_processor).__name__,
+            "image_layout": self.config.image_layout,
             "fingerprint": self.fingerprint["id"],
             "transformers": transformers.__version__,
             "torch": torch.__version__,
@@ -353,6 +384,14 @@ class E5VEncoder:
     def _prepare_image(self, image: ImageInput, prompt: str, position: str) -> _Prepared:
         label = f"{position} ({describe_source(image)})"
         pil = load_image(image, max_pixels=self.config.max_image_pixels, name=label)
+        if self.config.image_layout == "paper":
+            size = (pil.height, pil.width)
+            count = image_token_count(size, self.geometry, "paper")
+            ids = []
+            for token in self.tokenizer(prompt)["input_ids"]:
+                ids.extend([token] * count if token == self.image_token_id else [token])
+            pixels = self._torch.from_numpy(paper_pixel_values(pil, self.geometry))
+            return _Prepared(ids, pixels, self._torch.tensor(size))
         batch = self.processor(text=[prompt], images=[pil], return_tensors="pt")
         return _Prepared(batch["input_ids"][0].tolist(), batch["pixel_values"][0], batch["image_sizes"][0])
 
