@@ -245,6 +245,7 @@ def encoder_record(encoder) -> dict[str, Any]:
         "prompts": cfg.prompts,
         "query_prompt": cfg.query_prompt,
         "max_text_tokens": cfg.max_text_tokens,
+        "image_layout": cfg.image_layout,
     }
 
 
@@ -331,7 +332,7 @@ class QdrantStore:
         fingerprint = encoder.fingerprint
         remedy = (
             f"Ingest into a new collection (--collection OTHER_NAME), or move {name!r} to this model with "
-            f"`e5v-qdrant reingest --collection {name} --model/--adapter ...`."
+            f"`e5v-qdrant reingest --collection {name} --model/--adapter/--image-layout ...`."
         )
         if dim is not None and dim != encoder.dim:
             raise CollectionMismatchError(
@@ -344,8 +345,9 @@ class QdrantStore:
                 f"its vectors may come from another model. {remedy}"
             )
         if stamp.fingerprint.get("id") != fingerprint["id"]:
-            recorded = {k: stamp.fingerprint.get(k) for k in ("model", "revision", "adapter", "prompts", "id")}
-            current = {k: fingerprint.get(k) for k in ("model", "revision", "adapter", "prompts", "id")}
+            keys = ("model", "revision", "adapter", "prompts", "image_layout", "id")
+            recorded = {k: stamp.fingerprint.get(k) for k in keys}
+            current = {k: fingerprint.get(k) for k in keys}
             raise CollectionMismatchError(
                 f"collection {name!r} ({physical}) holds vectors of model {recorded}, not of {current}. {remedy}"
             )

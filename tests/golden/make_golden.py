@@ -41,7 +41,9 @@ from transformers import (
 )
 from transformers.image_processing_utils import select_best_resolution
 
-LLAMA3_TEMPLATE = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+LLAMA3_TEMPLATE = (
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+)
 TEXT_BODY = "{}\nSummary above sentence in one word: "
 IMAGE_BODY = "<image>\nSummary above image in one word: "
 COMPOSED_BODY = '<image>Modify this image with "{}", desribe modified image in one word: '
@@ -117,7 +119,10 @@ def build_replica(path: Path) -> None:
         single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token="<|eot_id|>", pad_token="<|end_of_text|>",
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token="<|eot_id|>",
+        pad_token="<|end_of_text|>",
         padding_side="right",
         model_input_names=["input_ids", "attention_mask"],  # as the Llama-3 tokenizer config says
     )
