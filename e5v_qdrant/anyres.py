@@ -21,7 +21,7 @@ both layouts except for odd-pixel padding and rare rounding cases; non-square be
 500x333, small squares like 300x300 — the tie-break picks 336x672 —, documents, screenshots, panoramas) differ.
 
 This module imports numpy and PIL at the top and torch only inside the functions that build tensors, and it never
-loads a model: its geometry is plain arithmetic on sizes.
+loads a model: its geometry is plain arithmetic on sizes. ``use_paper_layout`` is the one hook into a loaded model.
 
 Example:
     >>> from e5v_qdrant.anyres import E5V_GEOMETRY, image_token_count
@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from .errors import E5VModelError
 
 __all__ = [
     "LAYOUTS",
@@ -311,20 +313,36 @@ def pack_features(features, size: tuple[int, int], geometry: AnyresGeometry, lay
     return torch.cat((base, grid.flatten(1, 2).transpose(0, 1)), dim=0)
 
 
-def use_paper_layout(model, geometry: AnyresGeometry) -> None:
+def use_paper_layout(model, geometry: AnyresGeometry, select_strategy: str = "default") -> None:
     """Make one loaded ``LlavaNextModel`` lay out image features as transformers 4.41.2 did.
 
     Binds a replacement ``pack_image_features`` on this model instance only (the class, and every other model in
     the process, keep transformers' own): transformers' ``get_image_features`` runs the vision tower and projector
     as always and hands each image's tile features to it; it returns them packed by ``pack_features(..., "paper")``.
     The caller supplies matching ``<image>`` token counts (``image_token_count(..., "paper")``) and pixels
-    (``paper_pixel_values``); transformers checks that tokens and features agree.
+    (``paper_pixel_values``); transformers checks that tokens and features agree. Binding this one step, rather than
+    computing the input embeddings here, leaves the vision tower, projector, placeholder check and language model to
+    transformers, in both layouts alike.
+
+    Args:
+        model: a loaded ``transformers`` ``LlavaNextModel``.
+        geometry: its anyres geometry.
+        select_strategy: the model config's ``vision_feature_select_strategy``.
 
     Raises:
-        TypeError: the model has no ``pack_image_features`` (not a LLaVA-NeXT model of transformers 4.45 to 5.x).
+        E5VModelError: the model cannot take the 4.41.2 layout (no ``pack_image_features``, as in transformers
+            releases before 4.45 or after a rename; or a "full" feature strategy, which 4.41.2 rejected too).
     """
     if not callable(getattr(type(model), "pack_image_features", None)):
-        raise TypeError(f"{type(model).__name__} has no pack_image_features to replace")
+        raise E5VModelError(
+            f"image_layout='paper' needs {type(model).__name__}.pack_image_features, which this transformers version "
+            "lacks; use --image-layout llava-next (image_layout='llava-next')"
+        )
+    if select_strategy != "default":
+        raise E5VModelError(
+            f"image_layout='paper' reproduces transformers 4.41.2, which needs vision_feature_select_strategy "
+            f"'default' (this checkpoint: {select_strategy!r}); use --image-layout llava-next"
+        )
 
     def pack_image_features(image_features, image_sizes, vision_feature_select_strategy=None, image_newline=None):
         import torch
