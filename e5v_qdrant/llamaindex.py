@@ -27,6 +27,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeRelationship, QueryBundle
 
+from .anyres import DEFAULT_LAYOUT
 from .config import DEFAULT_MODEL, EncoderConfig
 from .encoder import E5VEncoder
 from .errors import E5VConfigError, E5VImageError, E5VInputError
@@ -65,6 +66,7 @@ class E5VEmbedding(MultiModalEmbedding):
         prompt_preset: prompt preset name (``e5v`` = the authors' strings).
         query_prompt: body for query texts with a ``{text}`` placeholder; ``None`` embeds queries like documents.
         max_text_tokens: truncate texts to this many tokens before prompting.
+        image_layout: ``"paper"`` (the authors' transformers 4.41.2 anyres layout, default) or ``"llava-next"``.
         encoder_kwargs: other ``EncoderConfig`` options that do not change vectors (``max_batch_tokens``,
             ``preprocess_workers``, ``max_image_pixels``, ``attn_implementation``).
         encoder: an already loaded ``E5VEncoder`` to use instead of loading one.
@@ -91,6 +93,9 @@ class E5VEmbedding(MultiModalEmbedding):
     )
     max_text_tokens: int | None = Field(
         default=None, description="Truncate texts to this many tokens (None: no limit)."
+    )
+    image_layout: str = Field(
+        default=DEFAULT_LAYOUT, description="Anyres image layout: paper (transformers 4.41.2, default) or llava-next."
     )
     encoder_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other EncoderConfig options that do not change the vectors."
