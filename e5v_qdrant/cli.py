@@ -288,16 +288,8 @@ def _run_ingest(args) -> int:
     from .ingest import ingest
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
-    with _store_from(args) as store:
-        if config.engine == "ray":  # the model is loaded on the Ray workers only
-            from .ray_engine import ingest_ray
-
-            report = ingest_ray(
-                config, _encoder_config_from(args, store, config.collection), store, progress=args.progress
-            )
-        else:
-            encoder = _encoder_from(args, store, config.collection)
-            report = ingest(config, encoder, store, progress=args.progress)
+    with _store_from(args) as store:  # the model loads in `ingest` (or on the Ray workers), only when needed
+        report = ingest(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
     data = report.to_dict()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:

@@ -23,88 +23,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from .config import IngestConfig
-from .errors import E5VImageError, E5VInputError
-from .media import load_image
-from .sources import Chunker, Document, Item, SkippedInput, discover, read_source
-from .store import VECTOR_NAME, QdrantStore
+from .config import EncoderConfig, IngestConfig
+from .pipeline import FileWork, IngestReport, decode_images, embed_points, plan, vanished_sources
+from .sources import Chunker, Item, SkippedInput, discover, read_source
+from .store import QdrantStore
 
-__all__ = ["IngestReport", "ingest", "FileWork"]
+__all__ = ["IngestReport", "ingest"]
 
 logger = logging.getLogger(__name__)
 
 _DONE = object()
 #: Test hook: seconds to sleep before each upsert batch (crash tests use it to SIGKILL a run mid-way).
 WRITE_DELAY_ENV = "E5V_QDRANT_TEST_WRITE_DELAY"
-
-
-@dataclass
-class IngestReport:
-    """Counts and per-input outcomes of one ingest run (``to_dict`` is the ``--json`` / ``--report`` format).
-
-    File counts: ``discovered`` (supported files found), ``new``, ``unchanged``, ``replaced``, ``deleted`` (vanished
-    sources removed by ``sync``), ``skipped`` (bad inputs, listed in ``skipped_inputs``). Point counts: ``embedded``
-    (vectors computed), ``points_written``, ``points_deleted``.
-    """
-
-    collection: str
-    physical_collection: str = ""
-    model_fingerprint: str = ""
-    discovered: int = 0
-    new: int = 0
-    unchanged: int = 0
-    replaced: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    embedded: int = 0
-    points_written: int = 0
-    points_deleted: int = 0
-    seconds: float = 0.0
-    skipped_inputs: list[SkippedInput] = field(default_factory=list)
-    warnings: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every input was ingested, 1 when some were skipped."""
-        return 1 if self.skipped_inputs else 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "collection": self.collection,
-            "physical_collection": self.physical_collection,
-            "model_fingerprint": self.model_fingerprint,
-            "counts": {
-                k: getattr(self, k)
-                for k in (
-                    "discovered",
-                    "new",
-                    "unchanged",
-                    "replaced",
-                    "deleted",
-                    "skipped",
-                    "embedded",
-                    "points_written",
-                    "points_deleted",
-                )
-            },
-            "seconds": round(self.seconds, 3),
-            "skipped_inputs": [s.to_dict() for s in self.skipped_inputs],
-            "warnings": self.warnings,
-        }
-
-
-@dataclass
-class FileWork:
-    """What one changed file needs: items to embed and write, then stale ids to delete."""
-
-    source: str
-    status: str  # "new" | "replaced"
-    items: list[Item]
-    stale_ids: set[str]
-    failed: bool = False
 
 
 class _Stop(Exception):
@@ -132,10 +63,6 @@ def _get(q: queue.Queue, stop: threading.Event):
             continue
 
 
-def _under(source: str, roots: list[str]) -> bool:
-    return any(source == root or source.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
-
-
 def ingest(
     config: IngestConfig,
     encoder,
@@ -149,7 +76,7 @@ def ingest(
     Args:
         config: paths, collection, chunking, sync.
         encoder: an ``E5VEncoder`` (anything with ``embed_texts``, ``embed_images``, ``dim``, ``fingerprint``,
-            ``config``).
+            ``config``), or an ``EncoderConfig`` to load one from.
         store: the open ``QdrantStore``.
         progress: show tqdm bars (``None`` = only on a terminal).
         on_file: called with (source, outcome) after each file's outcome is known (tests, custom progress).
@@ -171,7 +98,13 @@ def ingest(
     if config.engine == "ray":
         from .ray_engine import ingest_ray
 
+        if isinstance(encoder, EncoderConfig):  # the model is loaded on the Ray workers only
+            return ingest_ray(config, encoder, store, progress=progress)
         return ingest_ray(config, encoder.config, store, encoder=encoder, progress=progress)
+    if isinstance(encoder, EncoderConfig):
+        from .encoder import E5VEncoder
+
+        encoder = E5VEncoder(config=encoder)
     if config.bulk_load and store.is_server:
         import dataclasses
 
@@ -234,14 +167,14 @@ def ingest(
                     with lock:
                         report.warnings.append({"source": doc.source, "warning": warning})
                     logger.warning("%s: %s", doc.source, warning)
-                work = _plan(doc, stored.get(doc.source, set()))
+                work = plan(doc, stored.get(doc.source, set()))
                 if work is None:
                     with lock:
                         report.unchanged += 1
                     if on_file:
                         on_file(doc.source, "unchanged")
                     continue
-                if not _decode_images(work, max_pixels, skip):
+                if not decode_images(work, max_pixels, skip):
                     continue
                 _put(work_q, work, stop)
             _put(work_q, _DONE, stop)
@@ -296,7 +229,7 @@ def ingest(
 
     def flush() -> None:
         if pending:
-            points = _embed(encoder, pending, fingerprint_id, skip)
+            points = embed_points(encoder, pending, fingerprint_id, skip)
             with lock:
                 report.embedded += len(points)
             item_bar.update(len(pending))
@@ -321,17 +254,8 @@ def ingest(
                 flush()
         flush()
         if config.sync:
-            roots = [os.path.abspath(os.fspath(p)) for p in config.paths]
-            skipped_sources = {s.source for s in report.skipped_inputs}
-            vanished = [
-                s
-                for s in stored
-                if _under(s, roots)
-                and s not in discovered_sources
-                and s not in skipped_sources
-                and not os.path.exists(s)
-            ]
-            for source in sorted(vanished):
+            seen = discovered_sources | {s.source for s in report.skipped_inputs}
+            for source in vanished_sources(stored, config.paths, seen):
                 _put(write_q, ("file", FileWork(source, "deleted", [], stored[source])), stop)
         _put(write_q, _DONE, stop)
     except _Stop:
@@ -348,57 +272,3 @@ def ingest(
         raise errors[0]
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _plan(doc: Document, have: set[str]) -> FileWork | None:
-    expected = {item.id for item in doc.items}
-    if expected == have:
-        return None
-    todo = [item for item in doc.items if item.id not in have]
-    return FileWork(doc.source, "replaced" if have else "new", todo, have - expected)
-
-
-def _decode_images(work: FileWork, max_pixels: int | None, skip: Callable[[str, str], None]) -> bool:
-    for item in work.items:
-        if item.modality == "image" and isinstance(item.content, (bytes, bytearray)):
-            try:
-                item.content = load_image(item.content, max_pixels=max_pixels, name=work.source)
-            except E5VImageError as exc:
-                skip(work.source, exc.reason)
-                return False
-    return True
-
-
-def _point(item: Item, vector, fingerprint_id: str):
-    from qdrant_client import models
-
-    payload = dict(item.payload)
-    payload["model_fingerprint"] = fingerprint_id
-    return models.PointStruct(id=item.id, vector={VECTOR_NAME: vector.tolist()}, payload=payload)
-
-
-def _embed(encoder, pending: list[tuple[FileWork, Item]], fingerprint_id: str, skip) -> list:
-    """Embed a batch (texts and images separately); an item the encoder refuses skips its whole file."""
-    points = []
-    for modality in ("text", "image"):
-        group = [(w, it) for w, it in pending if it.modality == modality and not w.failed]
-        if not group:
-            continue
-        embed = encoder.embed_texts if modality == "text" else encoder.embed_images
-        try:
-            vectors = embed([it.content for _, it in group])
-        except E5VInputError:
-            vectors = None
-        if vectors is None:  # find the culprit(s) one by one
-            vectors = []
-            for work, item in group:
-                try:
-                    vectors.append(embed([item.content])[0] if not work.failed else None)
-                except E5VInputError as exc:
-                    work.failed = True
-                    skip(work.source, f"cannot embed: {exc.reason}")
-                    vectors.append(None)
-        for (work, item), vector in zip(group, vectors, strict=True):
-            if vector is not None and not work.failed:
-                points.append(_point(item, vector, fingerprint_id))
-    return points

@@ -1,14 +1,14 @@
 """Scale-out ingestion on Ray Data: the same sources, planning, encoder, ids and store as ``ingest.py``, spread out.
 
     driver:  discover files · read the stored id index · ensure the collection · (bulk load) · deletes, sync, report
-    Ray:     read_binary_files ─► plan tasks (read_source + _plan: chunk, hash, ids, skip unchanged)
+    Ray:     read_binary_files ─► plan tasks (read_source + plan: chunk, hash, ids, skip unchanged)
                                ─► encoder actors (map_batches over an ActorPoolStrategy, one E5VEncoder per actor /
                                   GPU; images decoded here, never resized)
                                ─► QdrantDatasink (request-size batching, retried upserts with wait=True)
 
 Nothing is re-implemented: files are read and chunked by ``sources.read_source``, the new / changed / unchanged
-decision is ``ingest._plan`` against the id index the driver read from Qdrant, points are built by ``ingest._embed``
-(so ids, payloads and vectors equal the local engine's), and every Qdrant request goes through ``QdrantStore.call``
+decision is ``pipeline.plan`` against the id index the driver read from Qdrant, points are built by
+``pipeline.embed_points`` (so ids, payloads and vectors equal the local engine's), and every Qdrant request goes through ``QdrantStore.call``
 (tenacity back-off on ``store.is_transient`` errors, ``StoreError`` on permanent ones).
 
 Stale points of changed files and points of vanished files (``sync``) are deleted by the driver after the Ray job
@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 
 from .config import EncoderConfig, IngestConfig, StoreConfig
-from .errors import E5VConfigError, E5VImageError
+from .errors import E5VConfigError
+from .pipeline import FileWork, IngestReport, decode_images, embed_points, make_point, plan, vanished_sources
+from .sources import Chunker, Item, SkippedInput, SourceFile, discover, kind_of, read_source
 from .store import VECTOR_NAME, QdrantStore, StoreError, bulk_load
 
 try:
@@ -219,12 +221,7 @@ class QdrantDatasink(Datasink[dict]):
         return stats
 
     def _send(self, store: QdrantStore, request: _Request, stats: dict) -> None:
-        from qdrant_client import models
-
-        points = [
-            models.PointStruct(id=pid, vector={VECTOR_NAME: vector.tolist()}, payload=json.loads(payload))
-            for pid, vector, payload in request.points
-        ]
+        points = [make_point(pid, vector, json.loads(payload)) for pid, vector, payload in request.points]
         store.call(
             f"upserting {len(points)} points (~{request.nbytes} bytes) into {self.collection!r}",
             store.client.upsert,
@@ -253,8 +250,6 @@ _WORKER_CACHE: dict[Any, Any] = {}
 
 
 def _chunker(chunk_size: int, chunk_overlap: int):
-    from .sources import Chunker
-
     key = ("chunker", chunk_size, chunk_overlap)
     if key not in _WORKER_CACHE:
         _WORKER_CACHE[key] = Chunker(chunk_size, chunk_overlap)
@@ -278,11 +273,9 @@ def _note(**fields: Any) -> str:
 def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: list) -> pa.Table:
     """Ray task: files (``bytes``, ``path``) → rows of items that need embedding, and one note per file.
 
-    Uses ``sources.read_source`` (decode text, strip HTML, chunk, hash, ids, payloads) and ``ingest._plan`` (compare
+    Uses ``sources.read_source`` (decode text, strip HTML, chunk, hash, ids, payloads) and ``pipeline.plan`` (compare
     with the stored ids), exactly as the local engine does.
     """
-    from .ingest import _plan
-    from .sources import SkippedInput, SourceFile, _kind
 
     chunker = _chunker(chunk_size, chunk_overlap)
     index = _stored_index(stored)
@@ -294,11 +287,11 @@ def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: 
 
     for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist(), strict=True):
         source = path  # read_binary_files gives back the absolute paths discover() produced
-        doc = read_source(SourceFile(source, _kind(source) or "text"), chunker, data=data)
+        doc = read_source(SourceFile(source, kind_of(source) or "text"), chunker, data=data)
         if isinstance(doc, SkippedInput):
             add(source=source, note=_note(source=source, status="skipped", reason=doc.reason))
             continue
-        work = _plan(doc, index.get(source, set()))
+        work = plan(doc, index.get(source, set()))
         if work is None:
             add(source=source, note=_note(source=source, status="unchanged", warnings=doc.warnings))
             continue
@@ -318,17 +311,11 @@ def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: 
     return pa.Table.from_pydict(rows, schema=PLAN_SCHEMA)
 
 
-def read_source(entry, chunker, data):
-    from .sources import read_source as _read_source
-
-    return _read_source(entry, chunker, data=data)
-
-
 # ---------------------------------------------------------------- encoder actors
 class RayEncoderActor:
     """One ``E5VEncoder`` per Ray actor (per GPU): decodes images (no resizing), embeds, builds the points.
 
-    Points come from ``ingest._embed`` (the local engine's function), so vectors and payloads are identical; an item
+    Points come from ``pipeline.embed_points`` (as in the local engine), so vectors and payloads are identical; an item
     the encoder refuses (a corrupt image…) becomes a ``skipped`` note for its file. Subclass to add hooks.
 
     Args:
@@ -350,10 +337,6 @@ class RayEncoderActor:
         self.max_pixels = encoder_config.max_image_pixels
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from .ingest import FileWork, _embed
-        from .media import load_image
-        from .sources import Item
-
         out: dict[str, list] = {name: [] for name in POINT_SCHEMA.names}
 
         def add(**values):
@@ -366,27 +349,19 @@ class RayEncoderActor:
             skipped.append((source, reason))
 
         works: dict[str, FileWork] = {}
-        pending = []
         for row in batch.to_pylist():
             if row["id"] is None:
                 add(note=row["note"])
                 continue
             source = row["source"]
-            work = works.setdefault(source, FileWork(source, "new", [], set()))
-            if work.failed:
-                continue
-            content = row["text"]
-            if row["modality"] == "image":
-                try:
-                    content = load_image(row["data"], max_pixels=self.max_pixels, name=source)
-                except E5VImageError as exc:
-                    work.failed = True
-                    skip(source, exc.reason)
-                    continue
+            content = row["data"] if row["modality"] == "image" else row["text"]
             item = Item(row["id"], row["modality"], content, json.loads(row["payload"]))
-            work.items.append(item)
-            pending.append((work, item))
-        for point in _embed(self.encoder, pending, self.fingerprint_id, skip):
+            works.setdefault(source, FileWork(source, "new", [], set())).items.append(item)
+        pending = []
+        for work in works.values():
+            if decode_images(work, self.max_pixels, skip):
+                pending.extend((work, item) for item in work.items)
+        for point in embed_points(self.encoder, pending, self.fingerprint_id, skip):
             vector = np.asarray(point.vector[VECTOR_NAME], dtype=np.float32)
             add(id=str(point.id), vector=vector.tobytes(), payload=json.dumps(point.payload, ensure_ascii=False))
         for source, reason in skipped:
@@ -444,15 +419,12 @@ def ingest_ray(
         embedder_class: the actor class (a ``RayEncoderActor`` subclass to add per-batch hooks).
 
     Returns:
-        The run's ``ingest.IngestReport`` (same counts as the local engine).
+        The run's ``pipeline.IngestReport`` (same counts as the local engine).
 
     Raises:
         CollectionMismatchError: the collection serves another model.
         StoreError: Qdrant failed permanently (the Ray job fails; re-running resumes).
     """
-    from .ingest import IngestReport, _under
-    from .sources import SkippedInput, discover
-
     started = time.perf_counter()
     _init_ray(config)
     context = ray.data.DataContext.get_current()
@@ -508,9 +480,8 @@ def ingest_ray(
                 if n["stale"]:
                     report.points_deleted += store.delete(physical, n["stale"])
         if config.sync:
-            roots = [os.path.abspath(os.fspath(p)) for p in config.paths]
             seen = set(files) | {s.source for s in report.skipped_inputs}
-            for source in sorted(s for s in stored if _under(s, roots) and s not in seen and not os.path.exists(s)):
+            for source in vanished_sources(stored, config.paths, seen):
                 report.points_deleted += store.delete(physical, sorted(stored[source]))
                 report.deleted += 1
         report.skipped = len(report.skipped_inputs)

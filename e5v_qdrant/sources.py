@@ -39,6 +39,7 @@ __all__ = [
     "PDF_SUFFIXES",
     "IMAGE_SUFFIXES",
     "discover",
+    "kind_of",
     "read_source",
     "html_to_text",
     "content_hash",
@@ -105,7 +106,8 @@ def content_hash(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _kind(path: str) -> str | None:
+def kind_of(path: str) -> str | None:
+    """The kind of file ``path`` names by its extension: ``text``, ``pdf``, ``image``, or ``None`` (unsupported)."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix in TEXT_SUFFIXES:
         return "text"
@@ -207,7 +209,7 @@ def _classify_file(path: str) -> SourceFile | SkippedInput:
         return SkippedInput(path, "is a folder")
     if not stat.S_ISREG(st.st_mode):
         return SkippedInput(path, "not a regular file (fifo, socket or device); cannot be read as a document")
-    kind = _kind(path)
+    kind = kind_of(path)
     if kind is None:
         ext = os.path.splitext(path)[1] or "(no extension)"
         return SkippedInput(path, f"unsupported file type {ext}; supported: {_supported_list()}")
