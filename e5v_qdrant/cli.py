@@ -263,10 +263,14 @@ def _add_ingest(sub) -> Callable:
         help="embed folders of documents and images into a Qdrant collection (idempotent, resumable)",
         description="Embed files into COLLECTION. Text: .txt .md .markdown .rst .html .htm (and .pdf with the optional "
         "extra: pip install 'e5v-qdrant[pdf]'), chunked with LlamaIndex's SentenceSplitter; images: .jpg .jpeg .png "
-        ".webp .gif .bmp .tif .tiff. Re-running skips unchanged files, replaces the chunks of changed ones, and with "
-        "--sync removes files that vanished. Bad inputs are skipped and listed. "
+        ".webp .gif .bmp .tif .tiff. Compressed text (.gz .bz2 .xz) is read, files without a type extension (README, "
+        "copyright) are ingested when they hold UTF-8 text. Re-running skips unchanged files without opening them "
+        "(same size, mtime and inode; --verify re-reads all), replaces the chunks of changed ones, with --sync removes "
+        "files that vanished, and loads the model only if something needs embedding. A file that cannot be read is "
+        "skipped and listed, the run goes on. "
         + _STORE_HELP
-        + " Exit status: 0 all ingested, 1 some inputs skipped, 2 usage/config/store error.",
+        + " Exit status: 0 every supported file ingested (unsupported types are ignored and counted), 1 some "
+        "supported files failed, 2 usage/config/store error.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     add_arguments(p, IngestConfig, group="ingest")
@@ -285,9 +289,10 @@ def _add_ingest(sub) -> Callable:
 
 def _run_ingest(args) -> int:
     from .config import IngestConfig
-    from .ingest import ingest
+    from .ingest import check_paths, ingest
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
+    check_paths(config.paths)  # before the store folder or the model is touched
     with _store_from(args) as store:  # the model loads in `ingest` (or on the Ray workers), only when needed
         report = ingest(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
     data = report.to_dict()
@@ -297,24 +302,7 @@ def _run_ingest(args) -> int:
     if args.json:
         _print_json(data)
     else:
-        counts = data["counts"]
-        print(
-            f"collection {report.collection} -> {report.physical_collection} (model fingerprint {report.model_fingerprint})"
-        )
-        print(
-            "files: "
-            + ", ".join(
-                f"{k} {counts[k]}" for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped")
-            )
-        )
-        print(
-            f"points: embedded {counts['embedded']}, written {counts['points_written']}, deleted {counts['points_deleted']}"
-            f" in {data['seconds']:.1f}s"
-        )
-        for w in data["warnings"]:
-            print(f"warning: {w['source']}: {w['warning']}")
-        for s in data["skipped_inputs"]:
-            print(f"skipped: {s['source']}: {s['reason']}")
+        print(report.summary())
     return report.exit_code
 
 

@@ -25,11 +25,21 @@ import time
 from collections.abc import Callable
 
 from .config import EncoderConfig, IngestConfig
-from .pipeline import FileWork, IngestReport, decode_images, embed_points, plan, vanished_sources
-from .sources import Chunker, Item, SkippedInput, discover, read_source
+from .errors import E5VInputError
+from .pipeline import (
+    FileWork,
+    IngestReport,
+    decode_images,
+    embed_points,
+    plan_file,
+    restamp,
+    stored_index,
+    vanished_sources,
+)
+from .sources import Chunker, Item, SkippedInput, discover
 from .store import QdrantStore
 
-__all__ = ["IngestReport", "ingest"]
+__all__ = ["IngestReport", "ingest", "check_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,37 +105,40 @@ def ingest(
     its config and fingerprint). With ``config.bulk_load`` on a server, HNSW building is deferred for the run
     (``store.bulk_load``) and restored after, even on failure.
     """
+    check_paths(config.paths)
     if config.engine == "ray":
         from .ray_engine import ingest_ray
 
         if isinstance(encoder, EncoderConfig):  # the model is loaded on the Ray workers only
             return ingest_ray(config, encoder, store, progress=progress)
         return ingest_ray(config, encoder.config, store, encoder=encoder, progress=progress)
-    if isinstance(encoder, EncoderConfig):
-        from .encoder import E5VEncoder
-
-        encoder = E5VEncoder(config=encoder)
+    model = _Model(encoder)
     if config.bulk_load and store.is_server:
         import dataclasses
 
         from .store import bulk_load
 
-        with bulk_load(store, store.ensure_collection(config.collection, encoder)):
+        with bulk_load(store, store.ensure_collection(config.collection, model.get())):
             return ingest(
-                dataclasses.replace(config, bulk_load=False), encoder, store, progress=progress, on_file=on_file
+                dataclasses.replace(config, bulk_load=False), model.get(), store, progress=progress, on_file=on_file
             )
 
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     report = IngestReport(collection=config.collection)
-    physical = store.ensure_collection(config.collection, encoder)
-    fingerprint_id = encoder.fingerprint["id"]
-    report.physical_collection, report.model_fingerprint = physical, fingerprint_id
-    stored = store.source_index(physical)
-    chunker = Chunker(config.chunk_size, config.chunk_overlap)
-    max_pixels = encoder.config.max_image_pixels
-    batch = max(store.config.write_batch_size, encoder.config.batch_size)
+    physical = store.resolve(config.collection)
+    if physical is not None:
+        stamp = store.stamp(physical)
+        if model.loaded or not _same_encoder_options(stamp, model.config):
+            store.check_compatible(config.collection, physical, model.get())  # refuses another model up front
+        report.physical_collection = physical
+        report.model_fingerprint = (stamp.fingerprint.get("id") if stamp else None) or ""
+    stored = stored_index(store, physical) if physical is not None else {}
+    target = {"physical": physical, "ensured": False}  # ensured (created, checked) when the first file is to embed
+    chunker = Chunker(config.chunk_size, config.chunk_overlap, time_budget=config.chunk_time_budget)
+    max_pixels = model.config.max_image_pixels
+    batch = max(store.config.write_batch_size, model.config.batch_size)
     disable = None if progress is None else not progress
     write_delay = float(os.environ.get(WRITE_DELAY_ENV) or 0)
 
@@ -136,51 +149,65 @@ def ingest(
     write_q: queue.Queue = queue.Queue(maxsize=config.queue_size)
     discovered_sources: set[str] = set()
     file_bar = tqdm(desc="files", unit="file", disable=disable, dynamic_ncols=True, position=0)
-    item_bar = tqdm(desc="embedded", unit="item", disable=disable, dynamic_ncols=True, position=1)
+    item_bar = tqdm(desc="embedded", unit="item", total=0, disable=disable, dynamic_ncols=True, position=1)
 
-    def skip(source: str, reason: str) -> None:
+    def skip(source: str, reason: str, outcome: str = "failed") -> None:
         with lock:
-            report.skipped_inputs.append(SkippedInput(source, reason))
+            report.skipped_inputs.append(SkippedInput(source, reason, outcome))
             report.skipped += 1
-        logger.info("skipped %s: %s", source, reason)
+        logger.info("%s %s: %s", outcome, source, reason)
         if on_file:
             on_file(source, "skipped")
 
-    # ---------------------------------------------------------- stage 1: read, compare, decode
+    def counted(source: str, status: str) -> None:
+        with lock:
+            setattr(report, status, getattr(report, status) + 1)
+        if on_file:
+            on_file(source, status)
+
+    # ---------------------------------------------------------- stage 1: discover, plan (read, chunk, compare), decode
     def reader() -> None:
+        current = None
         try:
-            for entry in discover(config.paths, follow_symlinks=config.follow_symlinks):
+            entries = []
+            for entry in discover(
+                config.paths, follow_symlinks=config.follow_symlinks, include=config.include, exclude=config.exclude
+            ):
+                if isinstance(entry, SkippedInput):
+                    skip(entry.source, entry.reason, entry.outcome)
+                else:
+                    entries.append(entry)
+            report.discovered = len(entries)
+            file_bar.reset(total=len(entries))
+            for entry in entries:
                 if stop.is_set():
                     return
-                if isinstance(entry, SkippedInput):
-                    skip(entry.source, entry.reason)
-                    continue
+                current = entry.source
                 discovered_sources.add(entry.source)
-                with lock:
-                    report.discovered += 1
-                doc = read_source(entry, chunker)
+                work = plan_file(entry, chunker, stored.get(entry.source, {}), verify=config.verify)
                 file_bar.update(1)
-                if isinstance(doc, SkippedInput):
-                    skip(doc.source, doc.reason)
+                if isinstance(work, SkippedInput):
+                    skip(work.source, work.reason, work.outcome)
                     continue
-                for warning in doc.warnings:
+                for warning in work.warnings:
                     with lock:
-                        report.warnings.append({"source": doc.source, "warning": warning})
-                    logger.warning("%s: %s", doc.source, warning)
-                work = plan(doc, stored.get(doc.source, set()))
-                if work is None:
-                    with lock:
-                        report.unchanged += 1
-                    if on_file:
-                        on_file(doc.source, "unchanged")
+                        report.warnings.append({"source": work.source, "warning": warning})
+                    logger.info("%s: %s", work.source, warning)
+                if work.status == "unchanged" and not work.restamp_ids:
+                    counted(work.source, "unchanged")
                     continue
                 if not decode_images(work, max_pixels, skip):
                     continue
+                with lock:
+                    item_bar.total += len(work.items)
                 _put(work_q, work, stop)
+            current = None
             _put(work_q, _DONE, stop)
         except _Stop:
             return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            if current is not None:
+                exc.add_note(f"(e5v-qdrant ingest was processing {current})")
             errors.append(exc)
             stop.set()
 
@@ -195,21 +222,20 @@ def ingest(
                 if kind == "points":
                     if write_delay:
                         time.sleep(write_delay)  # test hook: lets crash tests kill the process mid-run
-                    written = store.upsert(physical, payload)
+                    written = store.upsert(target["physical"], payload)
                     with lock:
                         report.points_written += written
-                else:  # a file's points are all written: now drop its stale ones
+                else:  # a file's points are all written: re-stamp the kept ones, then drop its stale ones
                     work: FileWork = payload
                     if work.failed:
                         continue
+                    if work.restamp_ids:
+                        restamp(store, target["physical"], work.restamp_ids, work.file_stat, work.source)
                     if work.stale_ids:
-                        deleted = store.delete(physical, sorted(work.stale_ids))
+                        deleted = store.delete(target["physical"], sorted(work.stale_ids))
                         with lock:
                             report.points_deleted += deleted
-                    with lock:
-                        setattr(report, work.status, getattr(report, work.status) + 1)
-                    if on_file:
-                        on_file(work.source, work.status)
+                    counted(work.source, work.status)
         except _Stop:
             return
         except BaseException as exc:  # noqa: BLE001
@@ -229,7 +255,7 @@ def ingest(
 
     def flush() -> None:
         if pending:
-            points = embed_points(encoder, pending, fingerprint_id, skip)
+            points = embed_points(model.get(), pending, model.fingerprint_id, skip)
             with lock:
                 report.embedded += len(points)
             item_bar.update(len(pending))
@@ -245,6 +271,10 @@ def ingest(
             work = _get(work_q, stop)
             if work is _DONE:
                 break
+            if work.items and not target["ensured"]:  # the first file to embed: load the model, ensure the collection
+                target["physical"] = store.ensure_collection(config.collection, model.get())
+                target["ensured"] = True
+                report.physical_collection, report.model_fingerprint = target["physical"], model.fingerprint_id
             for item in work.items:
                 pending.append((work, item))
                 if len(pending) >= batch:
@@ -256,7 +286,7 @@ def ingest(
         if config.sync:
             seen = discovered_sources | {s.source for s in report.skipped_inputs}
             for source in vanished_sources(stored, config.paths, seen):
-                _put(write_q, ("file", FileWork(source, "deleted", [], stored[source])), stop)
+                _put(write_q, ("file", FileWork(source, "deleted", [], set(stored[source]))), stop)
         _put(write_q, _DONE, stop)
     except _Stop:
         pass
@@ -270,5 +300,52 @@ def ingest(
         item_bar.close()
     if errors:
         raise errors[0]
+    report.model_loaded = model.loaded
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _same_encoder_options(stamp, config: EncoderConfig) -> bool:
+    """Whether ``config`` repeats the encoder options recorded in a collection's stamp (then the model is loaded only
+    if something needs embedding; otherwise it is loaded at once so that ``check_compatible`` can judge)."""
+    return (
+        stamp is not None
+        and bool(stamp.encoder)
+        and all(getattr(config, key, None) == value for key, value in stamp.encoder.items())
+    )
+
+
+class _Model:
+    """The encoder of a run, loaded on first use when given as an ``EncoderConfig``."""
+
+    def __init__(self, encoder):
+        self._encoder = None if isinstance(encoder, EncoderConfig) else encoder
+        self.config = encoder if isinstance(encoder, EncoderConfig) else encoder.config
+        self.loaded = self._encoder is not None
+
+    def get(self):
+        if self._encoder is None:
+            from .encoder import E5VEncoder
+
+            self._encoder = E5VEncoder(config=self.config)
+            self.loaded = True
+        return self._encoder
+
+    @property
+    def fingerprint_id(self) -> str:
+        return self.get().fingerprint["id"]
+
+
+def check_paths(paths) -> None:
+    """Refuse a run whose input paths do not exist, before anything is loaded or created.
+
+    Raises:
+        E5VInputError: naming every missing path.
+    """
+    if not paths:
+        raise E5VInputError("paths", "nothing to ingest: give one or more files or folders")
+    missing = [os.fspath(p) for p in paths if not os.path.lexists(os.fspath(p))]
+    if missing:
+        raise E5VInputError(
+            ", ".join(missing), "no such file or folder (check the path; nothing was loaded or written)"
+        )

@@ -41,8 +41,19 @@ import numpy as np
 
 from .config import EncoderConfig, IngestConfig, StoreConfig
 from .errors import E5VConfigError
-from .pipeline import FileWork, IngestReport, decode_images, embed_points, make_point, plan, vanished_sources
-from .sources import Chunker, Item, SkippedInput, SourceFile, discover, kind_of, read_source
+from .pipeline import (
+    FileWork,
+    IngestReport,
+    decode_images,
+    embed_points,
+    is_unchanged,
+    make_point,
+    plan_file,
+    restamp,
+    stored_index,
+    vanished_sources,
+)
+from .sources import Chunker, Item, SkippedInput, SourceFile, discover, kind_of
 from .store import VECTOR_NAME, QdrantStore, StoreError, bulk_load
 
 try:
@@ -249,10 +260,10 @@ class QdrantDatasink(Datasink[dict]):
 _WORKER_CACHE: dict[Any, Any] = {}
 
 
-def _chunker(chunk_size: int, chunk_overlap: int):
-    key = ("chunker", chunk_size, chunk_overlap)
+def _chunker(chunk_size: int, chunk_overlap: int, time_budget: float):
+    key = ("chunker", chunk_size, chunk_overlap, time_budget)
     if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = Chunker(chunk_size, chunk_overlap)
+        _WORKER_CACHE[key] = Chunker(chunk_size, chunk_overlap, time_budget=time_budget)
     return _WORKER_CACHE[key]
 
 
@@ -270,15 +281,15 @@ def _note(**fields: Any) -> str:
     return json.dumps(fields, ensure_ascii=False)
 
 
-def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: list) -> pa.Table:
+def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: list, time_budget: float = 30.0):
     """Ray task: files (``bytes``, ``path``) → rows of items that need embedding, and one note per file.
 
-    Uses ``sources.read_source`` (decode text, strip HTML, chunk, hash, ids, payloads) and ``pipeline.plan`` (compare
-    with the stored ids), exactly as the local engine does.
+    Uses ``pipeline.plan_file`` (read, decompress, strip HTML, chunk, hash, ids, payloads, compare with the stored
+    ids; any exception skips only its file), exactly as the local engine does.
     """
-
-    chunker = _chunker(chunk_size, chunk_overlap)
-    index = _stored_index(stored)
+    chunker = _chunker(chunk_size, chunk_overlap, time_budget)
+    shared = _stored_index(stored)
+    index, entries = shared["index"], shared["entries"]
     rows: dict[str, list] = {name: [] for name in PLAN_SCHEMA.names}
 
     def add(**values):
@@ -287,18 +298,21 @@ def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: 
 
     for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist(), strict=True):
         source = path  # read_binary_files gives back the absolute paths discover() produced
-        doc = read_source(SourceFile(source, kind_of(source) or "text"), chunker, data=data)
-        if isinstance(doc, SkippedInput):
-            add(source=source, note=_note(source=source, status="skipped", reason=doc.reason))
+        entry = entries.get(source) or SourceFile(source, kind_of(source) or "sniff")
+        work = plan_file(entry, chunker, index.get(source, {}), verify=True, data=data)  # the driver checked stats
+        if isinstance(work, SkippedInput):
+            note = _note(source=source, status="skipped", reason=work.reason, outcome=work.outcome)
+            add(source=source, note=note)
             continue
-        work = plan(doc, index.get(source, set()))
-        if work is None:
-            add(source=source, note=_note(source=source, status="unchanged", warnings=doc.warnings))
-            continue
-        add(
+        note = _note(
             source=source,
-            note=_note(source=source, status=work.status, stale=sorted(work.stale_ids), warnings=doc.warnings),
+            status=work.status,
+            stale=sorted(work.stale_ids),
+            restamp=sorted(work.restamp_ids),
+            file_stat=work.file_stat,
+            warnings=work.warnings,
         )
+        add(source=source, note=note)
         for item in work.items:
             add(
                 id=item.id,
@@ -449,38 +463,43 @@ def ingest_ray(
         physical = store.ensure_collection(config.collection, encoder)
         fingerprint_id = encoder.fingerprint["id"]
         report.physical_collection, report.model_fingerprint = physical, fingerprint_id
-        stored = store.source_index(physical)
+        stored = stored_index(store, physical)
+        chunker = Chunker(config.chunk_size, config.chunk_overlap)
 
-        files: list[str] = []
-        for entry in discover(config.paths, follow_symlinks=config.follow_symlinks):
+        files: list[SourceFile] = []
+        for entry in discover(
+            config.paths, follow_symlinks=config.follow_symlinks, include=config.include, exclude=config.exclude
+        ):
             if isinstance(entry, SkippedInput):
                 report.skipped_inputs.append(entry)
             else:
-                files.append(entry.source)
+                files.append(entry)
         report.discovered = len(files)
+        todo = [f for f in files if config.verify or not is_unchanged(f, chunker, stored.get(f.source, {}))]
+        report.unchanged = len(files) - len(todo)
 
         sink = QdrantDatasink(physical, store.config, client=None if store.is_server else store.client)
-        if files:
+        if todo:
             with bulk_load(store, physical, enabled=config.bulk_load):
-                _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprint_id, gpus, embedder_class)
+                _run_pipeline(config, encoder_config, store, sink, todo, stored, fingerprint_id, gpus, embedder_class)
 
-        # ------------------------------------------------------ driver: outcomes, stale deletes, sync
+        # ------------------------------------------------------ driver: outcomes, re-stamps, stale deletes, sync
         notes = sink.result["notes"]
-        skipped = {n["source"]: n["reason"] for n in notes if n["status"] == "skipped"}
+        skipped = {n["source"]: n for n in notes if n["status"] == "skipped"}
         report.embedded = report.points_written = sink.result["points"]
-        for source, reason in sorted(skipped.items()):
-            report.skipped_inputs.append(SkippedInput(source, reason))
+        for source, n in sorted(skipped.items()):
+            report.skipped_inputs.append(SkippedInput(source, n["reason"], n.get("outcome", "failed")))
         for n in notes:
             for warning in n.get("warnings") or ():
                 report.warnings.append({"source": n["source"], "warning": warning})
-            if n["status"] == "unchanged":
-                report.unchanged += 1
-            elif n["status"] in ("new", "replaced") and n["source"] not in skipped:
+            if n["status"] in ("new", "replaced", "unchanged") and n["source"] not in skipped:
                 setattr(report, n["status"], getattr(report, n["status"]) + 1)
-                if n["stale"]:
+                if n.get("restamp"):
+                    restamp(store, physical, n["restamp"], n["file_stat"], n["source"])
+                if n.get("stale"):
                     report.points_deleted += store.delete(physical, n["stale"])
         if config.sync:
-            seen = set(files) | {s.source for s in report.skipped_inputs}
+            seen = {f.source for f in files} | {s.source for s in report.skipped_inputs}
             for source in vanished_sources(stored, config.paths, seen):
                 report.points_deleted += store.delete(physical, sorted(stored[source]))
                 report.deleted += 1
@@ -493,8 +512,8 @@ def ingest_ray(
 
 
 def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprint_id, gpus, embedder_class) -> None:
-    stored_ref = ray.put(stored)
-    paths = sorted(files)
+    stored_ref = ray.put({"index": stored, "entries": {f.source: f for f in files}})
+    paths = sorted(f.source for f in files)
     ds = ray.data.read_binary_files(paths, include_paths=True)  # Ray sizes the read tasks and blocks
     ds = ds.map_batches(
         plan_files,
@@ -505,6 +524,7 @@ def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprin
         fn_kwargs={
             "chunk_size": config.chunk_size,
             "chunk_overlap": config.chunk_overlap,
+            "time_budget": config.chunk_time_budget,
             "stored": [stored_ref],  # wrapped: the task fetches (and caches) it itself
         },
     )
