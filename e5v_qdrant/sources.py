@@ -576,11 +576,9 @@ def read_source(entry: SourceFile, chunker: Chunker, data: bytes | None = None) 
 
 
 def _decompress(data: bytes, compression: str) -> bytes:
-    import contextlib
-
-    opener = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}[compression]
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[compression]
     try:
-        with contextlib.closing(opener(fileobj=io.BytesIO(data))) as fh:  # type: ignore[call-arg]
+        with opener(io.BytesIO(data), "rb") as fh:
             out = fh.read(MAX_TEXT_BYTES + 1)
     except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
         raise _Skip(f"cannot decompress {compression}: {exc.__class__.__name__}: {exc}") from exc
