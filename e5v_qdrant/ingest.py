@@ -27,6 +27,7 @@ from collections.abc import Callable
 from .config import EncoderConfig, IngestConfig
 from .errors import E5VInputError
 from .pipeline import (
+    EncoderFacts,
     FileWork,
     IngestReport,
     decode_images,
@@ -130,8 +131,7 @@ def ingest(
     physical = store.resolve(config.collection)
     if physical is not None:
         stamp = store.stamp(physical)
-        if model.loaded or not _same_encoder_options(stamp, model.config):
-            store.check_compatible(config.collection, physical, model.get())  # refuses another model up front
+        store.check_compatible(config.collection, physical, model.facts())  # another model is refused up front
         report.physical_collection = physical
         report.model_fingerprint = (stamp.fingerprint.get("id") if stamp else None) or ""
     stored = stored_index(store, physical) if physical is not None else {}
@@ -305,16 +305,6 @@ def ingest(
     return report
 
 
-def _same_encoder_options(stamp, config: EncoderConfig) -> bool:
-    """Whether ``config`` repeats the encoder options recorded in a collection's stamp (then the model is loaded only
-    if something needs embedding; otherwise it is loaded at once so that ``check_compatible`` can judge)."""
-    return (
-        stamp is not None
-        and bool(stamp.encoder)
-        and all(getattr(config, key, None) == value for key, value in stamp.encoder.items())
-    )
-
-
 class _Model:
     """The encoder of a run, loaded on first use when given as an ``EncoderConfig``."""
 
@@ -322,6 +312,15 @@ class _Model:
         self._encoder = None if isinstance(encoder, EncoderConfig) else encoder
         self.config = encoder if isinstance(encoder, EncoderConfig) else encoder.config
         self.loaded = self._encoder is not None
+        self._facts = None
+
+    def facts(self):
+        """The loaded encoder, or its ``EncoderFacts`` (fingerprint and size without loading weights)."""
+        if self._encoder is None:
+            if self._facts is None:
+                self._facts = EncoderFacts.of(self.config)
+            return self._facts
+        return self._encoder
 
     def get(self):
         if self._encoder is None:

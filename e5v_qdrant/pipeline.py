@@ -30,6 +30,7 @@ from .sources import Chunker, Document, Item, SkippedInput, SourceFile, read_sou
 from .store import VECTOR_NAME
 
 __all__ = [
+    "EncoderFacts",
     "FileWork",
     "IngestReport",
     "plan",
@@ -47,6 +48,23 @@ __all__ = [
 
 #: ``skip(source, reason)``: how a stage reports a file it gives up on.
 Skip = Callable[[str, str], None]
+
+
+class EncoderFacts:
+    """What a store needs of an encoder that is not loaded (yet): its config, fingerprint and dimension.
+
+    ``EncoderFacts.of(config)`` computes them with ``identity.fingerprint`` — no weights are read — so a run can create
+    or check its collection, and decide whether anything needs embedding, before paying for a model load.
+    """
+
+    def __init__(self, config, fingerprint: dict[str, Any]):
+        self.config, self.fingerprint, self.dim = config, fingerprint, int(fingerprint["dim"])
+
+    @classmethod
+    def of(cls, config) -> EncoderFacts:
+        from .identity import fingerprint
+
+        return cls(config, fingerprint(config))
 
 
 #: source → {point id: the ``file_stat`` payload it was written with (``None`` if written without)}.

@@ -42,6 +42,7 @@ import numpy as np
 from .config import EncoderConfig, IngestConfig, StoreConfig
 from .errors import E5VConfigError
 from .pipeline import (
+    EncoderFacts,
     FileWork,
     IngestReport,
     decode_images,
@@ -383,21 +384,6 @@ class RayEncoderActor:
         return pa.Table.from_pydict(out, schema=POINT_SCHEMA)
 
 
-@ray.remote
-def _encoder_facts(encoder_config: EncoderConfig) -> dict[str, Any]:
-    from .encoder import E5VEncoder
-
-    encoder = E5VEncoder(config=encoder_config)
-    return {"fingerprint": encoder.fingerprint, "dim": encoder.dim}
-
-
-class _EncoderFacts:
-    """What the driver needs of an encoder it does not load itself (fingerprint, dim, config)."""
-
-    def __init__(self, config: EncoderConfig, fingerprint: dict[str, Any], dim: int):
-        self.config, self.fingerprint, self.dim = config, fingerprint, dim
-
-
 # ---------------------------------------------------------------- the driver
 def _init_ray(config: IngestConfig) -> None:
     if ray.is_initialized():
@@ -428,7 +414,8 @@ def ingest_ray(
         encoder_config: how each actor loads the model (every node must be able to read ``encoder_config.model``).
         store: an open ``QdrantStore`` or a ``StoreConfig`` to open one.
         encoder: an already loaded encoder on the driver, only used for its fingerprint and dimension (by default
-            one Ray task with the replicas' resources loads the model once to learn them).
+            ``identity.fingerprint`` computes them on the driver from the checkpoint's config files, no weights: the
+            driver must be able to read ``encoder_config.model`` too; each actor checks its loaded model matches).
         progress: Ray Data progress bars (``None`` = only on a terminal).
         embedder_class: the actor class (a ``RayEncoderActor`` subclass to add per-batch hooks).
 
@@ -449,16 +436,14 @@ def ingest_ray(
         gpus = config.gpus_per_replica
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        remote_resources = {"num_gpus": gpus} if gpus else {"num_cpus": 1}
         cpus = ray.cluster_resources().get("CPU", 0)
         if not gpus and config.replicas >= cpus:
             raise E5VConfigError(
                 f"{config.replicas} CPU encoder replicas would take all {cpus:g} CPUs of the Ray cluster and starve the "
                 f"read and chunk tasks: use --replicas {max(1, int(cpus) - 1)} or fewer (or GPUs: --gpus-per-replica 1)"
             )
-        if encoder is None:
-            facts = ray.get(_encoder_facts.options(**remote_resources).remote(encoder_config))
-            encoder = _EncoderFacts(encoder_config, facts["fingerprint"], facts["dim"])
+        if encoder is None:  # fingerprint and size from the config files; the model loads on the actors only
+            encoder = EncoderFacts.of(encoder_config)
         report = IngestReport(collection=config.collection)
         physical = store.ensure_collection(config.collection, encoder)
         fingerprint_id = encoder.fingerprint["id"]
