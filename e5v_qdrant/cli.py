@@ -1,6 +1,6 @@
 """The ``e5v-qdrant`` command line: argument parsing, progress display and exit codes only.
 
-Exit status: 0 success; 1 finished, but some inputs were skipped; 2 usage, configuration or permanent error.
+Exit status: 0 success; 1 finished, but some supported inputs failed; 2 usage, configuration or permanent error.
 Each subcommand is a ``_add_<name>`` (its options, built from the config dataclasses) and a ``_run_<name>``.
 """
 
