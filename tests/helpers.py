@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from qdrant_client import QdrantClient
 
 from e5v_qdrant.cli import main
+from e5v_qdrant.store import VECTOR_NAME
 from e5v_qdrant.testing import draw_image
 
 TEXTS = {
@@ -86,13 +88,16 @@ def run_ingest(paths, qd, model, *extra):
 
 
 def points_of(qd, name="docs", vectors=False) -> dict:
+    """Point id → payload (or (payload, float64 vector) with ``vectors``) of collection ``name`` in the store ``qd``."""
     client = QdrantClient(path=str(qd))
     try:
         out, offset = {}, None
         while True:
             records, offset = client.scroll(name, limit=256, offset=offset, with_payload=True, with_vectors=vectors)
             for r in records:
-                out[str(r.id)] = (r.payload, r.vector["text-dense"]) if vectors else r.payload
+                out[str(r.id)] = (
+                    (r.payload, np.asarray(r.vector[VECTOR_NAME], dtype=np.float64)) if vectors else r.payload
+                )
             if offset is None:
                 return out
     finally:
