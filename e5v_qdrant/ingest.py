@@ -1,18 +1,23 @@
-"""The ingestion pipeline: files → items → E5-V vectors → Qdrant, idempotent, resumable and bad-input safe.
+"""The local ingestion engine: files → items → E5-V vectors → Qdrant, idempotent, resumable and bad-input safe.
 
-Per file, the ids a clean run would store are computed from its current content (ids are deterministic), then
-compared with the ids stored for that source:
+Per file (``pipeline.plan_file``), a file whose stat (size, mtime, inode) and chunking equal what its stored points
+record is *unchanged* without being opened; otherwise the ids a clean run would store are computed from its current
+content (ids are deterministic) and compared with the ids stored for that source:
 
-- equal sets → *unchanged*: nothing is embedded or written;
+- equal sets → *unchanged*: nothing is embedded or written (kept points are re-stamped with the new stat);
 - otherwise only the missing ids are embedded and upserted, and **after** they are written the stored ids the file
   no longer yields are deleted (*new* / *replaced*);
 - with ``sync``, points of sources under the given folders that no longer exist are deleted (*deleted*).
 
 Because every decision is "make the stored id set equal the expected one" and writes go new-before-stale, a run
-killed at any moment and re-run converges to exactly the point set of a clean run.
+killed at any moment and re-run converges to exactly the point set of a clean run. Any exception while reading,
+chunking, decoding or embedding one file skips that file only (``failed`` in the report).
 
-Three stages overlap through bounded queues (memory stays flat): a reader thread (discover, read, chunk, hash,
-compare, decode images), the embedding loop in the calling thread, and a writer thread (retried upserts, deletes).
+The model is loaded (and the collection created) only when the first file needs embedding; an existing collection is
+checked against the model's fingerprint (``identity.fingerprint``, no weights) before anything is read.
+
+Three stages overlap through bounded queues (memory stays flat): a reader thread (discover, plan, decode images),
+the embedding loop in the calling thread, and a writer thread (retried upserts, re-stamps, deletes).
 """
 
 from __future__ import annotations
