@@ -445,10 +445,12 @@ def ingest_ray(
         if encoder is None:  # fingerprint and size from the config files; the model loads on the actors only
             encoder = EncoderFacts.of(encoder_config)
         report = IngestReport(collection=config.collection)
-        physical = store.ensure_collection(config.collection, encoder)
         fingerprint_id = encoder.fingerprint["id"]
-        report.physical_collection, report.model_fingerprint = physical, fingerprint_id
-        stored = stored_index(store, physical)
+        physical = store.resolve(config.collection)
+        if physical is not None:
+            store.check_compatible(config.collection, physical, encoder)
+            report.physical_collection, report.model_fingerprint = physical, fingerprint_id
+        stored = stored_index(store, physical) if physical is not None else {}
         chunker = Chunker(config.chunk_size, config.chunk_overlap)
 
         files: list[SourceFile] = []
@@ -463,15 +465,19 @@ def ingest_ray(
         todo = [f for f in files if config.verify or not is_unchanged(f, chunker, stored.get(f.source, {}))]
         report.unchanged = len(files) - len(todo)
 
-        sink = QdrantDatasink(physical, store.config, client=None if store.is_server else store.client)
-        if todo:
+        result: dict[str, Any] = {"points": 0, "notes": []}
+        if todo:  # files whose stat changed: the collection is created (if new) only now
+            physical = store.ensure_collection(config.collection, encoder)
+            report.physical_collection, report.model_fingerprint = physical, fingerprint_id
+            sink = QdrantDatasink(physical, store.config, client=None if store.is_server else store.client)
             with bulk_load(store, physical, enabled=config.bulk_load):
                 _run_pipeline(config, encoder_config, store, sink, todo, stored, fingerprint_id, gpus, embedder_class)
+            result = sink.result
 
         # ------------------------------------------------------ driver: outcomes, re-stamps, stale deletes, sync
-        notes = sink.result["notes"]
+        notes = result["notes"]
         skipped = {n["source"]: n for n in notes if n["status"] == "skipped"}
-        report.embedded = report.points_written = sink.result["points"]
+        report.embedded = report.points_written = result["points"]
         for source, n in sorted(skipped.items()):
             report.skipped_inputs.append(SkippedInput(source, n["reason"], n.get("outcome", "failed")))
         for n in notes:
