@@ -172,8 +172,8 @@ class IngestReport:
         for outcome in OUTCOMES:
             entries = [(s.source, s.reason) for s in self.skipped_inputs if s.outcome == outcome]
             lines += _grouped(outcome, entries, examples, reasons)
-        if any(s.reason.startswith("unsupported file type") for s in self.skipped_inputs):
-            lines.append(f"  supported: {supported_types()}")
+            if outcome == "ignored" and any(reason.startswith("unsupported file type") for _, reason in entries):
+                lines.append(f"  supported: {supported_types()}")
         lines += _grouped("warnings", [(w["source"], w["warning"]) for w in self.warnings], examples, reasons)
         return "\n".join(lines)
 
