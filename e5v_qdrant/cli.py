@@ -474,8 +474,10 @@ def _run_reingest(args) -> int:
     from .reingest import reingest
 
     given = vars(args)
-    if "model" not in given and "adapter" not in given:
-        raise E5VConfigError("give the new model: --adapter DIR (fine-tuned on the recorded model) or --model M")
+    if not {"model", "adapter", "image_layout"} & given.keys():
+        raise E5VConfigError(
+            "give the new model: --adapter DIR (fine-tuned on the recorded model), --model M or --image-layout L"
+        )
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .anyres import DEFAULT_LAYOUT, LAYOUTS
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -119,6 +120,15 @@ class EncoderConfig:
         "off for the Python API (it changes allocator settings of the whole host process)",
         cli_default=True,
     )
+    image_layout: str = option(
+        DEFAULT_LAYOUT,
+        help="how images become tokens: paper = the authors' environment (transformers 4.41.2), where every published "
+        "E5-V image number was measured; llava-next = today's transformers, the original LLaVA-NeXT code and vLLM. "
+        "They differ for images whose best anyres grid is non-square (3:2 photos such as 500x333, small squares, "
+        "documents, panoramas); a collection holds one layout",
+        choices=LAYOUTS,
+        vectors=True,
+    )
 
     def __post_init__(self):
         if self.dtype not in DTYPE_NAMES:
@@ -133,6 +143,8 @@ class EncoderConfig:
             raise E5VConfigError(f"preprocess_workers must be >= 0, got {self.preprocess_workers}")
         if not self.model:
             raise E5VConfigError("model must be a hub id or a local folder")
+        if self.image_layout not in LAYOUTS:
+            raise E5VConfigError(f"image_layout {self.image_layout!r} is not one of {LAYOUTS} (--image-layout)")
         if self.adapter is not None and not os.path.isdir(self.adapter):
             raise E5VConfigError(
                 f"adapter folder {self.adapter!r} does not exist (pass the --output folder of `e5v-qdrant finetune`)"

@@ -335,7 +335,7 @@ class QdrantStore:
         fingerprint = encoder.fingerprint
         remedy = (
             f"Ingest into a new collection (--collection OTHER_NAME), or move {name!r} to this model with "
-            f"`e5v-qdrant reingest --collection {name} --model/--adapter ...`."
+            f"`e5v-qdrant reingest --collection {name} --model/--adapter/--image-layout ...`."
         )
         if dim is not None and dim != encoder.dim:
             raise CollectionMismatchError(
