@@ -1,0 +1,381 @@
+"""The evaluation tasks: each embeds a data set through an ``E5VEncoder`` (the one ingestion uses) and returns an
+``EvalReport``; ``TASKS`` maps each task name to its reader, evaluator and help, and the CLI dispatches from it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .datasets import (
+    ComposedSet,
+    PairSet,
+    RetrievalSet,
+    TripletSet,
+    read_composed,
+    read_retrieval,
+    read_sts,
+    read_triplets,
+)
+from .metrics import median_rank, pearson, recall_at_k, retrieval_ranks, spearman
+from .qdrant import qdrant_ranks
+from .report import (
+    PAPER_RESULTS,
+    Clock,
+    EvalReport,
+    data_facts,
+    diagnose,
+    environment,
+    image_token_stats,
+    model_facts,
+    paper_key,
+    qdrant_section,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import StoreConfig
+    from ..encoder import E5VEncoder
+
+__all__ = [
+    "evaluate_retrieval",
+    "evaluate_composed",
+    "evaluate_sts",
+    "evaluate_triplets",
+    "TaskInput",
+    "EvalTask",
+    "TASKS",
+]
+
+
+def evaluate_retrieval(
+    encoder: E5VEncoder,
+    data: RetrievalSet,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    via_qdrant: bool = False,
+    store: StoreConfig | None = None,
+    show_progress: bool = False,
+    limited: bool = False,
+) -> EvalReport:
+    """Text→image and image→text recall@k, CLIP style.
+
+    Text→image: each caption is a query (``embed_queries``) whose one relevant candidate is its image. Image→text:
+    each image is a query whose relevant candidates are all of its captions (``embed_texts``); it is found at ``k`` if
+    any of them is in the top ``k``.
+
+    Args:
+        via_qdrant: also rank by exact search in a temporary Qdrant collection (see ``qdrant_ranks``) and report it
+            next to the in-memory numbers, with their difference.
+        store: where that collection lives (default: a temporary local-mode folder).
+        limited: the data is a subset (adds a warning).
+    """
+    clock = Clock()
+    t = time.perf_counter()
+    image_vecs = encoder.embed_images(data.images, show_progress=show_progress)
+    t = clock.lap("embed_images_s", t)
+    query_vecs = encoder.embed_queries(data.captions, show_progress=show_progress)
+    doc_vecs = (
+        encoder.embed_texts(data.captions, show_progress=show_progress)
+        if encoder.prompts.query is not None
+        else query_vecs
+    )
+    t = clock.lap("embed_texts_s", t)
+    t2i_rel = [[i] for i in data.caption_image]
+    i2t_rel: list[list[int]] = [[] for _ in data.images]
+    for j, i in enumerate(data.caption_image):
+        i2t_rel[i].append(j)
+    metrics = {}
+    for direction, queries, candidates, relevant in (
+        ("text_to_image", query_vecs, image_vecs, t2i_rel),
+        ("image_to_text", image_vecs, doc_vecs, i2t_rel),
+    ):
+        ranks = retrieval_ranks(queries, candidates, relevant)
+        metrics[direction] = {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
+    t = clock.lap("score_s", t)
+    warnings, notes = diagnose(encoder, "retrieval", limited=limited)
+    qdrant = None
+    if via_qdrant:
+        qm, facts = {}, {}
+        for direction, queries, candidates, relevant in (
+            ("text_to_image", query_vecs, image_vecs, t2i_rel),
+            ("image_to_text", image_vecs, doc_vecs, i2t_rel),
+        ):
+            ranks, facts[direction] = qdrant_ranks(queries, candidates, relevant, limit=max(ks), store=store)
+            qm[direction] = recall_at_k(ranks, ks)
+        qdrant = qdrant_section(metrics, qm, facts["text_to_image"], warnings)
+        t = clock.lap("qdrant_s", t)
+    tokens = image_token_stats(encoder, data.images)
+    clock.lap("image_token_count_s", t)
+    key = paper_key(data.dataset)
+    paper = PAPER_RESULTS.get(key) if key else None
+    counts = {"images": len(data.images), "captions": len(data.captions)}
+    if paper and data.split == "test" and not limited:
+        expected = {"flickr30k": 1000, "coco": 5000}[key]
+        if counts["images"] != expected:
+            warnings.append(f"{counts['images']} test images, but the paper's {paper['benchmark']} has {expected}")
+    elif paper and data.split != "test":
+        notes.append(f"split {data.split!r}: the paper reports the test split")
+    return EvalReport(
+        task="retrieval",
+        metrics=metrics,
+        model=model_facts(encoder),
+        data=data_facts(data.files, counts, dataset=data.dataset, split=data.split),
+        image_tokens=tokens,
+        timings=clock.total(),
+        warnings=warnings,
+        notes=notes,
+        qdrant=qdrant,
+        paper=paper,
+        environment=environment(),
+    )
+
+
+def evaluate_composed(
+    encoder: E5VEncoder,
+    data: ComposedSet,
+    *,
+    ks: Sequence[int] = (1, 5, 10, 50),
+    via_qdrant: bool = False,
+    store: StoreConfig | None = None,
+    show_progress: bool = False,
+    limited: bool = False,
+) -> EvalReport:
+    """Composed-retrieval recall@k (CIRR style): ``embed_composed(reference, text)`` against ``embed_images`` of the
+    candidates, each query's reference image excluded from its own candidates (as the authors and CIRR's own
+    evaluation do; a query whose target *is* its reference therefore counts as a miss, and is counted in the report)."""
+    clock = Clock()
+    t = time.perf_counter()
+    cand_vecs = encoder.embed_images(data.candidates, show_progress=show_progress)
+    t = clock.lap("embed_candidates_s", t)
+    query_vecs = encoder.embed_composed(data.references, data.texts, show_progress=show_progress)
+    t = clock.lap("embed_queries_s", t)
+    index = {p: i for i, p in enumerate(data.candidates)}
+    relevant = [[index[p]] for p in data.targets]
+    exclude = [[index[p]] if p in index else None for p in data.references]
+    ranks = retrieval_ranks(query_vecs, cand_vecs, relevant, exclude)
+    metrics = {"composed_to_image": {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}}
+    t = clock.lap("score_s", t)
+    warnings, notes = diagnose(encoder, "composed", limited=limited)
+    same = sum(r == g for r, g in zip(data.references, data.targets, strict=True))
+    if same:
+        warnings.append(f"{same} queries have target == reference; excluding the reference makes them misses")
+    qdrant = None
+    if via_qdrant:
+        q_ranks, facts = qdrant_ranks(query_vecs, cand_vecs, relevant, exclude, limit=max(ks), store=store)
+        qdrant = qdrant_section(metrics, {"composed_to_image": recall_at_k(q_ranks, ks)}, facts, warnings)
+        t = clock.lap("qdrant_s", t)
+    tokens = image_token_stats(encoder, list(dict.fromkeys(data.candidates + data.references)))
+    clock.lap("image_token_count_s", t)
+    counts = {"queries": len(data.references), "candidates": len(data.candidates), "target_is_reference": same}
+    return EvalReport(
+        task="composed",
+        metrics=metrics,
+        model=model_facts(encoder),
+        data=data_facts(data.files, counts),
+        image_tokens=tokens,
+        timings=clock.total(),
+        warnings=warnings,
+        notes=notes,
+        qdrant=qdrant,
+        paper=PAPER_RESULTS["cirr"],
+        environment=environment(),
+    )
+
+
+def evaluate_sts(
+    encoder: E5VEncoder, data: PairSet, *, show_progress: bool = False, limited: bool = False
+) -> EvalReport:
+    """Spearman (and Pearson) correlation, × 100, between gold scores and the cosine similarity of each pair's
+    ``embed_texts`` vectors. Each distinct sentence is embedded once."""
+    clock = Clock()
+    t = time.perf_counter()
+    unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
+    vecs = encoder.embed_texts(unique, show_progress=show_progress)
+    t = clock.lap("embed_texts_s", t)
+    row = {s: i for i, s in enumerate(unique)}
+    a = vecs[[row[s] for s in data.sentences1]]
+    b = vecs[[row[s] for s in data.sentences2]]
+    cosines = (a * b).sum(axis=1)
+    gold = np.asarray(data.scores)
+    metrics = {"sts": {"spearman": 100.0 * spearman(cosines, gold), "pearson": 100.0 * pearson(cosines, gold)}}
+    clock.lap("score_s", t)
+    warnings, notes = diagnose(encoder, "sts", limited=limited)
+    counts = {"pairs": len(data.scores), "distinct_sentences": len(unique)}
+    return EvalReport(
+        task="sts",
+        metrics=metrics,
+        model=model_facts(encoder),
+        data=data_facts(data.files, counts),
+        image_tokens=None,
+        timings=clock.total(),
+        warnings=warnings,
+        notes=notes + ["image_tokens is null: STS evaluates no images"],
+        paper=PAPER_RESULTS["sts"],
+        environment=environment(),
+    )
+
+
+def evaluate_triplets(
+    encoder: E5VEncoder,
+    data: TripletSet,
+    *,
+    ks: Sequence[int] = (1, 5),
+    via_qdrant: bool = False,
+    store: StoreConfig | None = None,
+    show_progress: bool = False,
+    limited: bool = False,
+) -> EvalReport:
+    """Anchor→positive recall@k against the pool of every distinct positive and negative text.
+
+    Anchors are embedded with ``embed_queries`` and the pool with ``embed_texts`` (identical unless a
+    ``query_prompt`` is set). Identical texts are one pool entry, so a positive repeated across rows is not its own
+    competitor. Also reports ``triplet_accuracy``: % of rows with a negative where cos(anchor, positive) >
+    cos(anchor, negative).
+    """
+    clock = Clock()
+    t = time.perf_counter()
+    pool = list(dict.fromkeys(data.positives + [n for n in data.negatives if n is not None]))
+    pool_vecs = encoder.embed_texts(pool, show_progress=show_progress)
+    anchor_vecs = encoder.embed_queries(data.anchors, show_progress=show_progress)
+    t = clock.lap("embed_texts_s", t)
+    index = {s: i for i, s in enumerate(pool)}
+    relevant = [[index[p]] for p in data.positives]
+    ranks = retrieval_ranks(anchor_vecs, pool_vecs, relevant)
+    metrics: dict[str, dict[str, float | None]] = {
+        "anchor_to_positive": {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
+    }
+    with_neg = [i for i, n in enumerate(data.negatives) if n is not None]
+    if with_neg:
+        pos = (anchor_vecs[with_neg] * pool_vecs[[index[data.positives[i]] for i in with_neg]]).sum(1)
+        neg = (anchor_vecs[with_neg] * pool_vecs[[index[data.negatives[i]] for i in with_neg]]).sum(1)
+        metrics["anchor_to_positive"]["triplet_accuracy"] = float(100.0 * np.mean(pos > neg))
+    t = clock.lap("score_s", t)
+    warnings, notes = diagnose(encoder, "triplets", limited=limited)
+    qdrant = None
+    if via_qdrant:
+        q_ranks, facts = qdrant_ranks(anchor_vecs, pool_vecs, relevant, limit=max(ks), store=store)
+        qdrant = qdrant_section(metrics, {"anchor_to_positive": recall_at_k(q_ranks, ks)}, facts, warnings)
+        t = clock.lap("qdrant_s", t)
+    counts = {"triplets": len(data.anchors), "pool": len(pool), "with_negative": len(with_neg)}
+    return EvalReport(
+        task="triplets",
+        metrics=metrics,
+        model=model_facts(encoder),
+        data=data_facts(data.files, counts),
+        image_tokens=None,
+        timings=clock.total(),
+        warnings=warnings,
+        notes=notes + ["image_tokens is null: triplets are text only"],
+        qdrant=qdrant,
+        environment=environment(),
+    )
+
+
+# ====================================================================================================== task table
+@dataclass(frozen=True)
+class TaskInput:
+    """One data input of a task: a CLI option ``--{name}`` (dashes for underscores) and the reader keyword ``name``."""
+
+    name: str
+    help: str
+    required: bool = False
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One evaluation: its inputs, how to read them and how to score them.
+
+    Attributes:
+        read: ``read(limit=..., **inputs)`` → the data set (checked before any model is loaded).
+        evaluate: ``evaluate(encoder, data, show_progress=..., limited=..., [via_qdrant=..., store=...])`` → report.
+        via_qdrant: whether the task can also rank through a temporary Qdrant collection.
+    """
+
+    name: str
+    help: str
+    description: str
+    inputs: tuple[TaskInput, ...]
+    read: Callable[..., Any]
+    evaluate: Callable[..., EvalReport]
+    via_qdrant: bool = True
+
+
+TASKS: dict[str, EvalTask] = {
+    task.name: task
+    for task in (
+        EvalTask(
+            "retrieval",
+            help="image-caption retrieval: text->image and image->text R@1/5/10",
+            description="Image-caption retrieval, CLIP style: a caption's target is its image (text->image); an image "
+            "is found if any of its captions ranks in the top k (image->text). Paper: Flickr30K t2i R@1 79.5, COCO "
+            "52.0.",
+            inputs=(
+                TaskInput(
+                    "images", "folder holding the images (Karpathy 'filepath' sub-folders are tried first)", True
+                ),
+                TaskInput(
+                    "captions",
+                    'Karpathy-split JSON ({"images": [{"filename", "split", "sentences": [{"raw"}]}]}) or JSONL '
+                    '({"image": "name.jpg", "captions": [...]} per line)',
+                    True,
+                ),
+                TaskInput(
+                    "split",
+                    "Karpathy split to evaluate: test, val, train, restval or all (default: test)",
+                    default="test",
+                ),
+            ),
+            read=lambda *, captions, images, split, limit: read_retrieval(captions, images, split=split, limit=limit),
+            evaluate=evaluate_retrieval,
+        ),
+        EvalTask(
+            "composed",
+            help="composed image retrieval (reference image + modification text -> target), R@1/5/10/50",
+            description="CIRR-style composed retrieval: each query is a reference image with a modification text; "
+            "its reference image is excluded from its own candidates, as the authors and CIRR's evaluation do.",
+            inputs=(
+                TaskInput("data", "JSONL with reference, text (or caption) and target (or target_hard) per line", True),
+                TaskInput(
+                    "images", "folder relative image paths are resolved against (default: the data file's folder)"
+                ),
+                TaskInput(
+                    "candidates",
+                    "file with one candidate image per line, or a folder of images (default: every image in --data)",
+                ),
+            ),
+            read=lambda *, data, images, candidates, limit: read_composed(
+                data, images, candidates=candidates, limit=limit
+            ),
+            evaluate=evaluate_composed,
+        ),
+        EvalTask(
+            "sts",
+            help="semantic textual similarity: Spearman of cosine similarities vs gold scores",
+            description="Spearman (and Pearson) correlation x 100 between gold scores and cosine similarities of "
+            "sentence pairs. Paper: 86.00 averaged over STS12-16, STS-B and SICK-R.",
+            inputs=(
+                TaskInput(
+                    "data", "JSONL (sentence1, sentence2, score) or TSV (header with those names, or 3 columns)", True
+                ),
+            ),
+            read=lambda *, data, limit: read_sts(data, limit=limit),
+            evaluate=evaluate_sts,
+            via_qdrant=False,
+        ),
+        EvalTask(
+            "triplets",
+            help="recall@1 of anchor->positive against the pool of all positives and negatives",
+            description="Anchor->positive recall against every distinct positive and negative text (the fine-tuning "
+            "data formats), plus triplet accuracy (anchor closer to its positive than to its negative).",
+            inputs=(
+                TaskInput("data", "JSONL anchor/positive[/negative] or CSV with header sent0,sent1[,hard_neg]", True),
+            ),
+            read=lambda *, data, limit: read_triplets(data, limit=limit),
+            evaluate=evaluate_triplets,
+        ),
+    )
+}
