@@ -83,7 +83,7 @@ explain a gap to the paper (non-default prompts or dtype, unpinned revision, sub
 def _add_eval(sub) -> Callable:
     p = sub.add_parser(
         "eval",
-        help="evaluate retrieval / composed retrieval / STS / triplets and write a diagnosable report",
+        help="evaluate retrieval / composed retrieval / image-to-image / STS / triplets and write a diagnosable report",
         description=_EVAL_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -95,7 +95,11 @@ def _add_eval(sub) -> Callable:
         tp = tasks.add_parser(task.name, help=task.help, description=task.description)
         for spec in task.inputs:
             tp.add_argument(
-                f"--{spec.name.replace('_', '-')}", required=spec.required, default=spec.default, help=spec.help
+                f"--{spec.name.replace('_', '-')}",
+                required=spec.required,
+                default=spec.default,
+                choices=spec.choices,
+                help=spec.help,
             )
         add_arguments(tp, EvalConfig, exclude=() if task.via_qdrant else ("via_qdrant",), group="evaluation")
         add_arguments(tp, EncoderConfig, group="model")
@@ -105,6 +109,7 @@ def _add_eval(sub) -> Callable:
 
 
 def _run_eval(args) -> int:
+    import dataclasses
     import time
     import warnings
 
@@ -120,17 +125,25 @@ def _run_eval(args) -> int:
     store = from_namespace(StoreConfig, args) if options.via_qdrant else None
     limited = options.limit is not None
     # Read and check the data before loading the model: a typo in a path must not cost a 16 GB load.
-    data = task.read(limit=options.limit, **{spec.name: getattr(args, spec.name) for spec in task.inputs})
+    inputs = {
+        stage: {s.name: getattr(args, s.name) for s in task.inputs if s.stage in (stage, "both")}
+        for stage in ("read", "evaluate")
+    }
+    data = task.read(limit=options.limit, **inputs["read"])
+    config = from_namespace(EncoderConfig, args)
+    preset = task.prompts(inputs["read"]) if task.prompts else None
+    if preset and config.prompts == EncoderConfig.__dataclass_fields__["prompts"].default:
+        config = dataclasses.replace(config, prompts=preset)  # the task's own prompts unless --prompts was given
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        encoder = E5VEncoder(config=from_namespace(EncoderConfig, args))
+        encoder = E5VEncoder(config=config)
     load_s = time.perf_counter() - start
     for w in caught:  # still show them (through the user's warning filters), and keep them in the report
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     common = {"show_progress": options.progress, "limited": limited}
     qdrant = {"via_qdrant": options.via_qdrant, "store": store} if task.via_qdrant else {}
-    report = task.evaluate(encoder, data, **common, **qdrant)
+    report = task.evaluate(encoder, data, **common, **qdrant, **inputs["evaluate"])
     report.model["load_warnings"] = [str(w.message) for w in caught]
     report.timings = {"model_load_s": round(load_s, 4), **report.timings}
     print(report.format_table())

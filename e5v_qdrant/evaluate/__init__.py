@@ -1,5 +1,5 @@
-"""Evaluation: retrieval recall@k, composed (CIRR-style) retrieval, STS Spearman and triplet recall, with a report that
-records everything that changes the numbers.
+"""Evaluation: retrieval recall@k, composed retrieval (CIRR style and FashionIQ), image-to-image retrieval with rendered
+captions, STS Spearman and triplet recall, with a report that records everything that changes the numbers.
 
 Modules, bottom up (imports point down):
 
@@ -7,10 +7,12 @@ Modules, bottom up (imports point down):
   ``spearman``…). No model, no files; fine-tuning imports its recall from here.
 * ``datasets`` — data files into small dataclasses (``read_retrieval``, ``read_composed``, ``read_sts``,
   ``read_triplets``), with typed errors naming the file, line and remedy.
+* ``render`` — captions rendered as 800x400 images, as the authors do for image-to-image retrieval.
 * ``qdrant`` — the same ranks by exact search in a temporary Qdrant collection (``qdrant_ranks``).
 * ``report`` — ``EvalReport`` and ``diagnose``: metrics, model facts, image-token statistics, data file hashes,
   counts, timings and *warnings* for every known cause of a gap to the paper.
-* ``tasks`` — ``evaluate_retrieval`` / ``evaluate_composed`` / ``evaluate_sts`` / ``evaluate_triplets`` and the
+* ``tasks`` — ``evaluate_retrieval`` / ``evaluate_composed`` / ``evaluate_fashioniq`` / ``evaluate_i2i`` /
+  ``evaluate_sts`` / ``evaluate_triplets`` and the
   ``TASKS`` table (name → inputs, reader, evaluator, help) that ``e5v-qdrant eval`` is built from.
 
 Example:
@@ -25,10 +27,12 @@ from __future__ import annotations
 
 from .datasets import (
     ComposedSet,
+    FashionIQSet,
     PairSet,
     RetrievalSet,
     TripletSet,
     read_composed,
+    read_fashioniq,
     read_retrieval,
     read_sts,
     read_triplets,
@@ -45,8 +49,18 @@ from .metrics import (
     spearman,
 )
 from .qdrant import qdrant_ranks
+from .render import render_caption, render_captions
 from .report import PAPER_RESULTS, EvalReport, diagnose, file_sha256
-from .tasks import TASKS, EvalTask, evaluate_composed, evaluate_retrieval, evaluate_sts, evaluate_triplets
+from .tasks import (
+    TASKS,
+    EvalTask,
+    evaluate_composed,
+    evaluate_fashioniq,
+    evaluate_i2i,
+    evaluate_retrieval,
+    evaluate_sts,
+    evaluate_triplets,
+)
 
 __all__ = [
     "MISS",
@@ -61,10 +75,12 @@ __all__ = [
     "qdrant_ranks",
     "RetrievalSet",
     "ComposedSet",
+    "FashionIQSet",
     "PairSet",
     "TripletSet",
     "read_retrieval",
     "read_composed",
+    "read_fashioniq",
     "read_sts",
     "read_triplets",
     "EvalReport",
@@ -74,6 +90,10 @@ __all__ = [
     "evaluate_composed",
     "evaluate_sts",
     "evaluate_triplets",
+    "evaluate_i2i",
+    "evaluate_fashioniq",
+    "render_caption",
+    "render_captions",
     "PAPER_RESULTS",
     "TASKS",
     "EvalTask",

@@ -17,10 +17,13 @@ from ..triplets import load_triplets
 __all__ = [
     "RetrievalSet",
     "ComposedSet",
+    "FashionIQSet",
+    "FASHIONIQ_CATEGORIES",
     "PairSet",
     "TripletSet",
     "read_retrieval",
     "read_composed",
+    "read_fashioniq",
     "read_sts",
     "read_triplets",
 ]
@@ -44,6 +47,18 @@ class ComposedSet:
 
     references: list[str]
     texts: list[str]
+    targets: list[str]
+    candidates: list[str]
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FashionIQSet:
+    """FashionIQ composed queries of one category: a reference image and two relative captions → a target image."""
+
+    category: str
+    references: list[str]
+    captions: list[tuple[str, str]]
     targets: list[str]
     candidates: list[str]
     files: list[str] = field(default_factory=list)
@@ -240,6 +255,90 @@ def read_composed(
             raise E5VInputError(
                 str(cand), f"{len(missing)} target image(s) are not among the candidates, e.g. {missing[0]!r}"
             )
+    return out
+
+
+FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
+_FASHIONIQ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _fashioniq_image(image_id: str, root: Path, where: str) -> str:
+    for suffix in ("", *_FASHIONIQ_SUFFIXES):
+        trial = root / f"{image_id}{suffix}"
+        if trial.is_file():
+            return os.path.abspath(trial)
+    raise E5VInputError(
+        where, f"image {image_id!r} not found as {root}/{image_id}.png (or .jpg/.jpeg/.webp); pass --images DIR"
+    )
+
+
+def _json_list(path: Path, what: str) -> list:
+    try:
+        doc = json.loads(_existing(path, what).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise E5VInputError(
+            str(path), f"not valid JSON ({exc.msg}); expected FashionIQ's {what} (a JSON list)"
+        ) from None
+    if not isinstance(doc, list):
+        raise E5VInputError(str(path), f"expected a JSON list (FashionIQ's {what}), got {type(doc).__name__}")
+    return doc
+
+
+def read_fashioniq(
+    captions: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    candidates: str | os.PathLike,
+    *,
+    category: str,
+    limit: int | None = None,
+) -> FashionIQSet:
+    """Read FashionIQ's own files for one category.
+
+    Args:
+        captions: ``captions/cap.CATEGORY.SPLIT.json``: a list of ``{"candidate": ref id, "target": id,
+            "captions": [two relative captions]}``.
+        images_dir: folder holding ``ID.png`` (or ``.jpg``/``.jpeg``/``.webp``) for every image id.
+        candidates: ``image_splits/split.CATEGORY.SPLIT.json``: the list of image ids searched (the reference image
+            stays a candidate, as in the authors' evaluation).
+        category: ``dress``, ``shirt`` or ``toptee``.
+        limit: keep only the first ``limit`` queries (the candidates stay complete).
+
+    Raises:
+        E5VInputError: unknown category, a missing file or image, a malformed entry, or a target not among the
+            candidates.
+    """
+    if category not in FASHIONIQ_CATEGORIES:
+        raise E5VInputError(
+            "fashioniq", f"unknown category {category!r}; choose one of {', '.join(FASHIONIQ_CATEGORIES)}"
+        )
+    cap_path, split_path, root = Path(captions), Path(candidates), Path(images_dir)
+    if not root.is_dir():
+        raise E5VInputError(str(root), "images folder not found; pass --images DIR")
+    entries = _json_list(cap_path, "caption file cap.CATEGORY.SPLIT.json")
+    ids = _json_list(split_path, "split file split.CATEGORY.SPLIT.json")
+    out = FashionIQSet(category, [], [], [], [], files=[str(cap_path), str(split_path)])
+    if limit is not None:
+        entries = entries[:limit]
+    for i, entry in enumerate(entries):
+        where = f"{cap_path} [{i}]"
+        if not isinstance(entry, dict):
+            raise E5VInputError(
+                where, f"expected an object with candidate, target, captions; got {type(entry).__name__}"
+            )
+        pair = _field(entry, ("captions",), where)
+        if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(c, str) for c in pair):
+            raise E5VInputError(where, f"'captions' must be a list of two strings, got {pair!r}")
+        out.references.append(_fashioniq_image(str(_field(entry, ("candidate",), where)), root, where))
+        out.targets.append(_fashioniq_image(str(_field(entry, ("target",), where)), root, where))
+        out.captions.append((pair[0], pair[1]))
+    if not out.references:
+        raise E5VInputError(str(cap_path), "no queries to evaluate")
+    out.candidates = list(dict.fromkeys(_fashioniq_image(str(x), root, f"{split_path}") for x in ids))
+    missing = sorted(set(out.targets) - set(out.candidates))
+    if missing:
+        raise E5VInputError(
+            str(split_path), f"{len(missing)} target image(s) are not in the split file, e.g. {missing[0]!r}"
+        )
     return out
 
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,18 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import E5VInputError
 from .datasets import (
+    FASHIONIQ_CATEGORIES,
     ComposedSet,
+    FashionIQSet,
     PairSet,
     RetrievalSet,
     TripletSet,
     read_composed,
+    read_fashioniq,
     read_retrieval,
     read_sts,
     read_triplets,
 )
 from .metrics import median_rank, pearson, recall_at_k, retrieval_ranks, spearman
 from .qdrant import qdrant_ranks
+from .render import font_facts, render_captions, resolve_font
 from .report import (
     PAPER_RESULTS,
     Clock,
@@ -44,6 +52,8 @@ __all__ = [
     "evaluate_composed",
     "evaluate_sts",
     "evaluate_triplets",
+    "evaluate_i2i",
+    "evaluate_fashioniq",
     "TaskInput",
     "EvalTask",
     "TASKS",
@@ -274,15 +284,186 @@ def evaluate_triplets(
     )
 
 
+def evaluate_i2i(
+    encoder: E5VEncoder,
+    data: RetrievalSet,
+    *,
+    font: str | os.PathLike | None = None,
+    save_rendered: str | os.PathLike | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    via_qdrant: bool = False,
+    store: StoreConfig | None = None,
+    show_progress: bool = False,
+    limited: bool = False,
+) -> EvalReport:
+    """Image-to-image retrieval (the paper's I2I): every caption rendered as an image, then recall both ways.
+
+    Captions are rendered as the authors render them (``evaluate.render``) and embedded with the ordinary image
+    prompt, like the photos. ``caption_image_to_image``: a rendered caption finds its photo (the paper's I2I R@1:
+    Flickr30K 67.8, COCO 41.2); ``image_to_caption_image``: a photo finds any of its rendered captions.
+
+    Args:
+        font: TrueType/OpenType file to render with (default: Liberation Sans, metric-compatible with the authors'
+            Arial); its path and SHA-256 go into the report.
+        save_rendered: keep the rendered captions there as ``NNNNNN.png`` (names sort in the data file's caption
+            order); default: a temporary folder, deleted afterwards.
+
+    Example:
+        >>> data = read_retrieval("dataset_flickr30k.json", "flickr30k-images")     # doctest: +SKIP
+        >>> print(evaluate_i2i(E5VEncoder(), data).format_table())                 # doctest: +SKIP
+    """
+    font_path = resolve_font(font)
+    clock = Clock()
+    t = time.perf_counter()
+    tmp_dir = None if save_rendered else tempfile.mkdtemp(prefix="e5v-i2i-")
+    try:
+        rendered = render_captions(data.captions, save_rendered or tmp_dir, font_path, show_progress=show_progress)
+        t = clock.lap("render_s", t)
+        image_vecs = encoder.embed_images(data.images, show_progress=show_progress)
+        t = clock.lap("embed_images_s", t)
+        caption_vecs = encoder.embed_images(rendered, show_progress=show_progress)
+        t = clock.lap("embed_rendered_captions_s", t)
+        rendered_tokens = encoder.count_image_tokens(rendered[0])  # every rendering has the same size
+    finally:
+        if tmp_dir:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    metrics, directions = _both_ways(
+        ("caption_image_to_image", "image_to_caption_image"), caption_vecs, image_vecs, data.caption_image, ks
+    )
+    t = clock.lap("score_s", t)
+    warnings, notes = diagnose(encoder, "i2i", limited=limited)
+    if os.path.basename(font_path).lower() != "arial.ttf":
+        notes.append(
+            f"captions rendered with {os.path.basename(font_path)}; the authors used Arial (Liberation Sans has the "
+            "same advance widths, so the same line breaks, but other glyph shapes): pass --font arial.ttf to match"
+        )
+    qdrant = None
+    if via_qdrant:
+        qm, facts = {}, {}
+        for name, queries, candidates, relevant in directions:
+            ranks, facts[name] = qdrant_ranks(queries, candidates, relevant, limit=max(ks), store=store)
+            qm[name] = recall_at_k(ranks, ks)
+        qdrant = qdrant_section(metrics, qm, facts["caption_image_to_image"], warnings)
+        t = clock.lap("qdrant_s", t)
+    tokens = image_token_stats(encoder, data.images)
+    clock.lap("image_token_count_s", t)
+    key = paper_key(data.dataset)
+    paper = PAPER_RESULTS.get(f"i2i-{key}") if key else None
+    if paper and data.split != "test":
+        notes.append(f"split {data.split!r}: the paper reports the test split")
+    counts = {"images": len(data.images), "captions": len(data.captions)}
+    return EvalReport(
+        task="i2i",
+        metrics=metrics,
+        model=model_facts(encoder),
+        data=data_facts(
+            data.files,
+            counts,
+            dataset=data.dataset,
+            split=data.split,
+            font=font_facts(font_path),
+            rendered_captions=os.path.abspath(save_rendered) if save_rendered else None,
+            rendered_caption_image_tokens=rendered_tokens,
+        ),
+        image_tokens=tokens,
+        timings=clock.total(),
+        warnings=warnings,
+        notes=notes,
+        qdrant=qdrant,
+        paper=paper,
+        environment=environment(),
+    )
+
+
+def _both_ways(names, query_vecs, item_vecs, query_item: Sequence[int], ks):
+    """Recall of queries → their item and items → any of their queries (``query_item[j]``: query ``j``'s item)."""
+    forward = [[i] for i in query_item]
+    backward: list[list[int]] = [[] for _ in range(len(item_vecs))]
+    for j, i in enumerate(query_item):
+        backward[i].append(j)
+    directions = [(names[0], query_vecs, item_vecs, forward), (names[1], item_vecs, query_vecs, backward)]
+    metrics = {}
+    for name, queries, candidates, relevant in directions:
+        ranks = retrieval_ranks(queries, candidates, relevant)
+        metrics[name] = {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
+    return metrics, directions
+
+
+def evaluate_fashioniq(
+    encoder: E5VEncoder,
+    data: FashionIQSet,
+    *,
+    ks: Sequence[int] = (1, 5, 10, 50),
+    via_qdrant: bool = False,
+    store: StoreConfig | None = None,
+    show_progress: bool = False,
+    limited: bool = False,
+) -> EvalReport:
+    """FashionIQ composed retrieval for one category, as the authors evaluate it.
+
+    Candidates (the split file's images) are embedded with ``embed_images``, each query with
+    ``embed_composed_pairs(reference, (caption 1, caption 2))`` (both caption orders, raw vectors summed, then
+    normalised). Unlike CIRR the reference image is **not** excluded: it stays a candidate. Use an encoder with the
+    category's prompt preset (``prompts="fashioniq-dress"`` …); any other preset is flagged in the warnings.
+
+    Example:
+        >>> enc = E5VEncoder(prompts="fashioniq-dress")                                   # doctest: +SKIP
+        >>> data = read_fashioniq("cap.dress.val.json", "img", "split.dress.val.json", category="dress")  # doctest: +SKIP
+        >>> print(evaluate_fashioniq(enc, data).format_table())                            # doctest: +SKIP
+    """
+    clock = Clock()
+    t = time.perf_counter()
+    cand_vecs = encoder.embed_images(data.candidates, show_progress=show_progress)
+    t = clock.lap("embed_candidates_s", t)
+    query_vecs = encoder.embed_composed_pairs(data.references, data.captions, show_progress=show_progress)
+    t = clock.lap("embed_queries_s", t)
+    index = {p: i for i, p in enumerate(data.candidates)}
+    relevant = [[index[p]] for p in data.targets]
+    ranks = retrieval_ranks(query_vecs, cand_vecs, relevant)  # no exclusion: FashionIQ keeps the reference
+    metrics = {"composed_to_image": {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}}
+    t = clock.lap("score_s", t)
+    warnings, notes = diagnose(encoder, f"fashioniq-{data.category}", limited=limited)
+    notes.append("reference images stay among the candidates (FashionIQ's protocol; CIRR excludes them)")
+    qdrant = None
+    if via_qdrant:
+        q_ranks, facts = qdrant_ranks(query_vecs, cand_vecs, relevant, limit=max(ks), store=store)
+        qdrant = qdrant_section(metrics, {"composed_to_image": recall_at_k(q_ranks, ks)}, facts, warnings)
+        t = clock.lap("qdrant_s", t)
+    tokens = image_token_stats(encoder, list(dict.fromkeys(data.candidates + data.references)))
+    clock.lap("image_token_count_s", t)
+    counts = {
+        "queries": len(data.references),
+        "candidates": len(data.candidates),
+        "references_among_candidates": sum(r in index for r in data.references),
+    }
+    return EvalReport(
+        task=f"fashioniq-{data.category}",
+        metrics=metrics,
+        model=model_facts(encoder),
+        data=data_facts(data.files, counts, category=data.category),
+        image_tokens=tokens,
+        timings=clock.total(),
+        warnings=warnings,
+        notes=notes,
+        qdrant=qdrant,
+        paper=PAPER_RESULTS["fashioniq"],
+        environment=environment(),
+    )
+
+
 # ====================================================================================================== task table
 @dataclass(frozen=True)
 class TaskInput:
-    """One data input of a task: a CLI option ``--{name}`` (dashes for underscores) and the reader keyword ``name``."""
+    """One input of a task: a CLI option ``--{name}`` (dashes for underscores) and the keyword ``name`` passed to the
+    task's reader (``stage="read"``), to its evaluator (``"evaluate"``) or to both (``"both"``: checked by the reader
+    before the model loads, used by the evaluator)."""
 
     name: str
     help: str
     required: bool = False
     default: str | None = None
+    choices: tuple[str, ...] | None = None
+    stage: str = "read"
 
 
 @dataclass(frozen=True)
@@ -293,6 +474,7 @@ class EvalTask:
         read: ``read(limit=..., **inputs)`` → the data set (checked before any model is loaded).
         evaluate: ``evaluate(encoder, data, show_progress=..., limited=..., [via_qdrant=..., store=...])`` → report.
         via_qdrant: whether the task can also rank through a temporary Qdrant collection.
+        prompts: ``prompts(read inputs)`` → the prompt preset the task needs (used when none was chosen), or None.
     """
 
     name: str
@@ -302,6 +484,39 @@ class EvalTask:
     read: Callable[..., Any]
     evaluate: Callable[..., EvalReport]
     via_qdrant: bool = True
+    prompts: Callable[[dict[str, Any]], str | None] | None = None
+
+
+_RETRIEVAL_INPUTS = (
+    TaskInput("images", "folder holding the images (Karpathy 'filepath' sub-folders are tried first)", True),
+    TaskInput(
+        "captions",
+        'Karpathy-split JSON ({"images": [{"filename", "split", "sentences": [{"raw"}]}]}) or JSONL '
+        '({"image": "name.jpg", "captions": [...]} per line)',
+        True,
+    ),
+    TaskInput("split", "Karpathy split to evaluate: test, val, train, restval or all (default: test)", default="test"),
+)
+
+
+def _read_composed(*, data, images, candidates, fashioniq, limit) -> ComposedSet | FashionIQSet:
+    if not fashioniq:
+        return read_composed(data, images, candidates=candidates, limit=limit)
+    if images is None or candidates is None:
+        raise E5VInputError(
+            "--fashioniq", "needs --images DIR and --candidates split.CATEGORY.SPLIT.json besides --data"
+        )
+    return read_fashioniq(data, images, candidates, category=fashioniq, limit=limit)
+
+
+def _evaluate_composed(encoder: E5VEncoder, data: ComposedSet | FashionIQSet, **options) -> EvalReport:
+    evaluate = evaluate_fashioniq if isinstance(data, FashionIQSet) else evaluate_composed
+    return evaluate(encoder, data, **options)
+
+
+def _read_i2i(*, captions, images, split, font, limit) -> RetrievalSet:
+    resolve_font(font)  # a missing font fails here, before the model loads
+    return read_retrieval(captions, images, split=split, limit=limit)
 
 
 TASKS: dict[str, EvalTask] = {
@@ -313,22 +528,7 @@ TASKS: dict[str, EvalTask] = {
             description="Image-caption retrieval, CLIP style: a caption's target is its image (text->image); an image "
             "is found if any of its captions ranks in the top k (image->text). Paper: Flickr30K t2i R@1 79.5, COCO "
             "52.0.",
-            inputs=(
-                TaskInput(
-                    "images", "folder holding the images (Karpathy 'filepath' sub-folders are tried first)", True
-                ),
-                TaskInput(
-                    "captions",
-                    'Karpathy-split JSON ({"images": [{"filename", "split", "sentences": [{"raw"}]}]}) or JSONL '
-                    '({"image": "name.jpg", "captions": [...]} per line)',
-                    True,
-                ),
-                TaskInput(
-                    "split",
-                    "Karpathy split to evaluate: test, val, train, restval or all (default: test)",
-                    default="test",
-                ),
-            ),
+            inputs=_RETRIEVAL_INPUTS,
             read=lambda *, captions, images, split, limit: read_retrieval(captions, images, split=split, limit=limit),
             evaluate=evaluate_retrieval,
         ),
@@ -344,13 +544,45 @@ TASKS: dict[str, EvalTask] = {
                 ),
                 TaskInput(
                     "candidates",
-                    "file with one candidate image per line, or a folder of images (default: every image in --data)",
+                    "file with one candidate image per line, or a folder of images (default: every image in --data); "
+                    "with --fashioniq: FashionIQ's split.CATEGORY.SPLIT.json",
+                ),
+                TaskInput(
+                    "fashioniq",
+                    "FashionIQ category: read FashionIQ's own files (--data cap.CATEGORY.SPLIT.json, --images DIR, "
+                    "--candidates split.CATEGORY.SPLIT.json), query with both caption orders summed, keep the "
+                    "reference among the candidates, and use the prompt preset fashioniq-CATEGORY unless --prompts "
+                    "is given",
+                    choices=FASHIONIQ_CATEGORIES,
                 ),
             ),
-            read=lambda *, data, images, candidates, limit: read_composed(
-                data, images, candidates=candidates, limit=limit
+            read=_read_composed,
+            evaluate=_evaluate_composed,
+            prompts=lambda inputs: f"fashioniq-{inputs['fashioniq']}" if inputs.get("fashioniq") else None,
+        ),
+        EvalTask(
+            "i2i",
+            help="image-to-image retrieval: captions rendered as images vs the photos, R@1/5/10",
+            description="The paper's I2I: every caption is rendered as an 800x400 image (black 40-pt sans on white, "
+            "word-wrapped at 760 px) and embedded with the image prompt; then rendered caption -> photo and photo -> "
+            "rendered caption recall. Paper R@1 (rendered caption -> photo): Flickr30K 67.8, COCO 41.2.",
+            inputs=(
+                *_RETRIEVAL_INPUTS,
+                TaskInput(
+                    "font",
+                    "TrueType font to render with (default: Liberation Sans, metric-compatible with the authors' "
+                    "Arial; Debian package fonts-liberation); its path and SHA-256 go into the report",
+                    stage="both",
+                ),
+                TaskInput(
+                    "save_rendered",
+                    "keep the rendered captions in this folder as NNNNNN.png (sorted names = the data file's caption "
+                    "order); default: a temporary folder",
+                    stage="evaluate",
+                ),
             ),
-            evaluate=evaluate_composed,
+            read=_read_i2i,
+            evaluate=evaluate_i2i,
         ),
         EvalTask(
             "sts",
