@@ -484,7 +484,12 @@ class E5VEncoder:
                     else:
                         prepared = [prepare(i) for i in idx]
                     for batch in self._batches(prepared):
-                        out[[idx.start + i for i in batch]] = self._forward([prepared[i] for i in batch], normalize)
+                        vectors = self._forward([prepared[i] for i in batch])
+                        if normalize:  # on the CPU copy: the same float32 op the model device would run
+                            vectors = self._torch.nn.functional.normalize(
+                                self._torch.from_numpy(vectors), dim=-1
+                            ).numpy()
+                        out[[idx.start + i for i in batch]] = vectors
                         if progress is not None:
                             progress.update(len(batch))
                     del prepared
@@ -556,8 +561,10 @@ class E5VEncoder:
         h = h + layer.mlp(layer.post_attention_layernorm(h))
         return lm.norm(h)[:, -1]
 
-    def _forward(self, items: list[_Prepared], normalize: bool = True) -> np.ndarray:
-        """Embed one batch. Rows are padded on the right and pooled at their own last token, with no attention mask.
+    def _forward(self, items: list[_Prepared]) -> np.ndarray:
+        """Embed one batch: pooled final hidden states (float32, not yet normalised; ``_embed`` normalises).
+
+        Rows are padded on the right and pooled at their own last token, with no attention mask.
 
         Attention is causal, so a real token never sees the padding after it: every row computes exactly what it
         would alone (positions 0..n-1), SDPA runs its causal kernel (no materialised L × L mask, upper triangle
@@ -596,8 +603,7 @@ class E5VEncoder:
                     self._shortcut_state.active = False
             else:
                 hidden = self.model(**kwargs, use_cache=False).last_hidden_state[rows, last]
-            vectors = torch.nn.functional.normalize(hidden.float(), dim=-1) if normalize else hidden.float()
-        return vectors.cpu().numpy()
+        return hidden.float().cpu().numpy()
 
 
 def _image_processor_options() -> dict[str, str]:

@@ -60,6 +60,38 @@ __all__ = [
 ]
 
 
+#: One ranking to score: (name, query vectors, candidate vectors, relevant per query, excluded per query or None).
+Direction = tuple[str, np.ndarray, np.ndarray, list[list[int]], list | None]
+
+
+def _caption_directions(names, caption_vecs, image_vecs, caption_image, doc_vecs=None) -> list[Direction]:
+    """CLIP-style pair: captions → their image, and images → any of their captions (``doc_vecs`` if the captions are
+    embedded differently as candidates)."""
+    forward = [[i] for i in caption_image]
+    backward: list[list[int]] = [[] for _ in range(len(image_vecs))]
+    for j, i in enumerate(caption_image):
+        backward[i].append(j)
+    candidates = caption_vecs if doc_vecs is None else doc_vecs
+    return [(names[0], caption_vecs, image_vecs, forward, None), (names[1], image_vecs, candidates, backward, None)]
+
+
+def _score(directions: list[Direction], ks: Sequence[int]) -> dict[str, dict[str, float | None]]:
+    metrics = {}
+    for name, queries, candidates, relevant, exclude in directions:
+        ranks = retrieval_ranks(queries, candidates, relevant, exclude)
+        metrics[name] = {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
+    return metrics
+
+
+def _via_qdrant(directions: list[Direction], metrics, ks: Sequence[int], store, warnings: list[str]) -> dict[str, Any]:
+    """The same rankings by exact search in temporary Qdrant collections, next to the in-memory metrics."""
+    recalls, facts = {}, {}
+    for name, queries, candidates, relevant, exclude in directions:
+        ranks, facts[name] = qdrant_ranks(queries, candidates, relevant, exclude, limit=max(ks), store=store)
+        recalls[name] = recall_at_k(ranks, ks)
+    return qdrant_section(metrics, recalls, facts[directions[0][0]], warnings)
+
+
 def evaluate_retrieval(
     encoder: E5VEncoder,
     data: RetrievalSet,
@@ -93,29 +125,15 @@ def evaluate_retrieval(
         else query_vecs
     )
     t = clock.lap("embed_texts_s", t)
-    t2i_rel = [[i] for i in data.caption_image]
-    i2t_rel: list[list[int]] = [[] for _ in data.images]
-    for j, i in enumerate(data.caption_image):
-        i2t_rel[i].append(j)
-    metrics = {}
-    for direction, queries, candidates, relevant in (
-        ("text_to_image", query_vecs, image_vecs, t2i_rel),
-        ("image_to_text", image_vecs, doc_vecs, i2t_rel),
-    ):
-        ranks = retrieval_ranks(queries, candidates, relevant)
-        metrics[direction] = {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
+    directions = _caption_directions(
+        ("text_to_image", "image_to_text"), query_vecs, image_vecs, data.caption_image, doc_vecs
+    )
+    metrics = _score(directions, ks)
     t = clock.lap("score_s", t)
     warnings, notes = diagnose(encoder, "retrieval", limited=limited)
     qdrant = None
     if via_qdrant:
-        qm, facts = {}, {}
-        for direction, queries, candidates, relevant in (
-            ("text_to_image", query_vecs, image_vecs, t2i_rel),
-            ("image_to_text", image_vecs, doc_vecs, i2t_rel),
-        ):
-            ranks, facts[direction] = qdrant_ranks(queries, candidates, relevant, limit=max(ks), store=store)
-            qm[direction] = recall_at_k(ranks, ks)
-        qdrant = qdrant_section(metrics, qm, facts["text_to_image"], warnings)
+        qdrant = _via_qdrant(directions, metrics, ks, store, warnings)
         t = clock.lap("qdrant_s", t)
     tokens = image_token_stats(encoder, data.images)
     clock.lap("image_token_count_s", t)
@@ -156,41 +174,114 @@ def evaluate_composed(
     """Composed-retrieval recall@k (CIRR style): ``embed_composed(reference, text)`` against ``embed_images`` of the
     candidates, each query's reference image excluded from its own candidates (as the authors and CIRR's own
     evaluation do; a query whose target *is* its reference therefore counts as a miss, and is counted in the report)."""
+    return _composed_report(
+        encoder,
+        data,
+        lambda: encoder.embed_composed(data.references, data.texts, show_progress=show_progress),
+        task="composed",
+        exclude_reference=True,
+        paper=PAPER_RESULTS["cirr"],
+        ks=ks,
+        via_qdrant=via_qdrant,
+        store=store,
+        show_progress=show_progress,
+        limited=limited,
+    )
+
+
+def evaluate_fashioniq(
+    encoder: E5VEncoder,
+    data: FashionIQSet,
+    *,
+    ks: Sequence[int] = (1, 5, 10, 50),
+    via_qdrant: bool = False,
+    store: StoreConfig | None = None,
+    show_progress: bool = False,
+    limited: bool = False,
+) -> EvalReport:
+    """FashionIQ composed retrieval for one category, as the authors evaluate it.
+
+    Candidates (the split file's images) are embedded with ``embed_images``, each query with
+    ``embed_composed_pairs(reference, (caption 1, caption 2))`` (both caption orders, raw vectors summed, then
+    normalised). Unlike CIRR the reference image is **not** excluded: it stays a candidate. Use an encoder with the
+    category's prompt preset (``prompts="fashioniq-dress"`` …); any other preset is flagged in the warnings.
+
+    Example:
+        >>> enc = E5VEncoder(prompts="fashioniq-dress")                                   # doctest: +SKIP
+        >>> data = read_fashioniq("cap.dress.val.json", "img", "split.dress.val.json", category="dress")  # doctest: +SKIP
+        >>> print(evaluate_fashioniq(enc, data).format_table())                            # doctest: +SKIP
+    """
+    return _composed_report(
+        encoder,
+        data,
+        lambda: encoder.embed_composed_pairs(data.references, data.captions, show_progress=show_progress),
+        task=f"fashioniq-{data.category}",
+        exclude_reference=False,
+        paper=PAPER_RESULTS["fashioniq"],
+        ks=ks,
+        via_qdrant=via_qdrant,
+        store=store,
+        show_progress=show_progress,
+        limited=limited,
+        category=data.category,
+    )
+
+
+def _composed_report(
+    encoder: E5VEncoder,
+    data: ComposedSet | FashionIQSet,
+    embed_queries: Callable[[], np.ndarray],
+    *,
+    task: str,
+    exclude_reference: bool,
+    paper: dict[str, Any],
+    ks: Sequence[int],
+    via_qdrant: bool,
+    store: StoreConfig | None,
+    show_progress: bool,
+    limited: bool,
+    **data_extra: Any,
+) -> EvalReport:
+    """Score composed queries against ``data.candidates``, with or without each query's reference as a candidate."""
     clock = Clock()
     t = time.perf_counter()
     cand_vecs = encoder.embed_images(data.candidates, show_progress=show_progress)
     t = clock.lap("embed_candidates_s", t)
-    query_vecs = encoder.embed_composed(data.references, data.texts, show_progress=show_progress)
+    query_vecs = embed_queries()
     t = clock.lap("embed_queries_s", t)
     index = {p: i for i, p in enumerate(data.candidates)}
     relevant = [[index[p]] for p in data.targets]
-    exclude = [[index[p]] if p in index else None for p in data.references]
-    ranks = retrieval_ranks(query_vecs, cand_vecs, relevant, exclude)
-    metrics = {"composed_to_image": {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}}
+    exclude = [[index[p]] if p in index else None for p in data.references] if exclude_reference else None
+    directions = [("composed_to_image", query_vecs, cand_vecs, relevant, exclude)]
+    metrics = _score(directions, ks)
     t = clock.lap("score_s", t)
-    warnings, notes = diagnose(encoder, "composed", limited=limited)
-    same = sum(r == g for r, g in zip(data.references, data.targets, strict=True))
-    if same:
-        warnings.append(f"{same} queries have target == reference; excluding the reference makes them misses")
+    warnings, notes = diagnose(encoder, task, limited=limited)
+    counts = {"queries": len(data.references), "candidates": len(data.candidates)}
+    if exclude_reference:
+        same = sum(r == g for r, g in zip(data.references, data.targets, strict=True))
+        counts["target_is_reference"] = same
+        if same:
+            warnings.append(f"{same} queries have target == reference; excluding the reference makes them misses")
+    else:
+        counts["references_among_candidates"] = sum(r in index for r in data.references)
+        notes.append("reference images stay among the candidates (FashionIQ's protocol; CIRR excludes them)")
     qdrant = None
     if via_qdrant:
-        q_ranks, facts = qdrant_ranks(query_vecs, cand_vecs, relevant, exclude, limit=max(ks), store=store)
-        qdrant = qdrant_section(metrics, {"composed_to_image": recall_at_k(q_ranks, ks)}, facts, warnings)
+        qdrant = _via_qdrant(directions, metrics, ks, store, warnings)
         t = clock.lap("qdrant_s", t)
     tokens = image_token_stats(encoder, list(dict.fromkeys(data.candidates + data.references)))
     clock.lap("image_token_count_s", t)
-    counts = {"queries": len(data.references), "candidates": len(data.candidates), "target_is_reference": same}
     return EvalReport(
-        task="composed",
+        task=task,
         metrics=metrics,
         model=model_facts(encoder),
-        data=data_facts(data.files, counts),
+        data=data_facts(data.files, counts, **data_extra),
         image_tokens=tokens,
         timings=clock.total(),
         warnings=warnings,
         notes=notes,
         qdrant=qdrant,
-        paper=PAPER_RESULTS["cirr"],
+        paper=paper,
         environment=environment(),
     )
 
@@ -253,10 +344,8 @@ def evaluate_triplets(
     t = clock.lap("embed_texts_s", t)
     index = {s: i for i, s in enumerate(pool)}
     relevant = [[index[p]] for p in data.positives]
-    ranks = retrieval_ranks(anchor_vecs, pool_vecs, relevant)
-    metrics: dict[str, dict[str, float | None]] = {
-        "anchor_to_positive": {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
-    }
+    directions = [("anchor_to_positive", anchor_vecs, pool_vecs, relevant, None)]
+    metrics = _score(directions, ks)
     with_neg = [i for i, n in enumerate(data.negatives) if n is not None]
     if with_neg:
         pos = (anchor_vecs[with_neg] * pool_vecs[[index[data.positives[i]] for i in with_neg]]).sum(1)
@@ -266,8 +355,7 @@ def evaluate_triplets(
     warnings, notes = diagnose(encoder, "triplets", limited=limited)
     qdrant = None
     if via_qdrant:
-        q_ranks, facts = qdrant_ranks(anchor_vecs, pool_vecs, relevant, limit=max(ks), store=store)
-        qdrant = qdrant_section(metrics, {"anchor_to_positive": recall_at_k(q_ranks, ks)}, facts, warnings)
+        qdrant = _via_qdrant(directions, metrics, ks, store, warnings)
         t = clock.lap("qdrant_s", t)
     counts = {"triplets": len(data.anchors), "pool": len(pool), "with_negative": len(with_neg)}
     return EvalReport(
@@ -327,9 +415,10 @@ def evaluate_i2i(
     finally:
         if tmp_dir:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-    metrics, directions = _both_ways(
-        ("caption_image_to_image", "image_to_caption_image"), caption_vecs, image_vecs, data.caption_image, ks
+    directions = _caption_directions(
+        ("caption_image_to_image", "image_to_caption_image"), caption_vecs, image_vecs, data.caption_image
     )
+    metrics = _score(directions, ks)
     t = clock.lap("score_s", t)
     warnings, notes = diagnose(encoder, "i2i", limited=limited)
     if os.path.basename(font_path).lower() != "arial.ttf":
@@ -339,11 +428,7 @@ def evaluate_i2i(
         )
     qdrant = None
     if via_qdrant:
-        qm, facts = {}, {}
-        for name, queries, candidates, relevant in directions:
-            ranks, facts[name] = qdrant_ranks(queries, candidates, relevant, limit=max(ks), store=store)
-            qm[name] = recall_at_k(ranks, ks)
-        qdrant = qdrant_section(metrics, qm, facts["caption_image_to_image"], warnings)
+        qdrant = _via_qdrant(directions, metrics, ks, store, warnings)
         t = clock.lap("qdrant_s", t)
     tokens = image_token_stats(encoder, data.images)
     clock.lap("image_token_count_s", t)
@@ -371,82 +456,6 @@ def evaluate_i2i(
         notes=notes,
         qdrant=qdrant,
         paper=paper,
-        environment=environment(),
-    )
-
-
-def _both_ways(names, query_vecs, item_vecs, query_item: Sequence[int], ks):
-    """Recall of queries → their item and items → any of their queries (``query_item[j]``: query ``j``'s item)."""
-    forward = [[i] for i in query_item]
-    backward: list[list[int]] = [[] for _ in range(len(item_vecs))]
-    for j, i in enumerate(query_item):
-        backward[i].append(j)
-    directions = [(names[0], query_vecs, item_vecs, forward), (names[1], item_vecs, query_vecs, backward)]
-    metrics = {}
-    for name, queries, candidates, relevant in directions:
-        ranks = retrieval_ranks(queries, candidates, relevant)
-        metrics[name] = {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}
-    return metrics, directions
-
-
-def evaluate_fashioniq(
-    encoder: E5VEncoder,
-    data: FashionIQSet,
-    *,
-    ks: Sequence[int] = (1, 5, 10, 50),
-    via_qdrant: bool = False,
-    store: StoreConfig | None = None,
-    show_progress: bool = False,
-    limited: bool = False,
-) -> EvalReport:
-    """FashionIQ composed retrieval for one category, as the authors evaluate it.
-
-    Candidates (the split file's images) are embedded with ``embed_images``, each query with
-    ``embed_composed_pairs(reference, (caption 1, caption 2))`` (both caption orders, raw vectors summed, then
-    normalised). Unlike CIRR the reference image is **not** excluded: it stays a candidate. Use an encoder with the
-    category's prompt preset (``prompts="fashioniq-dress"`` …); any other preset is flagged in the warnings.
-
-    Example:
-        >>> enc = E5VEncoder(prompts="fashioniq-dress")                                   # doctest: +SKIP
-        >>> data = read_fashioniq("cap.dress.val.json", "img", "split.dress.val.json", category="dress")  # doctest: +SKIP
-        >>> print(evaluate_fashioniq(enc, data).format_table())                            # doctest: +SKIP
-    """
-    clock = Clock()
-    t = time.perf_counter()
-    cand_vecs = encoder.embed_images(data.candidates, show_progress=show_progress)
-    t = clock.lap("embed_candidates_s", t)
-    query_vecs = encoder.embed_composed_pairs(data.references, data.captions, show_progress=show_progress)
-    t = clock.lap("embed_queries_s", t)
-    index = {p: i for i, p in enumerate(data.candidates)}
-    relevant = [[index[p]] for p in data.targets]
-    ranks = retrieval_ranks(query_vecs, cand_vecs, relevant)  # no exclusion: FashionIQ keeps the reference
-    metrics = {"composed_to_image": {**recall_at_k(ranks, ks), "median_rank": median_rank(ranks)}}
-    t = clock.lap("score_s", t)
-    warnings, notes = diagnose(encoder, f"fashioniq-{data.category}", limited=limited)
-    notes.append("reference images stay among the candidates (FashionIQ's protocol; CIRR excludes them)")
-    qdrant = None
-    if via_qdrant:
-        q_ranks, facts = qdrant_ranks(query_vecs, cand_vecs, relevant, limit=max(ks), store=store)
-        qdrant = qdrant_section(metrics, {"composed_to_image": recall_at_k(q_ranks, ks)}, facts, warnings)
-        t = clock.lap("qdrant_s", t)
-    tokens = image_token_stats(encoder, list(dict.fromkeys(data.candidates + data.references)))
-    clock.lap("image_token_count_s", t)
-    counts = {
-        "queries": len(data.references),
-        "candidates": len(data.candidates),
-        "references_among_candidates": sum(r in index for r in data.references),
-    }
-    return EvalReport(
-        task=f"fashioniq-{data.category}",
-        metrics=metrics,
-        model=model_facts(encoder),
-        data=data_facts(data.files, counts, category=data.category),
-        image_tokens=tokens,
-        timings=clock.total(),
-        warnings=warnings,
-        notes=notes,
-        qdrant=qdrant,
-        paper=PAPER_RESULTS["fashioniq"],
         environment=environment(),
     )
 
