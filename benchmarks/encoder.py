@@ -22,7 +22,7 @@ reset (``/proc/self/clear_refs`` = 5), so each run's peak is measured from the s
 torch's CPU allocator (plain malloc) really touches — unlike ``tracemalloc``, which sees only Python objects. Linux only;
 elsewhere the column says n/a.
 
-Allocator: with ``reuse_cpu_memory`` (the default) the encoder keeps freed activation memory in glibc's heap during
+Allocator: with ``reuse_cpu_memory`` (on here, as in the CLI; off by default in the Python API) the encoder keeps freed activation memory in glibc's heap during
 a call and sets glibc's mmap/trim thresholds to fixed values afterwards; the recipe then runs under those values.
 Measured in separate processes, the recipe's text time was the same under them as in an untouched process (9.4-10.8 s
 vs 9.6-10.1 s over 6 runs each), so sharing the process does not flatter the ratio. ``--ablations`` adds the encoder
@@ -319,17 +319,21 @@ def run(argv, work: Path) -> int:
 
     print("# replica built; loading models …", file=sys.stderr)
     recipe = Recipe(path, torch.float32)
-    enc = E5VEncoder(path, device="cpu", dtype="float32", batch_size=BATCH)
+    enc = E5VEncoder(path, device="cpu", dtype="float32", batch_size=BATCH, reuse_cpu_memory=True)
     enc_threads = None
     if args.ablations:  # preprocessing threads forced on, even where the encoder would not use them (see its docs)
-        enc_threads = E5VEncoder(path, device="cpu", dtype="float32", batch_size=BATCH, preprocess_workers=2)
+        enc_threads = E5VEncoder(
+            path, device="cpu", dtype="float32", batch_size=BATCH, preprocess_workers=2, reuse_cpu_memory=True
+        )
         enc_threads._preprocess_workers = lambda: 2
     bf16_ok = not args.no_bf16 and cpu_has_bf16()
-    enc_bf16 = E5VEncoder(path, device="cpu", dtype="bfloat16", batch_size=BATCH) if bf16_ok else None
+    enc_bf16 = (
+        E5VEncoder(path, device="cpu", dtype="bfloat16", batch_size=BATCH, reuse_cpu_memory=True) if bf16_ok else None
+    )
     cfg = recipe.model.config
 
     # Useful work, from the encoder's own preparation (identical token ids to the recipe's, checked by the tests).
-    text_lengths = [len(enc._prepare_text(enc.prompts.for_text, t).input_ids) for t in texts]
+    text_lengths = [len(enc.text_input_ids(t)) for t in texts]
     prepared_images = [enc._prepare_image(im, enc.prompts.for_image(), "bench") for im in images]
     image_lengths = [len(p.input_ids) for p in prepared_images]
     tiles = sum(int(p.pixel_values.shape[0]) for p in prepared_images)
@@ -343,8 +347,8 @@ def run(argv, work: Path) -> int:
         "images": {"recipe": recipe.embed_images, "encoder": enc.embed_images},
     }
     if args.ablations:
-        enc_full = E5VEncoder(path, device="cpu", dtype="float32", batch_size=BATCH)
-        enc_full._last_token_only = False  # every position through the final layer, as the model computes it
+        enc_full = E5VEncoder(path, device="cpu", dtype="float32", batch_size=BATCH, reuse_cpu_memory=True)
+        enc_full._shortcut = None  # every position through the final layer, as the model computes it
         contestants["texts"]["encoder, full last layer"] = enc_full.embed_texts
         contestants["images"]["encoder, full last layer"] = enc_full.embed_images
         enc_alloc = E5VEncoder(path, device="cpu", dtype="float32", batch_size=BATCH, reuse_cpu_memory=False)

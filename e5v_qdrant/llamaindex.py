@@ -31,24 +31,19 @@ from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeRelat
 from .config import DEFAULT_MODEL, EncoderConfig
 from .encoder import E5VEncoder
 from .errors import E5VConfigError, E5VImageError, E5VInputError
+from .identity import vector_fields
 from .media import ImageInput
 
 __all__ = ["E5VEmbedding"]
 
 Embedding = list[float]
 
-# EncoderConfig options that E5VEmbedding mirrors as its own pydantic fields (LlamaIndex name -> encoder name).
-_MIRRORED = {
-    "model_name": "model",
-    "revision": "revision",
-    "adapter": "adapter",
-    "device": "device",
-    "dtype": "dtype",
-    "prompt_preset": "prompts",
-    "query_prompt": "query_prompt",
-    "max_text_tokens": "max_text_tokens",
-    "embed_batch_size": "batch_size",
-}
+# LlamaIndex-side names of EncoderConfig options (others keep their EncoderConfig name).
+_LLAMA_NAMES = {"model": "model_name", "prompts": "prompt_preset", "batch_size": "embed_batch_size"}
+# EncoderConfig options that E5VEmbedding mirrors as its own pydantic fields (LlamaIndex name -> encoder name): every
+# option that changes vectors (``identity.vector_fields``, so to_dict() and cache keys change whenever vectors would),
+# plus device, dtype and the batch size. A vector option without a field fails at import (``_check_mirrored``).
+_MIRRORED = {_LLAMA_NAMES.get(name, name): name for name in (*vector_fields(), "device", "dtype", "batch_size")}
 # EncoderConfig options that do not change the vectors; passed through ``encoder_kwargs``.
 _PASSTHROUGH = {f.name for f in dataclasses.fields(EncoderConfig)} - set(_MIRRORED.values())
 
@@ -296,6 +291,17 @@ class E5VEmbedding(MultiModalEmbedding):
         if images:
             _assign(image_nodes, await self.aget_image_embedding_batch(images, show_progress=show_progress))
         return _as_image_nodes(nodes, image_nodes)
+
+
+def _check_mirrored(cls) -> None:
+    """Every mirrored EncoderConfig option must be a field of ``cls`` (a vector option added to EncoderConfig
+    without a field here would otherwise be silently left at its default)."""
+    missing = sorted(set(_MIRRORED) - set(cls.model_fields))
+    if missing:
+        raise TypeError(f"{cls.__name__} lacks fields for the EncoderConfig options {missing}: add them")
+
+
+_check_mirrored(E5VEmbedding)
 
 
 def _assign(nodes: list[BaseNode], vectors: list[Embedding]) -> None:

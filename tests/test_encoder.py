@@ -7,6 +7,7 @@ processor → full LlavaNextForConditionalGeneration forward with output_hidden_
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 
 import numpy as np
@@ -187,19 +188,25 @@ def test_trap_replica_breaks_stock_transformers(replica_path):
         model(**fixed(text=[IMAGE], images=[IMAGES[0]], return_tensors="pt"))
 
 
-def test_trap_fixes_warn_and_clean_checkpoint_is_silent(replica_path, tmp_path):
-    with pytest.warns(UserWarning) as record:
-        E5VEncoder(replica_path, device="cpu")
-    text = " ".join(str(w.message) for w in record)
+def test_trap_fixes_are_logged_once_at_info_and_clean_checkpoint_is_silent(replica_path, tmp_path, caplog):
+    """Handled traps are reported once at INFO (``-v``) and recorded on the encoder, not raised as warnings."""
+    with caplog.at_level(logging.INFO, logger="e5v_qdrant"), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        enc = E5VEncoder(replica_path, device="cpu")
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("e5v_qdrant") and r.levelno == logging.INFO]
+    text = " ".join(enc.load_fixes)
     assert "outside the embedding table" in text and "patch_size" in text
+    assert sorted(logged) == sorted(enc.load_fixes) and len(enc.load_fixes) == 2
 
     clean = build_replica(
         tmp_path / "clean",
         ReplicaSpec(image_token_outside_vocab=False, legacy_processor_config=False, tokenizer_padding_side="left"),
     )
-    with warnings.catch_warnings():
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="e5v_qdrant"), warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         enc = E5VEncoder(clean, device="cpu")
+    assert enc.load_fixes == [] and not [r for r in caplog.records if r.name.startswith("e5v_qdrant")]
     assert enc.embed_images(IMAGES[:1]).shape == (1, enc.dim)
     assert Recipe(clean)([IMAGE], IMAGES[:1]).shape == (1, enc.dim)
 
