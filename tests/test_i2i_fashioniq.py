@@ -207,6 +207,7 @@ def test_eval_i2i_report_equals_recall_from_the_saved_renderings(replica_path, e
     assert font["path"] == find_default_font()
     assert font["sha256"] == hashlib.sha256(open(font["path"], "rb").read()).hexdigest()
     assert rep["paper"]["caption_image_to_image"]["R@1"] == 67.8  # Flickr30K I2I, next to the result
+    assert any("3 test images" in w and "has 1000" in w for w in rep["warnings"])
     assert rep["data"]["rendered_captions"] == str(saved)
     assert any("Arial" in n for n in rep["notes"])
 

@@ -92,6 +92,18 @@ def _via_qdrant(directions: list[Direction], metrics, ks: Sequence[int], store, 
     return qdrant_section(metrics, recalls, facts[directions[0][0]], warnings)
 
 
+def _check_benchmark_split(
+    key, paper, data: RetrievalSet, limited: bool, warnings: list[str], notes: list[str]
+) -> None:
+    """Flag a Flickr30K / COCO run that is not the paper's test split, or whose test split has the wrong size."""
+    if paper and data.split == "test" and not limited:
+        expected = {"flickr30k": 1000, "coco": 5000}[key]
+        if len(data.images) != expected:
+            warnings.append(f"{len(data.images)} test images, but the paper's {paper['benchmark']} has {expected}")
+    elif paper and data.split != "test":
+        notes.append(f"split {data.split!r}: the paper reports the test split")
+
+
 def evaluate_retrieval(
     encoder: E5VEncoder,
     data: RetrievalSet,
@@ -139,13 +151,8 @@ def evaluate_retrieval(
     clock.lap("image_token_count_s", t)
     key = paper_key(data.dataset)
     paper = PAPER_RESULTS.get(key) if key else None
+    _check_benchmark_split(key, paper, data, limited, warnings, notes)
     counts = {"images": len(data.images), "captions": len(data.captions)}
-    if paper and data.split == "test" and not limited:
-        expected = {"flickr30k": 1000, "coco": 5000}[key]
-        if counts["images"] != expected:
-            warnings.append(f"{counts['images']} test images, but the paper's {paper['benchmark']} has {expected}")
-    elif paper and data.split != "test":
-        notes.append(f"split {data.split!r}: the paper reports the test split")
     return EvalReport(
         task="retrieval",
         metrics=metrics,
@@ -434,8 +441,7 @@ def evaluate_i2i(
     clock.lap("image_token_count_s", t)
     key = paper_key(data.dataset)
     paper = PAPER_RESULTS.get(f"i2i-{key}") if key else None
-    if paper and data.split != "test":
-        notes.append(f"split {data.split!r}: the paper reports the test split")
+    _check_benchmark_split(key, paper, data, limited, warnings, notes)
     counts = {"images": len(data.images), "captions": len(data.captions)}
     return EvalReport(
         task="i2i",
