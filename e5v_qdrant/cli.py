@@ -1,6 +1,6 @@
 """The ``e5v-qdrant`` command line: argument parsing, progress display and exit codes only.
 
-Exit status: 0 success; 1 finished, but some inputs were skipped; 2 usage, configuration or permanent error.
+Exit status: 0 success; 1 finished, but some supported inputs failed; 2 usage, configuration or permanent error.
 Each subcommand is a ``_add_<name>`` (its options, built from the config dataclasses) and a ``_run_<name>``.
 """
 
@@ -196,10 +196,14 @@ def _add_ingest(sub) -> Callable:
         help="embed folders of documents and images into a Qdrant collection (idempotent, resumable)",
         description="Embed files into COLLECTION. Text: .txt .md .markdown .rst .html .htm (and .pdf with the optional "
         "extra: pip install 'e5v-qdrant[pdf]'), chunked with LlamaIndex's SentenceSplitter; images: .jpg .jpeg .png "
-        ".webp .gif .bmp .tif .tiff. Re-running skips unchanged files, replaces the chunks of changed ones, and with "
-        "--sync removes files that vanished. Bad inputs are skipped and listed. "
+        ".webp .gif .bmp .tif .tiff. Compressed text (.gz .bz2 .xz) is read, files without a type extension (README, "
+        "copyright) are ingested when they hold UTF-8 text. Re-running skips unchanged files without opening them "
+        "(same size, mtime and inode; --verify re-reads all), replaces the chunks of changed ones, with --sync removes "
+        "files that vanished, and loads the model only if something needs embedding. A file that cannot be read is "
+        "skipped and listed, the run goes on. "
         + _STORE_HELP
-        + " Exit status: 0 all ingested, 1 some inputs skipped, 2 usage/config/store error.",
+        + " Exit status: 0 every supported file ingested (unsupported types are ignored and counted), 1 some "
+        "supported files failed, 2 usage/config/store error.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     add_arguments(p, IngestConfig, group="ingest")
@@ -218,19 +222,12 @@ def _add_ingest(sub) -> Callable:
 
 def _run_ingest(args) -> int:
     from .config import IngestConfig
-    from .ingest import ingest
+    from .ingest import check_paths, ingest
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
-    with _store_from(args) as store:
-        if config.engine == "ray":  # the model is loaded on the Ray workers only
-            from .ray_engine import ingest_ray
-
-            report = ingest_ray(
-                config, _encoder_config_from(args, store, config.collection), store, progress=args.progress
-            )
-        else:
-            encoder = _encoder_from(args, store, config.collection)
-            report = ingest(config, encoder, store, progress=args.progress)
+    check_paths(config.paths)  # before the store folder or the model is touched
+    with _store_from(args) as store:  # the model loads in `ingest` (or on the Ray workers), only when needed
+        report = ingest(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
     data = report.to_dict()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
@@ -238,24 +235,7 @@ def _run_ingest(args) -> int:
     if args.json:
         _print_json(data)
     else:
-        counts = data["counts"]
-        print(
-            f"collection {report.collection} -> {report.physical_collection} (model fingerprint {report.model_fingerprint})"
-        )
-        print(
-            "files: "
-            + ", ".join(
-                f"{k} {counts[k]}" for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped")
-            )
-        )
-        print(
-            f"points: embedded {counts['embedded']}, written {counts['points_written']}, deleted {counts['points_deleted']}"
-            f" in {data['seconds']:.1f}s"
-        )
-        for w in data["warnings"]:
-            print(f"warning: {w['source']}: {w['warning']}")
-        for s in data["skipped_inputs"]:
-            print(f"skipped: {s['source']}: {s['reason']}")
+        print(report.summary())
     return report.exit_code
 
 
@@ -433,8 +413,10 @@ def _run_reingest(args) -> int:
     from .reingest import reingest
 
     given = vars(args)
-    if "model" not in given and "adapter" not in given:
-        raise E5VConfigError("give the new model: --adapter DIR (fine-tuned on the recorded model) or --model M")
+    if not {"model", "adapter", "image_layout"} & given.keys():
+        raise E5VConfigError(
+            "give the new model: --adapter DIR (fine-tuned on the recorded model), --model M or --image-layout L"
+        )
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")

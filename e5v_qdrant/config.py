@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .anyres import DEFAULT_LAYOUT, LAYOUTS
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -119,6 +120,15 @@ class EncoderConfig:
         "off for the Python API (it changes allocator settings of the whole host process)",
         cli_default=True,
     )
+    image_layout: str = option(
+        DEFAULT_LAYOUT,
+        help="how images become tokens: paper = the authors' environment (transformers 4.41.2), where every published "
+        "E5-V image number was measured; llava-next = today's transformers, the original LLaVA-NeXT code and vLLM. "
+        "They differ for images whose best anyres grid is non-square (3:2 photos such as 500x333, small squares, "
+        "documents, panoramas); a collection holds one layout",
+        choices=LAYOUTS,
+        vectors=True,
+    )
 
     def __post_init__(self):
         if self.dtype not in DTYPE_NAMES:
@@ -133,6 +143,8 @@ class EncoderConfig:
             raise E5VConfigError(f"preprocess_workers must be >= 0, got {self.preprocess_workers}")
         if not self.model:
             raise E5VConfigError("model must be a hub id or a local folder")
+        if self.image_layout not in LAYOUTS:
+            raise E5VConfigError(f"image_layout {self.image_layout!r} is not one of {LAYOUTS} (--image-layout)")
         if self.adapter is not None and not os.path.isdir(self.adapter):
             raise E5VConfigError(
                 f"adapter folder {self.adapter!r} does not exist (pass the --output folder of `e5v-qdrant finetune`)"
@@ -241,6 +253,39 @@ class StoreConfig:
         return self.qdrant_path or "qdrant_data"
 
 
+#: Characters Qdrant refuses in collection names (qdrant/qdrant ``validate_collection_name``, lib/api/src/grpc/validate.rs).
+COLLECTION_NAME_FORBIDDEN = '<>:"/\\|?*\0\x1f'
+#: Qdrant's limit is 255 characters; the physical collection adds ``-e5v-`` and a 16-character fingerprint id.
+COLLECTION_NAME_MAX = 255 - len("-e5v-") - 16
+
+
+def check_collection_name(name: str) -> None:
+    """Refuse a collection name Qdrant would refuse (checked before anything is loaded or created).
+
+    Qdrant's rule: no ``< > : " / \\ | ? *``, NUL or U+001F; we also refuse other non-printable characters (they
+    make unreadable folder names in the embedded store) and names too long for the physical collection's suffix.
+
+    Raises:
+        E5VConfigError: naming the offending character or the length limit.
+
+    Example:
+        >>> check_collection_name("docs-2024.v1")
+    """
+    if not name:
+        raise E5VConfigError("a collection name is required: pass --collection NAME")
+    bad = sorted({c for c in name if c in COLLECTION_NAME_FORBIDDEN or not c.isprintable()})
+    if bad:
+        raise E5VConfigError(
+            f"invalid collection name {name!r}: it contains {', '.join(repr(c) for c in bad)}; Qdrant refuses "
+            f"{' '.join(repr(c) for c in COLLECTION_NAME_FORBIDDEN)} in names (use letters, digits, '-', '_', '.')"
+        )
+    if len(name) > COLLECTION_NAME_MAX:
+        raise E5VConfigError(
+            f"collection name {name[:40]!r}... is {len(name)} characters; at most {COLLECTION_NAME_MAX} fit Qdrant's "
+            "255-character limit once the model suffix is added"
+        )
+
+
 @dataclass
 class IngestConfig:
     """What `e5v-qdrant ingest` reads and how: the collection (an alias), chunking and sync behaviour."""
@@ -253,6 +298,23 @@ class IngestConfig:
     chunk_overlap: int = option(64, help="overlap between consecutive chunks in tokens")
     sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
     follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
+    include: list[str] = option(
+        default_factory=list,
+        help="only take files whose name or path relative to the given folder matches one of these globs ('*.md')",
+    )
+    exclude: list[str] = option(
+        default_factory=list, help="skip files and folders whose name or relative path matches one of these globs"
+    )
+    verify: bool = option(
+        False,
+        help="re-read and re-hash every file; by default a file whose size, mtime and inode equal what its points "
+        "record is unchanged without being opened",
+    )
+    chunk_time_budget: float = option(
+        30.0,
+        help="seconds of sentence splitting per document; past it (or if nltk's regex guard times out) the rest is "
+        "split without sentence boundaries",
+    )
     queue_size: int = option(
         4, help="batches buffered between the reading, embedding and writing threads (bounds memory)"
     )
@@ -277,8 +339,9 @@ class IngestConfig:
     )
 
     def __post_init__(self):
-        if not self.collection:
-            raise E5VConfigError("a collection name is required: pass --collection NAME")
+        check_collection_name(self.collection)
+        if self.chunk_time_budget <= 0:
+            raise E5VConfigError(f"chunk_time_budget must be > 0 seconds, got {self.chunk_time_budget}")
         if self.chunk_size < 16:
             raise E5VConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import cpu_memory, identity
+from .anyres import AnyresGeometry, image_token_count, paper_pixel_values, use_paper_layout
 from .checkpoint import load_checkpoint, resolve_device_and_dtype
 from .config import DEFAULT_MODEL, EncoderConfig
 from .errors import E5VInputError
@@ -57,12 +58,14 @@ class E5VEncoder:
     """Embed texts, images and composed (image + modification text) queries with E5-V.
 
     Vectors are ``float32``, L2-normalised, shape ``(n, dim)`` (4096 for ``royokong/e5-v``); similarity is the dot
-    product. With default options they equal the authors' recipe.
+    product. With default options they equal the authors' recipe run in the authors' environment (transformers
+    4.41.2), images included (``image_layout="paper"``; ``"llava-next"`` gives today's transformers' image layout).
 
     Args:
         model: hub id or local folder (default ``royokong/e5-v``).
         config: a full ``EncoderConfig``; alternatively pass its fields as keyword arguments
-            (``revision``, ``adapter``, ``device``, ``dtype``, ``batch_size``, ``prompts``, ``query_prompt`` …).
+            (``revision``, ``adapter``, ``device``, ``dtype``, ``batch_size``, ``prompts``, ``query_prompt``,
+            ``image_layout`` …).
         weight_options: extra ``from_pretrained`` options for the weights (fine-tuning passes 4-bit quantization).
 
     Example:
@@ -110,6 +113,10 @@ class E5VEncoder:
         #: one line per published-checkpoint fix applied on load (reports record them)
         self.load_fixes: list[str] = loaded.fixes
         self._torch = torch
+        #: anyres geometry of the checkpoint; with image_layout="paper" the model packs image features as 4.41.2 did
+        self.geometry = AnyresGeometry.from_configs(loaded.model_config, loaded.processor.image_processor)
+        if self.config.image_layout == "paper":
+            use_paper_layout(self.model, self.geometry, loaded.model_config.vision_feature_select_strategy)
         self._shortcut = LastTokenShortcut.install(self.model)
 
     # ------------------------------------------------------------------ facts
@@ -142,7 +149,10 @@ class E5VEncoder:
             "prompt_preset": self.config.prompts,
             "pooling": "final-layer hidden state at each row's last real token, L2-normalised (rows right-padded; "
             "attention is causal, so padding is never seen and no mask is used)",
-            "image_processor": type(self.processor.image_processor).__name__,
+            "image_processor": "e5v_qdrant.anyres.paper_pixel_values"
+            if self.config.image_layout == "paper"
+            else type(self.processor.image_processor).__name__,
+            "image_layout": self.config.image_layout,
             "fingerprint": self.fingerprint["id"],
             "transformers": transformers.__version__,
             "torch": torch.__version__,
@@ -268,6 +278,14 @@ class E5VEncoder:
     def _prepare_image(self, image: ImageInput, prompt: str, position: str) -> _Prepared:
         label = f"{position} ({describe_source(image)})"
         pil = load_image(image, max_pixels=self.config.max_image_pixels, name=label)
+        if self.config.image_layout == "paper":
+            size = (pil.height, pil.width)
+            count = image_token_count(size, self.geometry, "paper")
+            ids = []
+            for token in self.tokenizer(prompt)["input_ids"]:
+                ids.extend([token] * count if token == self.image_token_id else [token])
+            pixels = self._torch.from_numpy(paper_pixel_values(pil, self.geometry))
+            return _Prepared(ids, pixels, self._torch.tensor(size))
         batch = self.processor(text=[prompt], images=[pil], return_tensors="pt")
         return _Prepared(batch["input_ids"][0].tolist(), batch["pixel_values"][0], batch["image_sizes"][0])
 

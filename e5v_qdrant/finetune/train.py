@@ -521,6 +521,8 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
             "adapter": ".",
             "merged": "merged" if merged else None,
             "trained_module": "language_model (LoRA); vision tower and projector unchanged",
+            # training sees texts only; images are laid out at inference by E5VEncoder's image_layout (this default)
+            "image_layout": EncoderConfig().image_layout,
             "prompt": {
                 "preset": config.prompts,
                 "text": prompts.for_text("{text}"),
