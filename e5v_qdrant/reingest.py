@@ -23,9 +23,10 @@ from typing import Any
 
 from .errors import E5VConfigError, E5VImageError, E5VInputError
 from .media import load_image
-from .sources import PDF_SUFFIXES, render_pdf_page
-from .sparse import SPARSE_VECTOR_NAME, encoder_from_spec
-from .store import VECTOR_NAME, QdrantStore, StoreError, physical_name
+from .pipeline import FileWork, embed_points
+from .sources import PDF_SUFFIXES, Item, render_pdf_page
+from .sparse import encoder_from_spec
+from .store import QdrantStore, StoreError, physical_name
 
 __all__ = ["ReingestReport", "reingest"]
 
@@ -212,25 +213,16 @@ def reingest(
     )
 
     def flush() -> None:
-        from qdrant_client import models
-
         if not pending:
             return
-        points = []
-        for modality in ("text", "image"):
-            group = [(r, c) for r, m, c in pending if m == modality]
-            if not group:
-                continue
-            embed = encoder.embed_texts if modality == "text" else encoder.embed_images
-            vectors = embed([c for _, c in group])
-            for (record, content), vector in zip(group, vectors, strict=True):
-                payload = dict(record.payload or {})
-                payload["model_fingerprint"] = fingerprint["id"]
-                vectors: dict[str, Any] = {VECTOR_NAME: vector.tolist()}
-                if sparse_encoder is not None and modality == "text":
-                    indices, values = sparse_encoder.encode_document(content)
-                    vectors[SPARSE_VECTOR_NAME] = models.SparseVector(indices=indices, values=values)
-                points.append(models.PointStruct(id=str(record.id), vector=vectors, payload=payload))
+        batch = [
+            (
+                FileWork(str((r.payload or {}).get("source")), "new", [], set()),
+                Item(str(r.id), m, c, dict(r.payload or {})),
+            )
+            for r, m, c in pending
+        ]
+        points = embed_points(encoder, batch, fingerprint["id"], sparse_encoder=sparse_encoder)
         store.upsert(target, points)
         report.embedded += len(points)
         pending.clear()

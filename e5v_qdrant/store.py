@@ -26,7 +26,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .config import StoreConfig
+from .config import StoreConfig, check_collection_name
 from .errors import E5VConfigError, E5VError
 from .identity import vector_fields, vector_options
 from .sparse import SPARSE_VECTOR_NAME
@@ -412,7 +412,8 @@ class QdrantStore:
         stamp = self.stamp(physical)
         return stamp.sparse if stamp is not None else None
 
-    def _check_sparse(self, name: str, physical: str, sparse: dict[str, Any] | None) -> None:
+    def check_sparse(self, name: str, physical: str, sparse: dict[str, Any] | None) -> None:
+        """Refuse ``sparse`` (a hybrid request) on a collection created without sparse vectors."""
         if sparse is not None and self.sparse_spec(physical) is None:
             raise CollectionMismatchError(
                 f"collection {name!r} ({physical}) was created without --hybrid, so it has no sparse vectors. "
@@ -449,17 +450,16 @@ class QdrantStore:
             CollectionMismatchError: ``name`` already serves another model or dimension, or is not hybrid when
                 ``sparse`` asks for it.
         """
-        if not name or "/" in name:
-            raise E5VConfigError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
+        check_collection_name(name)
         physical = self.resolve(name)
         if physical is not None:
             self.check_compatible(name, physical, encoder)
-            self._check_sparse(name, physical, sparse)
+            self.check_sparse(name, physical, sparse)
             return physical
         physical = physical_name(name, encoder.fingerprint["id"])
         if self.exists(physical):  # a run killed between creating the collection and its alias
             self.check_compatible(name, physical, encoder)
-            self._check_sparse(name, physical, sparse)
+            self.check_sparse(name, physical, sparse)
         else:
             self.create_physical(physical, encoder, alias=name, sparse=sparse)
         self.point_alias(name, physical)
