@@ -426,3 +426,71 @@ def test_unset_key_variable_is_a_config_error(monkeypatch):
     monkeypatch.delenv("E5V_UNSET_KEY", raising=False)
     with pytest.raises(E5VConfigError, match="E5V_UNSET_KEY"):
         _ = ServeConfig(api_key_env="E5V_UNSET_KEY").api_key
+
+
+# ---------------------------------------------------------------------- the search page in a real browser
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    import os
+
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1100,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_search_page_text_snippet_and_image_thumbnail(live, browser, corpus, tmp_path):
+    """Type a text: its snippet and source show. Choose an image: its thumbnail shows (a loaded JPEG)."""
+    import os
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    artifacts = os.environ.get("E5V_TEST_ARTIFACTS") or str(tmp_path)
+    os.makedirs(artifacts, exist_ok=True)
+    wait = WebDriverWait(browser, 60)
+    browser.get(live.url + "/")
+    wait.until(lambda d: [o.text for o in d.find_elements(By.CSS_SELECTOR, "#collection option")] == ["docs"])
+
+    text = TEXTS["harbour.txt"]
+    browser.find_element(By.ID, "q").send_keys(text)
+    browser.find_element(By.ID, "search").click()
+    first = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#results .hit")))
+    assert first.find_element(By.CLASS_NAME, "snippet").text == text
+    assert str(corpus / "harbour.txt") in first.find_element(By.CLASS_NAME, "meta").text
+    browser.save_screenshot(os.path.join(artifacts, "search_page_text.png"))
+
+    browser.find_element(By.ID, "q").clear()
+    file_input = browser.find_element(By.ID, "file")
+    browser.execute_script("arguments[0].hidden = false", file_input)  # the drop zone's own file chooser
+    file_input.send_keys(str(corpus / "blue.png"))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#drop img")))
+    browser.find_element(By.ID, "search").click()
+    wait.until(lambda d: "blue.png" in d.find_element(By.CSS_SELECTOR, "#results .hit .meta").text)
+    thumb = browser.find_element(By.CSS_SELECTOR, "#results .hit img.thumb")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb))
+    assert thumb.get_attribute("src").startswith("blob:")
+    assert browser.execute_script("return arguments[0].naturalWidth", thumb) == 64  # the 64x48 original, unscaled
+    browser.save_screenshot(os.path.join(artifacts, "search_page_image.png"))
