@@ -135,6 +135,25 @@ def test_openai_client_float_and_base64_equal_encoder(live, encoder):
     assert cos(single.data[0].embedding, expected[0]) >= 0.9999
 
 
+def test_llamaindex_and_langchain_openai_embedding_classes_unmodified(live, encoder):
+    """The frameworks' own OpenAI embedding classes, pointed at the server, return the encoder's vectors."""
+    docs = ["Fishing boats rest in the harbour.", "Whisk two eggs with flour."]
+    expected = encoder.embed_texts(docs + ["boats at dawn"])
+    llama = pytest.importorskip("llama_index.embeddings.openai")
+    li = llama.OpenAIEmbedding(model_name="e5-v", api_base=live.url + "/v1", api_key="unused")
+    got = li.get_text_embedding_batch(docs) + [li.get_query_embedding("boats at dawn")]
+    for g, e in zip(got, expected, strict=True):
+        assert cos(g, e) >= 0.9999
+    lc = pytest.importorskip("langchain_openai")
+    # check_embedding_ctx_length=False: send text, not tiktoken ids (token ids are refused with a 400 saying so)
+    emb = lc.OpenAIEmbeddings(
+        model="e5-v", base_url=live.url + "/v1", api_key="unused", check_embedding_ctx_length=False
+    )
+    got = emb.embed_documents(docs) + [emb.embed_query("boats at dawn")]
+    for g, e in zip(got, expected, strict=True):
+        assert cos(g, e) >= 0.9999
+
+
 def test_usage_counts_the_prompted_tokens(client, encoder):
     texts = ["Fishing boats rest in the harbour.", "x"]
     body = client.post("/v1/embeddings", json={"input": texts, "model": "m"}).json()
