@@ -118,7 +118,7 @@ def client(live):
 
 # ---------------------------------------------------------------------- vectors equal the library's
 def test_openai_client_float_and_base64_equal_encoder(live, encoder):
-    texts = ["a red square", "pancakes with syrup", ""]
+    texts = ["a red square", "pancakes with syrup", "a"]
     expected = encoder.embed_texts(texts)
     api = openai.OpenAI(base_url=live.url + "/v1", api_key="unused")
     for fmt in ("float", "base64"):
@@ -241,6 +241,7 @@ BAD_REQUESTS = [
     ("token ids", "/v1/embeddings", {"input": [[101, 2023]]}, 400, "token-id inputs are not supported"),
     ("token ids flat", "/v1/embeddings", {"input": [101, 2023]}, 400, "token-id inputs are not supported"),
     ("empty input", "/v1/embeddings", {"input": []}, 400, "empty list"),
+    ("empty string", "/v1/embeddings", {"input": ""}, 400, "empty string"),
     ("no input", "/v1/embeddings", {"model": "m"}, 400, "exactly one of 'input'"),
     ("too many items", "/v1/embeddings", {"input": ["a"] * 9}, 413, "max_items=8"),
     ("bad encoding_format", "/v1/embeddings", {"input": "a", "encoding_format": "int8"}, 400, "encoding_format"),

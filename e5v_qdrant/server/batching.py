@@ -20,7 +20,7 @@ __all__ = ["DynamicBatcher", "QueueFullError", "KINDS"]
 log = logging.getLogger(__name__)
 
 #: Job kinds and the encoder method each runs through. ``composed`` items are ``(image, text)`` pairs.
-KINDS = ("text", "query", "image", "composed")
+KINDS = ("text", "image", "composed")
 
 
 class QueueFullError(E5VError, RuntimeError):
@@ -45,7 +45,7 @@ class DynamicBatcher:
     fails on one bad input, each job of that call is retried alone so only the offending request fails.
 
     Args:
-        encoder: an ``E5VEncoder`` (``embed_texts``, ``embed_queries``, ``embed_images``, ``embed_composed``).
+        encoder: an ``E5VEncoder`` (``embed_texts``, ``embed_images``, ``embed_composed``).
         max_batch_size: most inputs per coalesced call.
         max_wait_ms: how long the collector waits for more jobs after the first.
         max_batch_tokens: token budget per coalesced call; a job over it alone still runs, alone.
@@ -191,8 +191,6 @@ class DynamicBatcher:
         enc = self.encoder
         if kind == "text":
             return enc.embed_texts(items)
-        if kind == "query":
-            return enc.embed_queries(items)
         if kind == "image":
             return enc.embed_images(items)
         return enc.embed_composed([image for image, _ in items], [text for _, text in items])

@@ -71,7 +71,7 @@ class EmbeddingRequest(BaseModel):
             return None
         token_ids = "token-id inputs are not supported: send text (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))"
         if isinstance(value, str):
-            return [value]
+            value = [value]
         if not isinstance(value, list):
             raise ValueError(f"must be a string or a list of strings, got {type(value).__name__}")
         if not value:
@@ -81,6 +81,8 @@ class EmbeddingRequest(BaseModel):
                 raise ValueError(token_ids)
             if not isinstance(item, str):
                 raise ValueError(f"item {i} must be a string, got {type(item).__name__}")
+            if not item:
+                raise ValueError(f"item {i} is an empty string (refused, as OpenAI's API does); send some text")
         return value
 
 
