@@ -119,6 +119,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16, help="the encoder's --batch-size in the server")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's batching window")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="OMP_NUM_THREADS of the server (default: torch's, = cores)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: few requests, one repeat")
     args = parser.parse_args()
     if args.quick:
@@ -128,6 +131,7 @@ def main() -> None:
 
     from e5v_qdrant.testing import build_replica
 
+    load = os.getloadavg()[0]  # other processes on the machine: the table is only as quiet as they are
     tmp = tempfile.mkdtemp(prefix="e5v-serve-bench-")
     replica = build_replica(Path(tmp) / "replica", spec())
     port = free_port()
@@ -136,7 +140,10 @@ def main() -> None:
     cmd = [sys.executable, "-m", "e5v_qdrant.cli", "serve", "--model", str(replica), "--device", "cpu",
            "--dtype", "float32", "--port", str(port), "--batch-size", str(args.batch_size),
            "--max-wait-ms", str(args.max_wait_ms)]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.torch_threads:
+        env["OMP_NUM_THREADS"] = str(args.torch_threads)
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -151,6 +158,7 @@ def main() -> None:
                 raise RuntimeError("server did not start")
             time.sleep(0.3)
         workloads = {"text": texts(args.texts), "image": images(args.images)}
+        workloads = {kind: items for kind, items in workloads.items() if items}
         for kind, items in workloads.items():  # warm-up: first calls allocate and tune
             run(url, kind, items[:4], 1)
         rows = []
@@ -184,7 +192,11 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(60)
-    print(f"\nreplica: {spec()}\nserver: {' '.join(cmd[3:])}\nrepeats: {args.repeats}, CPUs: {os.cpu_count()}\n")
+    threads = f"OMP_NUM_THREADS={args.torch_threads}" if args.torch_threads else "torch default threads"
+    print(f"\nreplica: {spec()}\nserver: {' '.join(cmd[3:])} ({threads})")
+    print(
+        f"repeats: {args.repeats}, CPUs: {os.cpu_count()}, 1-min load average at start / end: {load:.1f} / {os.getloadavg()[0]:.1f}\n"
+    )
     print("| inputs | mode | requests | wall s | requests/s | p50 ms | p95 ms | throughput vs sequential |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for kind, name, n, wall, rps, p50, p95, ratio in rows:
