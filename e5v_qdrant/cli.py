@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 
 from . import __version__
-from .config import EncoderConfig, add_arguments, from_namespace
+from .config import EncoderConfig, add_arguments, from_namespace, namespace_options
 from .errors import E5VError
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -163,7 +163,6 @@ def _add_eval(sub) -> Callable:
 
 def _run_eval(args) -> int:
     import time
-    import warnings
 
     from . import evaluate as ev
     from .config import EvalConfig, StoreConfig
@@ -189,12 +188,8 @@ def _run_eval(args) -> int:
     else:
         data = ev.read_triplets(args.data, limit=options.limit)
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        encoder = E5VEncoder(config=from_namespace(EncoderConfig, args))
+    encoder = E5VEncoder(config=from_namespace(EncoderConfig, args))
     load_s = time.perf_counter() - start
-    for w in caught:  # still show them (through the user's warning filters), and keep them in the report
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     common = {"show_progress": options.progress, "limited": limited}
     qdrant = {"via_qdrant": options.via_qdrant, "store": store}
     if task == "retrieval":
@@ -205,7 +200,7 @@ def _run_eval(args) -> int:
         report = ev.evaluate_sts(encoder, data, **common)
     else:
         report = ev.evaluate_triplets(encoder, data, **common, **qdrant)
-    report.model["load_warnings"] = [str(w.message) for w in caught]
+    report.model["load_warnings"] = list(encoder.load_fixes)
     report.timings = {"model_load_s": round(load_s, 4), **report.timings}
     print(report.format_table())
     if options.report:
@@ -221,6 +216,19 @@ _STORE_HELP = (
 )
 
 
+_RECORDED = "as recorded in the collection, else the value `e5v-qdrant info --help` shows"
+#: StoreConfig options that only matter when writing or creating collections (not offered by read-only commands)
+_WRITE_OPTIONS = (
+    "write_batch_size",
+    "write_batch_bytes",
+    "on_disk_vectors",
+    "vector_datatype",
+    "shard_number",
+    "replication_factor",
+    "write_consistency_factor",
+)
+
+
 def _store_from(args):
     from .config import StoreConfig
     from .store import QdrantStore
@@ -228,31 +236,17 @@ def _store_from(args):
     return QdrantStore(from_namespace(StoreConfig, args))
 
 
+def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
+    """Encoder options: those typed on the command line, else those recorded in the collection, else defaults."""
+    from .collection_model import encoder_config_for
+
+    return encoder_config_for(store, collection, **namespace_options(EncoderConfig, args))
+
+
 def _encoder_from(args, store, collection: str):
-    """Load the encoder: options given on the command line, else those recorded in the collection, else defaults."""
     from .encoder import E5VEncoder
 
     return E5VEncoder(config=_encoder_config_from(args, store, collection))
-
-
-def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
-    """The encoder options of ``_encoder_from`` without loading the model (the Ray engine loads it on its workers)."""
-    from .search import recorded_encoder_options
-
-    recorded = recorded_encoder_options(store, collection)
-    return from_namespace(EncoderConfig, argparse.Namespace(**_absolute_folders({**recorded, **vars(args)})))
-
-
-def _absolute_folders(options: dict) -> dict:
-    """Local model / adapter folders as absolute paths, so the collection records a path valid from any directory
-    (and the model fingerprint, which includes the path, does not depend on the working directory)."""
-    import os
-
-    for key in ("model", "adapter"):
-        value = options.get(key)
-        if isinstance(value, str) and os.path.isdir(value):
-            options[key] = os.path.abspath(value)
-    return options
 
 
 def _add_ingest(sub) -> Callable:
@@ -270,7 +264,7 @@ def _add_ingest(sub) -> Callable:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     add_arguments(p, IngestConfig, group="ingest")
-    add_arguments(p, EncoderConfig, group="model (default: the model recorded in the collection, else royokong/e5-v)")
+    add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
     add_arguments(p, StoreConfig, group="store")
     p.add_argument("--report", metavar="FILE.json", help="also write the run report (counts, skipped inputs) as JSON")
     p.add_argument("--json", action="store_true", help="print the run report as JSON instead of a summary")
@@ -343,8 +337,8 @@ def _add_search(sub) -> Callable:
         "--modality", choices=("text", "image", "any"), default="any", help="only return this modality (default: any)"
     )
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    add_arguments(p, EncoderConfig, group="model (default: the model recorded in the collection)")
-    add_arguments(p, StoreConfig, group="store")
+    add_arguments(p, EncoderConfig, group="model", recorded_default="as recorded in the collection")
+    add_arguments(p, StoreConfig, exclude=_WRITE_OPTIONS, group="store")
     return _run_search
 
 
@@ -386,7 +380,7 @@ def _add_collections(sub) -> Callable:
         "each was built with, and its point count. " + _STORE_HELP,
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_arguments(p, StoreConfig, group="store")
+    add_arguments(p, StoreConfig, exclude=_WRITE_OPTIONS, group="store")
     return _run_collections
 
 
@@ -485,29 +479,29 @@ def _add_reingest(sub) -> Callable:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
-    add_arguments(p, EncoderConfig, group="new model (--adapter applies to the recorded model unless --model is given)")
+    add_arguments(
+        p,
+        EncoderConfig,
+        group="new model (--adapter applies to the recorded model unless --model is given)",
+        recorded_default="as recorded in the collection",
+    )
     add_arguments(p, StoreConfig, group="store")
     return _run_reingest
 
 
 def _run_reingest(args) -> int:
-    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .reingest import reingest
-    from .search import recorded_encoder_options
 
     given = vars(args)
-    if "model" not in given and "adapter" not in given:
-        raise E5VConfigError("give the new model: --adapter DIR (fine-tuned on the recorded model) or --model M")
+    if not {"model", "adapter", "image_layout"} & given.keys():
+        raise E5VConfigError(
+            "give the new model: --adapter DIR (fine-tuned on the recorded model), --model M or --image-layout L"
+        )
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        recorded = recorded_encoder_options(store, args.collection)
-        if "model" in given:
-            recorded.pop("adapter", None)  # a new base model does not inherit the old adapter
-        encoder = E5VEncoder(
-            config=from_namespace(EncoderConfig, argparse.Namespace(**_absolute_folders({**recorded, **given})))
-        )
+        encoder = _encoder_from(args, store, args.collection)
         report = reingest(
             args.collection,
             encoder,
@@ -516,26 +510,10 @@ def _run_reingest(args) -> int:
             allow_missing=args.allow_missing,
             progress=args.progress,
         )
-    data = report.to_dict()
     if args.json:
-        _print_json(data)
+        _print_json(report.to_dict())
     else:
-        if report.already_current:
-            print(f"{report.alias} -> {report.target_collection} already serves this model ({report.points} points)")
-        else:
-            print(
-                f"{report.alias}: {report.source_collection} -> {report.target_collection}: {report.points} points, "
-                f"{report.embedded} re-embedded, {report.resumed} from an earlier run"
-            )
-            print(
-                "alias swapped"
-                if report.swapped
-                else "alias NOT swapped (see problems; --allow-missing to swap anyway)"
-            )
-        for name in report.dropped_old:
-            print(f"dropped old collection {name}")
-        for problem in report.problems:
-            print(f"problem: {problem['source']}: {problem['reason']}")
+        print(report.summary())
     return report.exit_code
 
 

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .anyres import has_nonsquare_grid
 from .errors import E5VInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -692,6 +693,7 @@ class EvalReport:
             t = self.image_tokens
             lines.append(
                 f"image tokens per image: min {t['min']}, mean {t['mean']:.1f}, max {t['max']} over {t['images']} images"
+                f"; {t.get('nonsquare_grid_share', 0):.0%} have a non-square anyres grid (the image layouts differ there)"
             )
         lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         lines.extend(f"WARNING: {w}" for w in self.warnings)
@@ -796,6 +798,12 @@ def diagnose(encoder: E5VEncoder, task: str, *, limited: bool = False) -> tuple[
         )
     if limited:
         warnings.append("--limit evaluated a subset: numbers are not comparable to the full benchmark")
+    if cfg.image_layout != "paper" and task in ("retrieval", "composed"):
+        warnings.append(
+            f"image_layout {cfg.image_layout!r}: images with a non-square anyres grid are laid out as today's "
+            "transformers does, not as in the authors' environment (transformers 4.41.2) where the paper's image "
+            "numbers were measured; use --image-layout paper to compare with them"
+        )
     if task == "composed" and encoder.prompts.image != "<image>\n Describe this image in one word: ":
         notes.append(
             "the authors embed CIRR candidate images with the prompt preset 'e5v-cirr-target' "
@@ -822,7 +830,7 @@ def _image_token_stats(encoder: E5VEncoder, paths: Sequence[str]) -> dict[str, A
     from PIL import Image
 
     by_size: dict[tuple[int, int], int] = {}
-    counts = []
+    counts, nonsquare = [], 0
     for path in paths:
         with Image.open(path) as img:
             size = img.size
@@ -831,8 +839,9 @@ def _image_token_stats(encoder: E5VEncoder, paths: Sequence[str]) -> dict[str, A
         if size not in by_size:
             by_size[size] = encoder.count_image_tokens(path)
         counts.append(by_size[size])
+        nonsquare += has_nonsquare_grid(size[::-1], encoder.geometry)
     if not counts:
-        return {"images": 0, "min": 0, "mean": 0.0, "max": 0, "distinct_sizes": 0}
+        return {"images": 0, "min": 0, "mean": 0.0, "max": 0, "distinct_sizes": 0, "nonsquare_grid_share": 0.0}
     arr = np.asarray(counts)
     return {
         "images": len(counts),
@@ -840,6 +849,8 @@ def _image_token_stats(encoder: E5VEncoder, paths: Sequence[str]) -> dict[str, A
         "mean": float(arr.mean()),
         "max": int(arr.max()),
         "distinct_sizes": len(by_size),
+        # images whose best anyres resolution is non-square: where the "paper" and "llava-next" layouts differ
+        "nonsquare_grid_share": nonsquare / len(counts),
     }
 
 

@@ -53,6 +53,20 @@ class ReingestReport:
         """0 swapped (or already current) with nothing missing; 1 problems were found (swap refused or allowed)."""
         return 1 if self.problems else 0
 
+    def summary(self) -> str:
+        """A few lines for people: what moved where, whether the alias switched, dropped collections, problems."""
+        if self.already_current:
+            lines = [f"{self.alias} -> {self.target_collection} already serves this model ({self.points} points)"]
+        else:
+            lines = [
+                f"{self.alias}: {self.source_collection} -> {self.target_collection}: {self.points} points, "
+                f"{self.embedded} re-embedded, {self.resumed} from an earlier run",
+                "alias swapped" if self.swapped else "alias NOT swapped (see problems; --allow-missing to swap anyway)",
+            ]
+        lines += [f"dropped old collection {name}" for name in self.dropped_old]
+        lines += [f"problem: {p['source']}: {p['reason']}" for p in self.problems]
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         data = {
             k: getattr(self, k)

@@ -163,6 +163,7 @@ def test_manifest_records_model_prompt_data_and_config(trained, train_replica):
     assert manifest["data"]["train"]["rows"] == TOPICS * 8
     assert manifest["config"]["lora_r"] == 8 and manifest["config"]["max_length"] == 32
     assert manifest["merged"] == "merged" and manifest["metrics"]["eval_after"]["recall@1"] > 0
+    assert manifest["image_layout"] == "paper"  # images are not trained; the inference default is recorded
     adapter_config = json.loads((trained["out"] / "adapter_config.json").read_text())
     assert set(adapter_config["target_modules"]) == {
         "q_proj",

@@ -132,22 +132,22 @@ def _load_encoder(config: FinetuneConfig, local_rank: int):
         max_text_tokens=config.max_length,
     )
 
-    class _TrainingEncoder(E5VEncoder):
-        def _weight_load_options(self) -> dict[str, Any]:
-            if not config.load_in_4bit:
-                return {}
-            from transformers import BitsAndBytesConfig
+    weight_options = None
+    if config.load_in_4bit:
+        from transformers import BitsAndBytesConfig
 
-            quant = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=self.torch_dtype,
-                llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
-            )
-            return {"quantization_config": quant, "device_map": {"": self.device}}
+        from ..checkpoint import resolve_device_and_dtype
 
-    return _TrainingEncoder(config=enc_config)
+        dev, compute_dtype = resolve_device_and_dtype(device, config.dtype)
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
+        )
+        weight_options = {"quantization_config": quant, "device_map": {"": dev}}
+    return E5VEncoder(config=enc_config, weight_options=weight_options)
 
 
 def _attach_lora(encoder, config: FinetuneConfig):
@@ -210,7 +210,7 @@ class _Tokens:
     def __call__(self, text: str) -> list[int]:
         ids = self._cache.get(text)
         if ids is None:
-            ids = self.encoder._prepare_text(self.encoder.prompts.for_text, text).input_ids
+            ids = self.encoder.text_input_ids(text)
             if len(self._cache) < 200_000:
                 self._cache[text] = ids
         return ids
@@ -521,6 +521,8 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
             "adapter": ".",
             "merged": "merged" if merged else None,
             "trained_module": "language_model (LoRA); vision tower and projector unchanged",
+            # training sees texts only; images are laid out at inference by E5VEncoder's image_layout (this default)
+            "image_layout": EncoderConfig().image_layout,
             "prompt": {
                 "preset": config.prompts,
                 "text": prompts.for_text("{text}"),

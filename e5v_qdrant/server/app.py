@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..anyres import image_token_count
 from ..config import ServeConfig
 from ..errors import E5VConfigError, E5VError, E5VInputError
 from ..media import IMAGE_SUFFIXES, load_image
@@ -353,15 +354,20 @@ def _thumbnail(path: str, max_pixels: int | None) -> bytes:
 
 
 def _text_tokens(encoder, texts: list[str]) -> list[int]:
-    """Tokens the model reads for each text: the prompted text (chat template included), as vLLM counts usage."""
-    ids = encoder.tokenizer([encoder.prompts.for_text(t) for t in texts])["input_ids"]
-    return [len(row) for row in ids]
+    """Tokens the model reads for each text: the prompted text (chat template included), as vLLM counts usage.
+
+    Raises:
+        E5VInputError: a text is longer than the model's positions (so the request fails before it is queued).
+    """
+    return [len(encoder.text_input_ids(t)) for t in texts]
 
 
 def _image_tokens(encoder, image, text: str | None) -> int:
-    """Tokens the model reads for an image (or image + text) input: prompt plus the image's placeholder tokens."""
+    """Tokens the model reads for an image (or image + text) input: the prompt with ``<image>`` expanded to the
+    image's placeholder tokens under the encoder's ``image_layout``."""
     prompt = encoder.prompts.for_image() if text is None else encoder.prompts.for_composed(text)
-    return int(encoder.processor(text=[prompt], images=[image], return_tensors="np")["input_ids"].shape[1])
+    placeholders = image_token_count((image.height, image.width), encoder.geometry, encoder.config.image_layout)
+    return len(encoder.tokenizer(prompt)["input_ids"]) - 1 + placeholders
 
 
 def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
