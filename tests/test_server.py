@@ -335,7 +335,7 @@ def test_oversized_body_is_refused_by_declared_and_streamed_length(client):
 
 
 def test_text_longer_than_the_model_fails_alone_in_a_shared_batch(live, encoder):
-    """One request with a text over the model's positions gets 400; requests coalesced with it still succeed."""
+    """A text over the model's positions gets 400 (refused before it is queued); concurrent requests succeed."""
     too_long = "word " * (encoder.max_positions + 50)
     outcomes = {}
 
