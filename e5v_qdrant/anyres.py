@@ -111,13 +111,24 @@ class AnyresGeometry:
                     fields[name] = tuple(float(v) for v in value)
             if getattr(image_processor, "rescale_factor", None) is not None:
                 fields["rescale_factor"] = float(image_processor.rescale_factor)
-            if getattr(image_processor, "resample", None) is not None:
-                fields["resample"] = int(image_processor.resample)
+            resample = _pil_resample(getattr(image_processor, "resample", None))
+            if resample is not None:
+                fields["resample"] = resample
         return cls(**fields)
 
 
 #: E5-V's geometry (royokong/e5-v config: CLIP ViT-L/14-336, five pinpoints).
 E5V_GEOMETRY = AnyresGeometry(grid_pinpoints=((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)))
+
+
+def _pil_resample(value: Any) -> int | None:
+    """A PIL resampling code from what an image processor holds: a PIL code or enum, or a torchvision mode name."""
+    value = getattr(value, "value", value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.upper() in Image.Resampling.__members__:
+        return int(Image.Resampling[value.upper()])
+    return None
 
 
 def _lookup(mapping: Any, key: str) -> Any:

@@ -1,6 +1,6 @@
 """The ``e5v-qdrant`` command line: argument parsing, progress display and exit codes only.
 
-Exit status: 0 success; 1 finished, but some inputs were skipped; 2 usage, configuration or permanent error.
+Exit status: 0 success; 1 finished, but some supported inputs failed; 2 usage, configuration or permanent error.
 Each subcommand is a ``_add_<name>`` (its options, built from the config dataclasses) and a ``_run_<name>``.
 """
 
@@ -83,123 +83,62 @@ explain a gap to the paper (non-default prompts or dtype, unpinned revision, sub
 def _add_eval(sub) -> Callable:
     p = sub.add_parser(
         "eval",
-        help="evaluate retrieval / composed retrieval / STS / triplets and write a diagnosable report",
+        help="evaluate retrieval / composed retrieval / image-to-image / STS / triplets and write a diagnosable report",
         description=_EVAL_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tasks = p.add_subparsers(dest="eval_task", metavar="TASK")
+    from .config import EvalConfig, StoreConfig
+    from .evaluate import TASKS
 
-    def common(tp, *, qdrant: bool) -> None:
-        from .config import EvalConfig, StoreConfig
-
-        add_arguments(tp, EvalConfig, exclude=() if qdrant else ("via_qdrant",), group="evaluation")
+    for task in TASKS.values():
+        tp = tasks.add_parser(task.name, help=task.help, description=task.description)
+        for spec in task.inputs:
+            tp.add_argument(
+                f"--{spec.name.replace('_', '-')}",
+                required=spec.required,
+                default=spec.default,
+                choices=spec.choices,
+                help=spec.help,
+            )
+        add_arguments(tp, EvalConfig, exclude=() if task.via_qdrant else ("via_qdrant",), group="evaluation")
         add_arguments(tp, EncoderConfig, group="model")
-        if qdrant:
+        if task.via_qdrant:
             add_arguments(tp, StoreConfig, exclude=("qdrant_path",), group="qdrant (used with --via-qdrant)")
-
-    r = tasks.add_parser(
-        "retrieval",
-        help="image-caption retrieval: text->image and image->text R@1/5/10",
-        description="Image-caption retrieval, CLIP style: a caption's target is its image (text->image); an image is "
-        "found if any of its captions ranks in the top k (image->text). Paper: Flickr30K t2i R@1 79.5, COCO 52.0.",
-    )
-    r.add_argument(
-        "--images", required=True, help="folder holding the images (Karpathy 'filepath' sub-folders are tried first)"
-    )
-    r.add_argument(
-        "--captions",
-        required=True,
-        help='Karpathy-split JSON ({"images": [{"filename", "split", "sentences": [{"raw"}]}]}) or JSONL '
-        '({"image": "name.jpg", "captions": [...]} per line)',
-    )
-    r.add_argument(
-        "--split", default="test", help="Karpathy split to evaluate: test, val, train, restval or all (default: test)"
-    )
-    common(r, qdrant=True)
-
-    c = tasks.add_parser(
-        "composed",
-        help="composed image retrieval (reference image + modification text -> target), R@1/5/10/50",
-        description="CIRR-style composed retrieval: each query is a reference image with a modification text; its "
-        "reference image is excluded from its own candidates, as the authors and CIRR's evaluation do.",
-    )
-    c.add_argument(
-        "--data", required=True, help="JSONL with reference, text (or caption) and target (or target_hard) per line"
-    )
-    c.add_argument(
-        "--images", help="folder relative image paths are resolved against (default: the data file's folder)"
-    )
-    c.add_argument(
-        "--candidates",
-        help="file with one candidate image per line, or a folder of images (default: every image in --data)",
-    )
-    common(c, qdrant=True)
-
-    s = tasks.add_parser(
-        "sts",
-        help="semantic textual similarity: Spearman of cosine similarities vs gold scores",
-        description="Spearman (and Pearson) correlation x 100 between gold scores and cosine similarities of sentence "
-        "pairs. Paper: 86.00 averaged over STS12-16, STS-B and SICK-R.",
-    )
-    s.add_argument(
-        "--data",
-        required=True,
-        help="JSONL (sentence1, sentence2, score) or TSV (header with those names, or 3 columns)",
-    )
-    common(s, qdrant=False)
-
-    t = tasks.add_parser(
-        "triplets",
-        help="recall@1 of anchor->positive against the pool of all positives and negatives",
-        description="Anchor->positive recall against every distinct positive and negative text (the fine-tuning "
-        "data formats), plus triplet accuracy (anchor closer to its positive than to its negative).",
-    )
-    t.add_argument(
-        "--data", required=True, help="JSONL anchor/positive[/negative] or CSV with header sent0,sent1[,hard_neg]"
-    )
-    common(t, qdrant=True)
     return _run_eval
 
 
 def _run_eval(args) -> int:
+    import dataclasses
     import time
 
-    from . import evaluate as ev
     from .config import EvalConfig, StoreConfig
     from .encoder import E5VEncoder
+    from .evaluate import TASKS
 
-    task = getattr(args, "eval_task", None)
+    task = TASKS.get(getattr(args, "eval_task", None) or "")
     if not task:
-        print(
-            "e5v-qdrant eval: choose a task: retrieval, composed, sts or triplets (see `e5v-qdrant eval --help`)",
-            file=sys.stderr,
-        )
+        print(f"e5v-qdrant eval: choose a task: {', '.join(TASKS)} (see `e5v-qdrant eval --help`)", file=sys.stderr)
         return EXIT_ERROR
     options = from_namespace(EvalConfig, args)
     store = from_namespace(StoreConfig, args) if options.via_qdrant else None
     limited = options.limit is not None
     # Read and check the data before loading the model: a typo in a path must not cost a 16 GB load.
-    if task == "retrieval":
-        data = ev.read_retrieval(args.captions, args.images, split=args.split, limit=options.limit)
-    elif task == "composed":
-        data = ev.read_composed(args.data, args.images, candidates=args.candidates, limit=options.limit)
-    elif task == "sts":
-        data = ev.read_sts(args.data, limit=options.limit)
-    else:
-        data = ev.read_triplets(args.data, limit=options.limit)
+    inputs = {
+        stage: {s.name: getattr(args, s.name) for s in task.inputs if s.stage in (stage, "both")}
+        for stage in ("read", "evaluate")
+    }
+    data = task.read(limit=options.limit, **inputs["read"])
+    config = from_namespace(EncoderConfig, args)
+    preset = task.prompts(inputs["read"]) if task.prompts else None
+    if preset and config.prompts == EncoderConfig.__dataclass_fields__["prompts"].default:
+        config = dataclasses.replace(config, prompts=preset)  # the task's own prompts unless --prompts was given
     start = time.perf_counter()
-    encoder = E5VEncoder(config=from_namespace(EncoderConfig, args))
+    encoder = E5VEncoder(config=config)
     load_s = time.perf_counter() - start
     common = {"show_progress": options.progress, "limited": limited}
-    qdrant = {"via_qdrant": options.via_qdrant, "store": store}
-    if task == "retrieval":
-        report = ev.evaluate_retrieval(encoder, data, **common, **qdrant)
-    elif task == "composed":
-        report = ev.evaluate_composed(encoder, data, **common, **qdrant)
-    elif task == "sts":
-        report = ev.evaluate_sts(encoder, data, **common)
-    else:
-        report = ev.evaluate_triplets(encoder, data, **common, **qdrant)
+    qdrant = {"via_qdrant": options.via_qdrant, "store": store} if task.via_qdrant else {}
+    report = task.evaluate(encoder, data, **common, **qdrant, **inputs["evaluate"])
     report.model["load_warnings"] = list(encoder.load_fixes)
     report.timings = {"model_load_s": round(load_s, 4), **report.timings}
     print(report.format_table())
@@ -257,10 +196,14 @@ def _add_ingest(sub) -> Callable:
         help="embed folders of documents and images into a Qdrant collection (idempotent, resumable)",
         description="Embed files into COLLECTION. Text: .txt .md .markdown .rst .html .htm (and .pdf with the optional "
         "extra: pip install 'e5v-qdrant[pdf]'), chunked with LlamaIndex's SentenceSplitter; images: .jpg .jpeg .png "
-        ".webp .gif .bmp .tif .tiff. Re-running skips unchanged files, replaces the chunks of changed ones, and with "
-        "--sync removes files that vanished. Bad inputs are skipped and listed. "
+        ".webp .gif .bmp .tif .tiff. Compressed text (.gz .bz2 .xz) is read, files without a type extension (README, "
+        "copyright) are ingested when they hold UTF-8 text. Re-running skips unchanged files without opening them "
+        "(same size, mtime and inode; --verify re-reads all), replaces the chunks of changed ones, with --sync removes "
+        "files that vanished, and loads the model only if something needs embedding. A file that cannot be read is "
+        "skipped and listed, the run goes on. "
         + _STORE_HELP
-        + " Exit status: 0 all ingested, 1 some inputs skipped, 2 usage/config/store error.",
+        + " Exit status: 0 every supported file ingested (unsupported types are ignored and counted), 1 some "
+        "supported files failed, 2 usage/config/store error.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     add_arguments(p, IngestConfig, group="ingest")
@@ -279,19 +222,12 @@ def _add_ingest(sub) -> Callable:
 
 def _run_ingest(args) -> int:
     from .config import IngestConfig
-    from .ingest import ingest
+    from .ingest import check_paths, ingest
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
-    with _store_from(args) as store:
-        if config.engine == "ray":  # the model is loaded on the Ray workers only
-            from .ray_engine import ingest_ray
-
-            report = ingest_ray(
-                config, _encoder_config_from(args, store, config.collection), store, progress=args.progress
-            )
-        else:
-            encoder = _encoder_from(args, store, config.collection)
-            report = ingest(config, encoder, store, progress=args.progress)
+    check_paths(config.paths)  # before the store folder or the model is touched
+    with _store_from(args) as store:  # the model loads in `ingest` (or on the Ray workers), only when needed
+        report = ingest(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
     data = report.to_dict()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
@@ -299,24 +235,7 @@ def _run_ingest(args) -> int:
     if args.json:
         _print_json(data)
     else:
-        counts = data["counts"]
-        print(
-            f"collection {report.collection} -> {report.physical_collection} (model fingerprint {report.model_fingerprint})"
-        )
-        print(
-            "files: "
-            + ", ".join(
-                f"{k} {counts[k]}" for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped")
-            )
-        )
-        print(
-            f"points: embedded {counts['embedded']}, written {counts['points_written']}, deleted {counts['points_deleted']}"
-            f" in {data['seconds']:.1f}s"
-        )
-        for w in data["warnings"]:
-            print(f"warning: {w['source']}: {w['warning']}")
-        for s in data["skipped_inputs"]:
-            print(f"skipped: {s['source']}: {s['reason']}")
+        print(report.summary())
     return report.exit_code
 
 

@@ -254,6 +254,39 @@ class StoreConfig:
         return self.qdrant_path or "qdrant_data"
 
 
+#: Characters Qdrant refuses in collection names (qdrant/qdrant ``validate_collection_name``, lib/api/src/grpc/validate.rs).
+COLLECTION_NAME_FORBIDDEN = '<>:"/\\|?*\0\x1f'
+#: Qdrant's limit is 255 characters; the physical collection adds ``-e5v-`` and a 16-character fingerprint id.
+COLLECTION_NAME_MAX = 255 - len("-e5v-") - 16
+
+
+def check_collection_name(name: str) -> None:
+    """Refuse a collection name Qdrant would refuse (checked before anything is loaded or created).
+
+    Qdrant's rule: no ``< > : " / \\ | ? *``, NUL or U+001F; we also refuse other non-printable characters (they
+    make unreadable folder names in the embedded store) and names too long for the physical collection's suffix.
+
+    Raises:
+        E5VConfigError: naming the offending character or the length limit.
+
+    Example:
+        >>> check_collection_name("docs-2024.v1")
+    """
+    if not name:
+        raise E5VConfigError("a collection name is required: pass --collection NAME")
+    bad = sorted({c for c in name if c in COLLECTION_NAME_FORBIDDEN or not c.isprintable()})
+    if bad:
+        raise E5VConfigError(
+            f"invalid collection name {name!r}: it contains {', '.join(repr(c) for c in bad)}; Qdrant refuses "
+            f"{' '.join(repr(c) for c in COLLECTION_NAME_FORBIDDEN)} in names (use letters, digits, '-', '_', '.')"
+        )
+    if len(name) > COLLECTION_NAME_MAX:
+        raise E5VConfigError(
+            f"collection name {name[:40]!r}... is {len(name)} characters; at most {COLLECTION_NAME_MAX} fit Qdrant's "
+            "255-character limit once the model suffix is added"
+        )
+
+
 @dataclass
 class IngestConfig:
     """What `e5v-qdrant ingest` reads and how: the collection (an alias), chunking and sync behaviour."""
@@ -266,6 +299,23 @@ class IngestConfig:
     chunk_overlap: int = option(64, help="overlap between consecutive chunks in tokens")
     sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
     follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
+    include: list[str] = option(
+        default_factory=list,
+        help="only take files whose name or path relative to the given folder matches one of these globs ('*.md')",
+    )
+    exclude: list[str] = option(
+        default_factory=list, help="skip files and folders whose name or relative path matches one of these globs"
+    )
+    verify: bool = option(
+        False,
+        help="re-read and re-hash every file; by default a file whose size, mtime and inode equal what its points "
+        "record is unchanged without being opened",
+    )
+    chunk_time_budget: float = option(
+        30.0,
+        help="seconds of sentence splitting per document; past it (or if nltk's regex guard times out) the rest is "
+        "split without sentence boundaries",
+    )
     queue_size: int = option(
         4, help="batches buffered between the reading, embedding and writing threads (bounds memory)"
     )
@@ -290,8 +340,9 @@ class IngestConfig:
     )
 
     def __post_init__(self):
-        if not self.collection:
-            raise E5VConfigError("a collection name is required: pass --collection NAME")
+        check_collection_name(self.collection)
+        if self.chunk_time_budget <= 0:
+            raise E5VConfigError(f"chunk_time_budget must be > 0 seconds, got {self.chunk_time_budget}")
         if self.chunk_size < 16:
             raise E5VConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size:

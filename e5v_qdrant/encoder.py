@@ -164,17 +164,32 @@ class E5VEncoder:
         return sum(1 for t in prepared.input_ids if t == self.image_token_id)
 
     # ------------------------------------------------------------------ public embedding API
-    def embed_texts(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        """Embed documents / passages with the text prompt. Empty strings are embedded (the prompt alone)."""
-        texts = _check_texts(texts, "texts")
-        return self._embed(len(texts), lambda i: self._prepare_text(self.prompts.for_text, texts[i]), show_progress)
+    def embed_texts(self, texts: Sequence[str], *, show_progress: bool = False, normalize: bool = True) -> np.ndarray:
+        """Embed documents / passages with the text prompt. Empty strings are embedded (the prompt alone).
 
-    def embed_queries(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        ``normalize=False`` on any ``embed_*`` method returns the raw pooled hidden states (not L2-normalised).
+        """
+        texts = _check_texts(texts, "texts")
+        return self._embed(
+            len(texts),
+            lambda i: self._prepare_text(self.prompts.for_text, texts[i]),
+            show_progress,
+            normalize=normalize,
+        )
+
+    def embed_queries(self, texts: Sequence[str], *, show_progress: bool = False, normalize: bool = True) -> np.ndarray:
         """Embed search queries: the ``query_prompt`` if configured, else exactly as ``embed_texts``."""
         texts = _check_texts(texts, "texts")
-        return self._embed(len(texts), lambda i: self._prepare_text(self.prompts.for_query, texts[i]), show_progress)
+        return self._embed(
+            len(texts),
+            lambda i: self._prepare_text(self.prompts.for_query, texts[i]),
+            show_progress,
+            normalize=normalize,
+        )
 
-    def embed_images(self, images: Sequence[ImageInput], *, show_progress: bool = False) -> np.ndarray:
+    def embed_images(
+        self, images: Sequence[ImageInput], *, show_progress: bool = False, normalize: bool = True
+    ) -> np.ndarray:
         """Embed images (paths, bytes, BytesIO or PIL images).
 
         Raises:
@@ -187,10 +202,16 @@ class E5VEncoder:
             lambda i: self._prepare_image(images[i], prompt, f"image {i}"),
             show_progress,
             window=self.config.batch_size,
+            normalize=normalize,
         )
 
     def embed_composed(
-        self, images: Sequence[ImageInput], texts: Sequence[str], *, show_progress: bool = False
+        self,
+        images: Sequence[ImageInput],
+        texts: Sequence[str],
+        *,
+        show_progress: bool = False,
+        normalize: bool = True,
     ) -> np.ndarray:
         """Embed composed queries: each image with its modification text (CIRR-style prompt by default)."""
         images = _as_list(images, "images")
@@ -204,7 +225,35 @@ class E5VEncoder:
             lambda i: self._prepare_image(images[i], self.prompts.for_composed(texts[i]), f"image {i}"),
             show_progress,
             window=self.config.batch_size,
+            normalize=normalize,
         )
+
+    def embed_composed_pairs(
+        self, images: Sequence[ImageInput], captions: Sequence[tuple[str, str]], *, show_progress: bool = False
+    ) -> np.ndarray:
+        """Embed composed queries that each carry two modification captions, as the authors do for FashionIQ.
+
+        Each caption is stripped of ``.``, ``?``, ``,`` and spaces at both ends; the query is embedded with the
+        composed prompt for ``"a, b"`` and for ``"b, a"``, and the two un-normalised vectors are summed, then
+        L2-normalised.
+
+        Example:
+            >>> enc = E5VEncoder(prompts="fashioniq-dress")                              # doctest: +SKIP
+            >>> enc.embed_composed_pairs(["ref.jpg"], [("is red", "has shorter sleeves.")])  # doctest: +SKIP
+        """
+        images = _as_list(images, "images")
+        pairs = [
+            tuple(_check_texts(list(pair), f"captions[{i}]")) for i, pair in enumerate(_as_list(captions, "captions"))
+        ]
+        if len(images) != len(pairs) or any(len(pair) != 2 for pair in pairs):
+            raise E5VInputError(
+                "embed_composed_pairs", f"got {len(images)} images and {len(pairs)} captions; pass one (a, b) per image"
+            )
+        clean = [[c.strip(".?, ") for c in pair] for pair in pairs]
+        texts = [f"{a}, {b}" for a, b in clean] + [f"{b}, {a}" for a, b in clean]
+        raw = self.embed_composed(images + images, texts, show_progress=show_progress, normalize=False)
+        summed = raw[: len(images)] + raw[len(images) :]
+        return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
 
     def text_input_ids(self, text: str, *, query: bool = False) -> list[int]:
         """Token ids of ``text`` inside its prompt, exactly as ``embed_texts`` (``query=True``: ``embed_queries``)
@@ -288,7 +337,13 @@ class E5VEncoder:
         return workers
 
     def _embed(
-        self, n: int, prepare: Callable[[int], _Prepared], show_progress: bool, *, window: int | None = None
+        self,
+        n: int,
+        prepare: Callable[[int], _Prepared],
+        show_progress: bool,
+        *,
+        window: int | None = None,
+        normalize: bool = True,
     ) -> np.ndarray:
         """Prepare items in windows (in worker threads, one window ahead of the model) and embed them batch by batch."""
         out = np.zeros((n, self.dim), dtype=np.float32)
@@ -313,7 +368,12 @@ class E5VEncoder:
                     else:
                         prepared = [prepare(i) for i in idx]
                     for batch in self._batches(prepared):
-                        out[[idx.start + i for i in batch]] = self._forward([prepared[i] for i in batch])
+                        vectors = self._forward([prepared[i] for i in batch])
+                        if normalize:  # on the CPU copy: the same float32 op the model device would run
+                            vectors = self._torch.nn.functional.normalize(
+                                self._torch.from_numpy(vectors), dim=-1
+                            ).numpy()
+                        out[[idx.start + i for i in batch]] = vectors
                         if progress is not None:
                             progress.update(len(batch))
                     del prepared
@@ -325,7 +385,9 @@ class E5VEncoder:
         return out
 
     def _forward(self, items: list[_Prepared]) -> np.ndarray:
-        """Embed one batch. Rows are padded on the right and pooled at their own last token, with no attention mask.
+        """Embed one batch: pooled final hidden states (float32, not yet normalised; ``_embed`` normalises).
+
+        Rows are padded on the right and pooled at their own last token, with no attention mask.
 
         Attention is causal, so a real token never sees the padding after it: every row computes exactly what it
         would alone (positions 0..n-1), SDPA runs its causal kernel (no materialised L × L mask, upper triangle
@@ -357,8 +419,7 @@ class E5VEncoder:
             else:
                 rows = torch.arange(len(items), device=self.device)
                 hidden = self.model(**kwargs, use_cache=False).last_hidden_state[rows, last]
-            vectors = torch.nn.functional.normalize(hidden.float(), dim=-1)
-        return vectors.cpu().numpy()
+        return hidden.float().cpu().numpy()
 
 
 def _as_list(values: Iterable, name: str) -> list:

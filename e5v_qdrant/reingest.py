@@ -22,7 +22,9 @@ from typing import Any
 
 from .errors import E5VConfigError, E5VImageError
 from .media import load_image
-from .store import VECTOR_NAME, QdrantStore, StoreError, physical_name
+from .pipeline import FileWork, embed_points
+from .sources import Item
+from .store import QdrantStore, StoreError, physical_name
 
 __all__ = ["ReingestReport", "reingest"]
 
@@ -200,23 +202,16 @@ def reingest(
     )
 
     def flush() -> None:
-        from qdrant_client import models
-
         if not pending:
             return
-        points = []
-        for modality in ("text", "image"):
-            group = [(r, c) for r, m, c in pending if m == modality]
-            if not group:
-                continue
-            embed = encoder.embed_texts if modality == "text" else encoder.embed_images
-            vectors = embed([c for _, c in group])
-            for (record, _), vector in zip(group, vectors, strict=True):
-                payload = dict(record.payload or {})
-                payload["model_fingerprint"] = fingerprint["id"]
-                points.append(
-                    models.PointStruct(id=str(record.id), vector={VECTOR_NAME: vector.tolist()}, payload=payload)
-                )
+        batch = [
+            (
+                FileWork(str((r.payload or {}).get("source")), "new", [], set()),
+                Item(str(r.id), m, c, dict(r.payload or {})),
+            )
+            for r, m, c in pending
+        ]
+        points = embed_points(encoder, batch, fingerprint["id"])
         store.upsert(target, points)
         report.embedded += len(points)
         pending.clear()

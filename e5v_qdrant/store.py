@@ -26,7 +26,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .config import StoreConfig
+from .config import StoreConfig, check_collection_name
 from .errors import E5VConfigError, E5VError
 from .identity import vector_fields, vector_options
 
@@ -408,8 +408,7 @@ class QdrantStore:
         Raises:
             CollectionMismatchError: ``name`` already serves another model or dimension.
         """
-        if not name or "/" in name:
-            raise E5VConfigError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
+        check_collection_name(name)
         physical = self.resolve(name)
         if physical is not None:
             self.check_compatible(name, physical, encoder)

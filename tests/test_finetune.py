@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from e5v_qdrant.cli import main
 from e5v_qdrant.config import FinetuneConfig
 from e5v_qdrant.errors import E5VConfigError
+from e5v_qdrant.evaluate import file_sha256
 from e5v_qdrant.finetune import finetune, read_manifest
-from e5v_qdrant.finetune.data import file_sha256
 from e5v_qdrant.testing import ReplicaSpec, build_replica, draw_image
 
 TOPICS = 12

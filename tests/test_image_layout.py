@@ -271,3 +271,18 @@ def test_llava_next_packing_equals_installed_transformers():
         assert ours.shape[0] == image_token_count((height, width), geometry, "llava-next")
         paper_count = pack_features(features, (height, width), geometry, "paper", newline).shape[0]
         assert paper_count == image_token_count((height, width), geometry, "paper")
+
+
+def test_geometry_is_read_from_the_checkpoint_and_either_processor_backend(paper):
+    assert paper.geometry == E5V_GEOMETRY  # the golden replica has E5-V's real geometry and CLIP pixel settings
+
+    class TorchvisionLike:  # a torchvision-backend processor names its interpolation instead of a PIL code
+        size = {"shortest_edge": 224}
+        image_mean, image_std, rescale_factor = [0.5] * 3, [0.25] * 3, 1 / 255
+        resample = type("Mode", (), {"value": "bicubic"})()
+
+    from transformers import LlavaNextConfig
+
+    geometry = AnyresGeometry.from_configs(LlavaNextConfig.from_pretrained(GOLDEN / "replica"), TorchvisionLike())
+    assert geometry.resample == Image.Resampling.BICUBIC and geometry.shortest_edge == 224
+    assert geometry.image_mean == (0.5, 0.5, 0.5) and geometry.side == 24

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import EncoderConfig, FinetuneConfig
 from ..errors import E5VConfigError, E5VModelError
-from .data import TripletData, load_triplets
+from ..triplets import TripletData, load_triplets
 from .export import merge_adapter, write_json
 
 __all__ = ["finetune", "FinetuneResult", "recall_at_1"]
@@ -219,12 +219,12 @@ class _Tokens:
 def recall_at_1(embed: Callable[[list[str]], Any], data: TripletData, batch_size: int) -> dict[str, Any]:
     """Recall@1 (a fraction) of each anchor retrieving its positive among every distinct positive and negative text.
 
-    Scored by ``evaluate.retrieval_ranks`` — the same counting as ``e5v-qdrant eval triplets`` (a repeated text is
+    Scored by ``evaluate.metrics.retrieval_ranks`` — the same counting as ``e5v-qdrant eval triplets`` (a repeated text is
     one pool entry; ties count against the anchor), which reports the same number in percent.
     """
     import torch
 
-    from ..evaluate import retrieval_ranks
+    from ..evaluate.metrics import retrieval_ranks
 
     def run(texts: list[str]):
         return torch.cat([embed(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]).cpu().numpy()

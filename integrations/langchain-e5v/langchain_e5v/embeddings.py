@@ -37,8 +37,8 @@ class E5VEmbeddings(BaseModel, Embeddings):
         model: hub id or local folder of an E5-V checkpoint (default ``royokong/e5-v``).
         revision: hub revision to pin.
         adapter: folder of a LoRA adapter from ``e5v-qdrant finetune``.
-        image_layout: how images are tiled (``EncoderConfig.image_layout``, in e5v-qdrant versions that have it);
-            ``None`` = the encoder's default.
+        image_layout: how images are tiled (``EncoderConfig.image_layout``: ``paper`` = the authors' environment,
+            ``llava-next``); ``None`` = the encoder's default.
         device: torch device; default CUDA if available, else CPU.
         dtype: ``auto``, ``float32``, ``float16`` or ``bfloat16``; ``None`` = ``auto``.
         batch_size: most items per forward pass; ``None`` = the encoder's default.

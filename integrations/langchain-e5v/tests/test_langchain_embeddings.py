@@ -101,13 +101,11 @@ def test_options_are_validated_at_construction(replica_path):
         E5VEmbeddings(model=str(replica_path), encoder_kwargs={"no_such_option": 1})
 
 
-def test_image_layout_passes_through_when_the_encoder_has_it(replica_path):
-    if "image_layout" in {f.name for f in dataclasses.fields(EncoderConfig)}:
-        emb = E5VEmbeddings(model=str(replica_path), image_layout="llava-next")
-        assert emb.encoder_config().image_layout == "llava-next"
-    else:  # an e5v-qdrant without the option: a clear error instead of silently embedding another way
-        with pytest.raises(E5VConfigError, match="image_layout"):
-            E5VEmbeddings(model=str(replica_path), image_layout="llava-next")
+def test_image_layout_passes_through_and_none_keeps_defaults(replica_path):
+    emb = E5VEmbeddings(model=str(replica_path), image_layout="llava-next")
+    assert emb.encoder_config().image_layout == "llava-next"
+    with pytest.raises(E5VConfigError, match="image_layout"):
+        E5VEmbeddings(model=str(replica_path), image_layout="no-such-layout")
     # None leaves every option at EncoderConfig's default
     assert E5VEmbeddings(model=str(replica_path)).encoder_config() == EncoderConfig(model=str(replica_path))
 
