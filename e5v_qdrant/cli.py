@@ -476,6 +476,51 @@ def _run_reingest(args) -> int:
     return report.exit_code
 
 
+# ---------------------------------------------------------------- serve
+_SERVE_DESCRIPTION = """\
+Serve the model over HTTP until Ctrl-C / SIGTERM (in-flight requests finish first):
+  POST /v1/embeddings   OpenAI-compatible (input: string or list of strings; encoding_format float or base64) and
+                        vLLM-style chat messages with image_url data URLs (image, image + text, or text)
+  POST /v1/search       search a collection (needs --qdrant-path or --qdrant-url), GET / a search page
+  GET  /health, /v1/models, /metrics (Prometheus)
+Concurrent requests are batched together (--max-batch-size, --max-wait-ms). Binds 127.0.0.1 unless --host says
+otherwise; --api-key-env VAR makes clients send 'Authorization: Bearer $VAR'. Needs: pip install 'e5v-qdrant[serve]'.
+"""
+
+
+def _add_serve(sub) -> Callable:
+    from .config import ServeConfig, StoreConfig
+
+    p = sub.add_parser(
+        "serve",
+        help="HTTP embedding server (OpenAI/vLLM-compatible), search API and search page",
+        description=_SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p, EncoderConfig, group="model")
+    add_arguments(p, ServeConfig, group="server")
+    store = p.add_argument_group("store searched by /v1/search and the page (optional; default: search off)")
+    add_arguments(store, StoreConfig, exclude=("api_key_env",))
+    store.add_argument(
+        "--qdrant-api-key-env",
+        default="QDRANT_API_KEY",
+        metavar="VAR",
+        help="name of the environment variable holding the Qdrant server's API key (default: QDRANT_API_KEY)",
+    )
+    return _run_serve
+
+
+def _run_serve(args) -> int:
+    from .config import ServeConfig, StoreConfig
+    from .server import serve
+
+    store_config = None
+    if getattr(args, "qdrant_path", None) or getattr(args, "qdrant_url", None):
+        store_config = from_namespace(StoreConfig, args, api_key_env=args.qdrant_api_key_env)
+    serve(from_namespace(ServeConfig, args), from_namespace(EncoderConfig, args), store_config)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- wiring
 _COMMANDS: list[Callable] = [
     _add_info,
@@ -485,6 +530,7 @@ _COMMANDS: list[Callable] = [
     _add_eval,
     _add_finetune,
     _add_reingest,
+    _add_serve,
 ]
 
 

@@ -1,0 +1,48 @@
+"""`e5v-qdrant serve`: an OpenAI/vLLM-compatible embedding server with dynamic batching, search API and page.
+
+Needs the ``serve`` extra: ``pip install 'e5v-qdrant[serve]'`` (FastAPI, uvicorn, prometheus-client).
+"""
+
+from __future__ import annotations
+
+from ..config import EncoderConfig, ServeConfig, StoreConfig
+
+__all__ = ["create_app", "serve"]
+
+
+def create_app(encoder, *, store=None, config: ServeConfig | None = None):
+    """Build the ASGI app around a loaded encoder; see ``e5v_qdrant.server.app.create_app``."""
+    from .app import create_app as build
+
+    return build(encoder, store=store, config=config)
+
+
+def serve(config: ServeConfig, encoder_config: EncoderConfig, store_config: StoreConfig | None = None) -> None:
+    """Load the model (and open the store, if given) and serve until SIGINT/SIGTERM, finishing in-flight requests.
+
+    Args:
+        config: where to listen, batching and limits, the optional bearer key's environment variable.
+        encoder_config: the model to serve.
+        store_config: the Qdrant store searched by ``/v1/search`` and the page; ``None`` turns search off.
+
+    Example:
+        >>> serve(ServeConfig(port=8000), EncoderConfig(model="royokong/e5-v"))  # doctest: +SKIP
+    """
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        from ..errors import E5VConfigError
+
+        raise E5VConfigError("the server needs its extra: pip install 'e5v-qdrant[serve]'") from exc
+    from ..encoder import E5VEncoder
+    from ..store import QdrantStore
+
+    config.api_key  # noqa: B018 - fail on an unset key variable before the slow model load
+    encoder = E5VEncoder(config=encoder_config)
+    store = QdrantStore(store_config) if store_config is not None else None
+    try:
+        app = create_app(encoder, store=store, config=config)
+        uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    finally:
+        if store is not None:
+            store.close()

@@ -1,0 +1,451 @@
+"""The HTTP app: OpenAI/vLLM-compatible embeddings, search over a collection, thumbnails, metrics and the page."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import inspect
+import io
+import logging
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..anyres import image_token_count
+from ..config import ServeConfig
+from ..errors import E5VConfigError, E5VError, E5VInputError
+from ..media import IMAGE_SUFFIXES, load_image
+from ..search import search as search_collection
+from ..store import CollectionMismatchError
+from .batching import DynamicBatcher, QueueFullError
+from .metrics import Metrics
+from .requests import SEARCH_FILTERS, EmbeddingRequest, SearchRequest, decode_image_url, parse_messages
+
+__all__ = ["create_app", "APIError"]
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIZE = 256
+_SEARCH_PARAMETERS = frozenset(inspect.signature(search_collection).parameters)
+
+
+class APIError(Exception):
+    """A request the server refuses: HTTP status, OpenAI-style error type and a message naming what is wrong."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
+        self.status, self.message, self.kind = status, message, kind
+        super().__init__(message)
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised while reading a streamed body that outgrows the limit (an HTTPException, so FastAPI passes it on)."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body over {limit} bytes (max_body_bytes)")
+
+
+def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> FastAPI:
+    """Build the ASGI app around a loaded encoder (and optionally a store for search).
+
+    Args:
+        encoder: a loaded ``E5VEncoder``; every model call runs on one worker thread through a ``DynamicBatcher``.
+        store: a ``QdrantStore`` for ``/v1/search``, thumbnails and the page; ``None`` turns search off.
+        config: limits, batching and the optional bearer key (``ServeConfig``); the key is read once, here.
+
+    Returns:
+        A FastAPI app; run it with uvicorn (``e5v-qdrant serve`` does).
+
+    Example:
+        >>> app = create_app(E5VEncoder("royokong/e5-v"), config=ServeConfig())  # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+    """
+    config = config or ServeConfig()
+    api_key = config.api_key
+    model_name = config.served_model_name or encoder.config.model
+    max_pixels = encoder.config.max_image_pixels
+    metrics = Metrics()
+    batcher = DynamicBatcher(
+        encoder,
+        max_batch_size=config.max_batch_size,
+        max_wait_ms=config.max_wait_ms,
+        max_batch_tokens=config.max_coalesced_tokens,
+        max_queue=config.max_queue,
+        on_batch=metrics.observe_batch,
+    )
+    metrics.track_queue(lambda: batcher.waiting)
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:  # uvicorn has finished the in-flight requests; run whatever is still queued, then stop
+            await batcher.close()
+
+    app = FastAPI(
+        title="e5v-qdrant",
+        summary="E5-V embeddings (text, image, image + text) and search over Qdrant collections",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    app.add_middleware(_Guard, max_body_bytes=config.max_body_bytes, metrics=metrics)
+
+    # ------------------------------------------------------------------ errors: always a 4xx/5xx JSON body
+    def error_response(status: int, message: str, kind: str) -> JSONResponse:
+        metrics.errors.labels(kind).inc()
+        return JSONResponse(
+            {"error": {"message": message, "type": kind, "code": status}, "detail": message}, status_code=status
+        )
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return error_response(exc.status, exc.message, exc.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return error_response(400, _describe_validation(exc), "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http")
+        message = str(exc.detail)
+        if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            message = f"{message}: {request.method} {request.url.path} (see /docs for the API)"
+        return error_response(exc.status_code, message, kind)
+
+    @app.exception_handler(E5VInputError)
+    async def _bad_input(request: Request, exc: E5VInputError):
+        return error_response(400, str(exc), "invalid_input")
+
+    @app.exception_handler(CollectionMismatchError)
+    async def _mismatch(request: Request, exc: CollectionMismatchError):
+        return error_response(409, str(exc), "collection_mismatch")
+
+    @app.exception_handler(QueueFullError)
+    async def _busy(request: Request, exc: QueueFullError):
+        return error_response(503, str(exc), "overloaded")
+
+    @app.exception_handler(E5VError)
+    async def _e5v(request: Request, exc: E5VError):
+        status = 400 if isinstance(exc, E5VConfigError) else 500
+        return error_response(status, str(exc), "invalid_request_error" if status == 400 else "server_error")
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); the server is still up", "server_error")
+
+    # ------------------------------------------------------------------ auth
+    async def authorized(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "unauthorized")
+
+    guarded = [Depends(authorized)]
+
+    # ------------------------------------------------------------------ health, models, metrics, page
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness and readiness: the model is loaded once the server accepts connections."""
+        return {"status": "ok", "model": model_name, "dim": encoder.dim, "waiting_inputs": batcher.waiting}
+
+    @app.get("/v1/models", dependencies=guarded)
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "e5v-qdrant"}],
+        }
+
+    @app.get("/metrics", dependencies=guarded)
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files(__package__).joinpath("static/index.html").read_text("utf-8"))
+
+    # ------------------------------------------------------------------ embeddings
+    @app.post("/v1/embeddings", dependencies=guarded)
+    async def embeddings(body: EmbeddingRequest) -> JSONResponse:
+        """OpenAI-compatible embeddings of ``input`` strings, or one vLLM-style chat ``messages`` embedding."""
+        if (body.input is None) == (body.messages is None):
+            raise APIError(400, "send exactly one of 'input' (string or list of strings) or 'messages' (chat style)")
+        if body.dimensions is not None and body.dimensions != encoder.dim:
+            raise APIError(400, f"dimensions={body.dimensions} is not supported: E5-V vectors have {encoder.dim}")
+        if body.input is not None:
+            texts = body.input
+            if len(texts) > config.max_items:
+                raise APIError(413, f"'input' has {len(texts)} items, more than max_items={config.max_items}")
+            tokens = await run_in_threadpool(_text_tokens, encoder, texts)
+            vectors = await batcher.submit("text", texts, tokens=sum(tokens))
+            metrics.items.labels("text").inc(len(texts))
+        else:
+            convo = await run_in_threadpool(parse_messages, body.messages, max_pixels=max_pixels)
+            if convo.image is None:
+                tokens = await run_in_threadpool(_text_tokens, encoder, [convo.text])
+                vectors = await batcher.submit("text", [convo.text], tokens=tokens[0])
+            else:
+                tokens = [await run_in_threadpool(_image_tokens, encoder, convo.image, convo.text)]
+                item = convo.image if convo.text is None else (convo.image, convo.text)
+                vectors = await batcher.submit(convo.kind, [item], tokens=tokens[0])
+            metrics.items.labels(convo.kind).inc()
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ]
+        used = int(sum(tokens))
+        # a JSONResponse skips FastAPI's response validation, which costs more than the JSON of 4096 floats per input
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.model or model_name,
+                "usage": {"prompt_tokens": used, "total_tokens": used},
+            }
+        )
+
+    # ------------------------------------------------------------------ search, collections, thumbnails
+    def need_store():
+        if store is None:
+            raise APIError(
+                404, "search is off: start `e5v-qdrant serve` with --qdrant-path DIR or --qdrant-url URL", "not_found"
+            )
+        return store
+
+    async def on_model_thread(fn, *args, **kwargs):
+        """Run ``fn`` on the model worker thread (store and encoder calls of search stay on one thread)."""
+        return await batcher.run(fn, *args, **kwargs)
+
+    def known_collection(name: str) -> None:
+        if need_store().resolve(name) is None:
+            raise APIError(
+                404,
+                f"collection {name!r} does not exist; create it with `e5v-qdrant ingest PATH --collection {name}`",
+                "not_found",
+            )
+
+    @app.get("/v1/collections", dependencies=guarded)
+    async def collections() -> dict[str, Any]:
+        s = need_store()
+        names = await on_model_thread(lambda: sorted(s.aliases()))
+        return {"object": "list", "data": [{"name": n} for n in names]}
+
+    @app.post("/v1/search", dependencies=guarded)
+    async def search(body: SearchRequest) -> dict[str, Any]:
+        """Nearest stored items to a text, an image (data URL), or both (composed query)."""
+        s = need_store()
+        if body.text is None and body.image is None:
+            raise APIError(400, "give 'text', 'image' (a data:image/...;base64 URL), or both (composed query)")
+        if body.top_k > config.max_top_k:
+            raise APIError(400, f"top_k={body.top_k} is over max_top_k={config.max_top_k}")
+        filters = _search_filters(body)
+        image = None
+        if body.image is not None:
+            image = await run_in_threadpool(decode_image_url, body.image, max_pixels=max_pixels, name="image")
+        started = time.perf_counter()
+
+        def run():
+            known_collection(body.collection)
+            return search_collection(
+                s,
+                encoder,
+                body.collection,
+                text=body.text,
+                image=image,
+                top_k=body.top_k,
+                modality=body.modality,
+                **filters,
+            )
+
+        hits = await on_model_thread(run)
+        return {
+            "object": "list",
+            "collection": body.collection,
+            "model": model_name,
+            "seconds": round(time.perf_counter() - started, 4),
+            "data": [_hit_json(body.collection, h) for h in hits],
+        }
+
+    @app.get("/v1/thumbnails/{collection}/{point_id}", dependencies=guarded)
+    async def thumbnail(collection: str, point_id: str) -> Response:
+        """A JPEG thumbnail of the image file behind one image point of ``collection``.
+
+        The file path comes from the point's payload, never from the request, so only files the collection indexes
+        can be read.
+        """
+        s = need_store()
+        try:
+            point_id = str(uuid.UUID(point_id))
+        except ValueError:
+            raise APIError(404, f"{point_id!r} is not a point id (a UUID)", "not_found") from None
+
+        def lookup():
+            known_collection(collection)
+            return s.retrieve(collection, [point_id])
+
+        records = await on_model_thread(lookup)
+        payload = (records[0].payload or {}) if records else {}
+        source = payload.get("source")
+        if not records or payload.get("modality") != "image" or not _is_image_file(source):
+            raise APIError(404, f"no image point {point_id} in collection {collection!r}", "not_found")
+        try:
+            jpeg = await run_in_threadpool(_thumbnail, source, max_pixels)
+        except E5VInputError as exc:
+            raise APIError(404, f"image of point {point_id} is no longer readable: {exc.reason}", "not_found") from None
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    return app
+
+
+# ---------------------------------------------------------------------- helpers
+def _search_filters(body: SearchRequest) -> dict[str, Any]:
+    """The one place filter fields reach ``search.search``: given ones it accepts are forwarded, others refused."""
+    given = {name: getattr(body, name) for name in SEARCH_FILTERS if getattr(body, name) is not None}
+    unsupported = sorted(name for name in given if name not in _SEARCH_PARAMETERS)
+    if unsupported:
+        raise APIError(
+            400, f"search filter(s) {', '.join(unsupported)} are not supported by this version yet; drop them"
+        )
+    return given
+
+
+def _hit_json(collection: str, hit) -> dict[str, Any]:
+    row = hit.to_dict()
+    text = row.pop("text", None)
+    row["snippet"] = " ".join(text.split())[:400] if text else None
+    row["page"] = getattr(hit, "page", None)
+    row["thumbnail_url"] = (
+        f"/v1/thumbnails/{quote(collection, safe='')}/{hit.id}"
+        if hit.modality == "image" and _is_image_file(hit.source)
+        else None
+    )
+    return row
+
+
+def _is_image_file(source: Any) -> bool:
+    return isinstance(source, str) and source.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _thumbnail(path: str, max_pixels: int | None) -> bytes:
+    if not os.path.isfile(path):
+        raise E5VInputError(path, "no such file")
+    image = load_image(path, max_pixels=max_pixels)
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def _text_tokens(encoder, texts: list[str]) -> list[int]:
+    """Tokens the model reads for each text: the prompted text (chat template included), as vLLM counts usage.
+
+    Raises:
+        E5VInputError: a text is longer than the model's positions (so the request fails before it is queued).
+    """
+    return [len(encoder.text_input_ids(t)) for t in texts]
+
+
+def _image_tokens(encoder, image, text: str | None) -> int:
+    """Tokens the model reads for an image (or image + text) input: the prompt with ``<image>`` expanded to the
+    image's placeholder tokens under the encoder's ``image_layout``."""
+    prompt = encoder.prompts.for_image() if text is None else encoder.prompts.for_composed(text)
+    placeholders = image_token_count((image.height, image.width), encoder.geometry, encoder.config.image_layout)
+    return len(encoder.tokenizer(prompt)["input_ids"]) - 1 + placeholders
+
+
+def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    """OpenAI's encodings: a list of floats, or base64 of the little-endian float32 bytes."""
+    vector = np.asarray(vector, dtype="<f4")
+    if encoding_format == "base64":
+        return base64.b64encode(vector.tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    messages = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if err.get("type") == "json_invalid":
+            ctx = err.get("ctx", {}).get("error", "")
+            return f"request body is not valid JSON ({ctx})" if ctx else "request body is not valid JSON"
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if err.get("type") == "missing" and not loc:
+            msg = "request body is missing; send a JSON object"
+        messages.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(messages) or "invalid request"
+
+
+class _Guard:
+    """ASGI middleware: refuse bodies over ``max_body_bytes`` (413) and record per-route request metrics."""
+
+    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics):
+        self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500}
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            response = JSONResponse(
+                {
+                    "error": {
+                        "message": f"request body of {int(declared)} bytes is over max_body_bytes={self.max_body_bytes}",
+                        "type": "too_large",
+                        "code": 413,
+                    }
+                },
+                status_code=413,
+            )
+            self.metrics.errors.labels("too_large").inc()
+            await response(scope, receive, send)
+            self.metrics.observe_request(_route(scope), 413, time.perf_counter() - started)
+            return
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise _BodyTooLarge(self.max_body_bytes)
+            return message
+
+        async def recording_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, recording_send)
+        finally:
+            self.metrics.observe_request(_route(scope), status["code"], time.perf_counter() - started)
+
+
+def _route(scope) -> str:
+    """The route template (``/v1/thumbnails/{collection}/{point_id}``) so metrics labels stay few."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if path:
+        return path
+    raw = scope.get("path", "")
+    return raw if raw in ("/", "/health", "/metrics", "/v1/models", "/v1/embeddings", "/v1/search") else "other"

@@ -1,0 +1,49 @@
+"""Prometheus metrics of one server: requests, inputs, batch sizes, latencies and errors by kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The server's metrics in their own registry (so several apps in one process never collide)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("e5v_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "e5v_request_seconds", "HTTP request latency by route", ["route"], buckets=_SECONDS_BUCKETS, registry=r
+        )
+        self.items = Counter("e5v_embedded_inputs", "inputs embedded, by kind", ["kind"], registry=r)
+        self.batch_items = Histogram(
+            "e5v_batch_inputs", "inputs per coalesced encoder call", ["kind"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "e5v_batch_seconds", "seconds per coalesced encoder call", ["kind"], buckets=_SECONDS_BUCKETS, registry=r
+        )
+        self.errors = Counter("e5v_errors", "error responses by kind", ["kind"], registry=r)
+        self.queue = Gauge("e5v_waiting_inputs", "inputs queued for the model", registry=r)
+
+    def track_queue(self, read: Callable[[], float]) -> None:
+        """Report ``read()`` as the queue depth at each scrape."""
+        self.queue.set_function(read)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_batch(self, kind: str, n_items: int, seconds: float) -> None:
+        self.batch_items.labels(kind).observe(n_items)
+        self.batch_seconds.labels(kind).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition format and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

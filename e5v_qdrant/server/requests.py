@@ -1,0 +1,181 @@
+"""Request bodies of the HTTP API and their validation into encoder inputs (no I/O, no model calls)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import E5VInputError
+from ..media import load_image
+
+__all__ = [
+    "EmbeddingRequest",
+    "SearchRequest",
+    "ChatMessage",
+    "ParsedConversation",
+    "decode_image_url",
+    "parse_messages",
+    "SEARCH_FILTERS",
+]
+
+#: Search request fields that narrow the results; ``app`` forwards the ones ``search.search`` accepts.
+SEARCH_FILTERS = ("under", "where", "score_threshold")
+
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)", re.S)
+
+
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str
+
+
+class ContentPart(BaseModel):
+    """One part of a chat message: ``{"type": "text", "text": ...}`` or ``{"type": "image_url", "image_url": {...}}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: str = "user"
+    content: str | list[ContentPart]
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``: OpenAI's ``input`` or vLLM's chat-style ``messages`` (exactly one of them)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: Any = None
+    messages: list[ChatMessage] | None = None
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        token_ids = "token-id inputs are not supported: send text (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))"
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ValueError(f"must be a string or a list of strings, got {type(value).__name__}")
+        if not value:
+            raise ValueError("is an empty list; send at least one string")
+        for i, item in enumerate(value):
+            if isinstance(item, (int, list)) and not isinstance(item, bool):
+                raise ValueError(token_ids)
+            if not isinstance(item, str):
+                raise ValueError(f"item {i} must be a string, got {type(item).__name__}")
+            if not item:
+                raise ValueError(f"item {i} is an empty string (refused, as OpenAI's API does); send some text")
+        return value
+
+
+class SearchRequest(BaseModel):
+    """``POST /v1/search``: a text, an image (data URL), or both (composed query) against a collection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(min_length=1)
+    text: str | None = None
+    image: str | None = Field(None, description="data:image/...;base64,... URL")
+    top_k: int = Field(10, ge=1)
+    modality: Literal["any", "text", "image"] = "any"
+    under: str | None = Field(None, description="only hits whose source starts with this path prefix")
+    where: list[str] | None = Field(None, description="payload filters KEY=VALUE, all must match")
+    score_threshold: float | None = Field(None, description="only hits scoring at least this")
+
+
+@dataclass
+class ParsedConversation:
+    """What a ``messages`` list embeds: an image, a text, or both (composed query)."""
+
+    text: str | None = None
+    image: Any = None  # a decoded RGB PIL image
+
+    @property
+    def kind(self) -> str:
+        if self.image is not None:
+            return "composed" if self.text is not None else "image"
+        return "text"
+
+
+def decode_image_url(url: str, *, max_pixels: int | None, name: str) -> Any:
+    """Decode an inline ``data:image/...;base64,...`` URL into a validated RGB PIL image.
+
+    Remote (``http(s)://``) and ``file://`` URLs are refused, never fetched or read.
+
+    Raises:
+        E5VInputError: (``E5VImageError`` for image content) the URL is not inline base64 image data, or the image is bad or too large.
+    """
+    head = url[:16].lower()
+    if head.startswith(("http://", "https://")):
+        raise E5VInputError(
+            name, "remote image URLs are never fetched; send the image inline as data:image/png;base64,..."
+        )
+    if head.startswith("file:"):
+        raise E5VInputError(
+            name,
+            "file:// URLs are refused (the server reads no files named by clients); send data:image/...;base64,...",
+        )
+    match = _DATA_URL.fullmatch(url.strip())
+    if match is None:
+        raise E5VInputError(name, "must be an inline data URL: data:image/png;base64,<base64 bytes>")
+    if match["mime"] and not match["mime"].lower().startswith("image/"):
+        raise E5VInputError(name, f"data URL media type {match['mime']!r} is not an image")
+    try:
+        data = base64.b64decode(match["data"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise E5VInputError(name, f"invalid base64 image data ({exc})") from None
+    return load_image(data, max_pixels=max_pixels, name=name)
+
+
+def parse_messages(messages: list[ChatMessage], *, max_pixels: int | None) -> ParsedConversation:
+    """Turn vLLM-style chat ``messages`` into one embedding input.
+
+    Image only = image embedding; image + text parts = composed query (texts joined by newlines); text only = text.
+
+    Raises:
+        E5VInputError: no content, more than one image, a non-user role, or a bad image.
+    """
+    if not messages:
+        raise E5VInputError("messages", "is empty; send one user message with image_url and/or text parts")
+    texts: list[str] = []
+    images: list[Any] = []
+    for m, message in enumerate(messages):
+        if message.role != "user":
+            raise E5VInputError(f"messages[{m}].role", f"only user messages are embedded, got {message.role!r}")
+        parts = message.content
+        if isinstance(parts, str):
+            texts.append(parts)
+            continue
+        for p, part in enumerate(parts):
+            where = f"messages[{m}].content[{p}]"
+            if part.type == "text":
+                if part.text is None:
+                    raise E5VInputError(where, 'a "text" part needs a "text" string')
+                texts.append(part.text)
+            else:
+                if part.image_url is None:
+                    raise E5VInputError(where, 'an "image_url" part needs {"image_url": {"url": "data:..."}}')
+                if images:
+                    raise E5VInputError(where, "only one image per embedding; send one request per image")
+                images.append(decode_image_url(part.image_url.url, max_pixels=max_pixels, name=where + ".image_url"))
+    if not texts and not images:
+        raise E5VInputError("messages", "hold no text or image parts")
+    return ParsedConversation(text="\n".join(texts) if texts else None, image=images[0] if images else None)
