@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import types
 
 import numpy as np
 import pytest
@@ -32,9 +31,7 @@ class FakeEncoder:
     def __init__(self, dim: int = 8, fid: str = "f00d", model: str = "fake-model"):
         self.dim = dim
         self.fingerprint = {"model": model, "revision": None, "adapter": None, "prompts": "p", "dim": dim, "id": fid}
-        self.config = types.SimpleNamespace(
-            model=model, revision=None, adapter=None, prompts="e5v", query_prompt=None, max_text_tokens=None
-        )
+        self.config = EncoderConfig(model=model)  # every option at its default, none loaded
 
 
 def _store(client=None, **options) -> QdrantStore:
