@@ -419,6 +419,14 @@ class EdgeClient:
             raise ValueError(f"Collection {name} not found")
         return spec
 
+    def resolve(self, name: str) -> str:
+        """The collection behind ``name`` (an alias or a collection name).
+
+        Raises:
+            ValueError: neither exists (qdrant-client's "not found" error).
+        """
+        return self._physical(name)
+
     def _physical(self, name: str) -> str:
         if name in self._manifest["collections"]:
             return name
