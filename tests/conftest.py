@@ -90,10 +90,13 @@ def edge_points_now(store_dir, name: str) -> int:
     import shutil
     import tempfile
 
-    from e5v_qdrant.edge import EdgeClient
+    from e5v_qdrant.edge import EdgeClient, read_manifest
 
     if not (store_dir / "e5v_edge.json").exists():
         return 0
+    manifest = read_manifest(str(store_dir))
+    if name not in manifest["collections"] and name not in manifest["aliases"]:
+        return 0  # not created yet: no need to copy
     with tempfile.TemporaryDirectory() as tmp:
         copy = f"{tmp}/store"
         try:
