@@ -59,9 +59,9 @@ MANIFEST = "e5v_edge.json"
 LOCK_FILE = ".e5v-edge.lock"
 _FORMAT = "e5v-qdrant-edge"
 _VERSION = 1
-#: Segments holding more vector data than this (KB) get an HNSW index when optimized: 160,000 KB = 10k float32
+#: Segments holding more vector data than this (KB) get an HNSW index when optimized: 200,000 KB ~ 12k float32
 #: 4096-d vectors, the size up to which an exact scan of one segment stays within a few tens of milliseconds.
-INDEXING_THRESHOLD_KB = 160_000
+INDEXING_THRESHOLD_KB = 200_000
 #: Run the optimizer after this many points were written since its last run (ingest keeps the index current).
 INDEX_EVERY_POINTS = 20_000
 _DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10_000}
