@@ -146,7 +146,9 @@ def _run_case(case: str, n: int, queries: int, folder: str) -> dict:
         result["reopen_s"] = time.perf_counter() - start
 
         def search(v):
-            return [index_of[i] for i in vs.query(VectorStoreQuery(query_embedding=v.tolist(), similarity_top_k=10)).ids]
+            return [
+                index_of[i] for i in vs.query(VectorStoreQuery(query_embedding=v.tolist(), similarity_top_k=10)).ids
+            ]
 
         def close():
             close_vs(vs)
@@ -187,7 +189,16 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"done: {case}", file=sys.stderr, flush=True)
-    cols = ["write_pts_s", "close_s", "reopen_s", "query_p50_ms", "query_p95_ms", "recall_at_10", "peak_rss_gib", "disk_mib"]
+    cols = [
+        "write_pts_s",
+        "close_s",
+        "reopen_s",
+        "query_p50_ms",
+        "query_p95_ms",
+        "recall_at_10",
+        "peak_rss_gib",
+        "disk_mib",
+    ]
     print("| case | points | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
     for r in rows:

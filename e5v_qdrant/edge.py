@@ -763,8 +763,15 @@ class EdgeClient:
         batch = qe.QueryBatchRequest(
             [
                 self._request(
-                    r.query, r.using, r.limit or 10, r.offset, r.filter, r.params, r.score_threshold,
-                    True if r.with_payload is None else r.with_payload, r.with_vector or False,
+                    r.query,
+                    r.using,
+                    r.limit or 10,
+                    r.offset,
+                    r.filter,
+                    r.params,
+                    r.score_threshold,
+                    True if r.with_payload is None else r.with_payload,
+                    r.with_vector or False,
                 )  # fmt: skip
                 for r in requests
             ]

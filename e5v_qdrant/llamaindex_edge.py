@@ -55,7 +55,12 @@ def metadata_filters_to_qdrant(filters: MetadataFilters):
             else:
                 conditions.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
         elif op in (FilterOperator.LT, FilterOperator.GT, FilterOperator.LTE, FilterOperator.GTE):
-            bound = {FilterOperator.LT: "lt", FilterOperator.GT: "gt", FilterOperator.LTE: "lte", FilterOperator.GTE: "gte"}
+            bound = {
+                FilterOperator.LT: "lt",
+                FilterOperator.GT: "gt",
+                FilterOperator.LTE: "lte",
+                FilterOperator.GTE: "gte",
+            }
             conditions.append(models.FieldCondition(key=key, range=models.Range(**{bound[op]: value})))
         elif op in (FilterOperator.TEXT_MATCH, FilterOperator.TEXT_MATCH_INSENSITIVE):
             conditions.append(models.FieldCondition(key=key, match=models.MatchText(text=value)))
@@ -262,7 +267,9 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         )
         points = response.points
         return VectorStoreQueryResult(
-            nodes=[self._node(p) for p in points], similarities=[p.score for p in points], ids=[str(p.id) for p in points]
+            nodes=[self._node(p) for p in points],
+            similarities=[p.score for p in points],
+            ids=[str(p.id) for p in points],
         )
 
     # ------------------------------------------------------------ async (the engine is in-process: run in a thread)

@@ -113,9 +113,10 @@ def test_target_with_another_model_is_refused(tmp_path):
     _fill(tmp_path / "src", "edge", fid="f1")
     with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "dst"))) as target:
         target.create_physical("docs-e5v-f1", _encoder("f2"), alias=None)  # same name, other model stamp
-    with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "src"))) as s, QdrantStore(
-        StoreConfig(qdrant_path=str(tmp_path / "dst"))
-    ) as t:
+    with (
+        QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "src"))) as s,
+        QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "dst"))) as t,
+    ):
         with pytest.raises(CollectionMismatchError, match="fingerprint"):
             migrate("docs", s, t, progress=False)
 

@@ -152,12 +152,18 @@ def test_reads_a_collection_through_its_alias_and_refuses_a_second_process_holde
     client = EdgeClient(str(tmp_path / "qd"))
     client.create_collection("docs-e5v-abc", {"text-dense": models.VectorParams(size=DIM, distance="Cosine")})
     client.update_collection_aliases(
-        [models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="docs-e5v-abc", alias_name="docs"))]
+        [
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name="docs-e5v-abc", alias_name="docs")
+            )
+        ]
     )
     store = QdrantEdgeVectorStore(collection_name="docs", client=client)
     store.add(nodes)
     assert client.count("docs-e5v-abc").count == 20
-    assert store.query(VectorStoreQuery(query_embedding=nodes[3].embedding, similarity_top_k=1)).ids == [nodes[3].node_id]
+    assert store.query(VectorStoreQuery(query_embedding=nodes[3].embedding, similarity_top_k=1)).ids == [
+        nodes[3].node_id
+    ]
     with pytest.raises(RuntimeError, match=r"already accessed by another instance .*\(pid \d+\)"):
         QdrantEdgeVectorStore(path=str(tmp_path / "qd"), collection_name="docs")
     client.close()
