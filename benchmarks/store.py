@@ -207,10 +207,11 @@ def main() -> None:
     for mode in ("store", "llamaindex"):
         a, b = by.get(f"local-{mode}"), by.get(f"edge-{mode}")
         if a and b:
+            write, query = b["write_pts_s"] / a["write_pts_s"], a["query_p50_ms"] / b["query_p50_ms"]
+            rss, reopen = a["peak_rss_gib"] / b["peak_rss_gib"], a["reopen_s"] / b["reopen_s"]
             print(
-                f"{mode}: Edge vs local mode — write {b['write_pts_s'] / a['write_pts_s']:.1f}x faster, query p50 "
-                f"{a['query_p50_ms'] / b['query_p50_ms']:.1f}x faster, peak RSS {a['peak_rss_gib'] / b['peak_rss_gib']:.1f}x "
-                f"lower, reopen {a['reopen_s'] / b['reopen_s']:.1f}x faster"
+                f"{mode}: Edge vs local mode: write {write:.1f}x faster, query p50 {query:.1f}x faster, "
+                f"peak RSS {rss:.1f}x lower, reopen {reopen:.1f}x faster"
             )
 
 

@@ -289,6 +289,8 @@ def qdrant_ranks(
             if server:
                 searched = search_params(config)  # what `e5v-qdrant search` sends (rescore, oversampling)
                 params = models.SearchParams(exact=True, quantization=searched.quantization if searched else None)
+            elif qs.engine == "edge":  # the temporary Edge folder: exact too (no HNSW approximation)
+                params = models.SearchParams(exact=True)
             create = collection_create_kwargs(config, candidates.shape[1], server=qs.is_server)
             qs.call(f"creating collection {name!r}", qs.client.create_collection, collection_name=name, **create)
             try:
@@ -318,7 +320,7 @@ def qdrant_ranks(
             finally:
                 qs.call(f"deleting collection {name!r}", qs.client.delete_collection, collection_name=name)
             facts = {
-                "location": config.qdrant_url or "local mode (temporary folder)",
+                "location": config.qdrant_url or f"embedded {qs.engine} (temporary folder)",
                 "distance": "cosine",
                 "exact": True,
                 "limit": limit,
@@ -871,8 +873,10 @@ def _qdrant_section(metrics, qdrant_metrics, facts, warnings) -> dict[str, Any]:
             "recall through Qdrant differs from in-memory recall (storage-side loss: quantization, "
             "datatype, or approximate search); see qdrant.delta"
         )
-    if facts.get("location", "").startswith("local mode"):
-        facts["caveat"] = "local mode ignores quantization and HNSW; use --qdrant-url to test a server's storage"
+    if facts.get("location", "").startswith("embedded"):
+        facts["caveat"] = (
+            "the temporary embedded store is float32 exact search; use --qdrant-url to test a server's storage"
+        )
     return {"metrics": qdrant_metrics, "delta": delta, "collection": facts}
 
 

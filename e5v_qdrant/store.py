@@ -176,9 +176,9 @@ def embedded_engine(config: StoreConfig) -> str | None:
         return engine
     if config.embedded and config.embedded != found:
         raise E5VConfigError(
-            f"{config.resolved_path!r} is a {found} store but --embedded {config.embedded} was asked for; stores are "
-            f"never converted in place: drop --embedded, or copy it with `e5v-qdrant migrate --embedded {found} "
-            f"--to-path NEW_FOLDER --to-embedded {config.embedded}`"
+            f"{config.resolved_path!r} holds an embedded {found!r} store but --embedded {config.embedded} was asked "
+            f"for; stores are never converted in place: drop --embedded, or copy it with `e5v-qdrant migrate "
+            f"--embedded {found} --to-path NEW_FOLDER --to-embedded {config.embedded}`"
         )
     return found
 
