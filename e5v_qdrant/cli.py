@@ -1,6 +1,6 @@
 """The ``e5v-qdrant`` command line: argument parsing, progress display and exit codes only.
 
-Exit status: 0 success; 1 finished, but some inputs were skipped; 2 usage, configuration or permanent error.
+Exit status: 0 success; 1 finished, but some supported inputs failed; 2 usage, configuration or permanent error.
 Each subcommand is a ``_add_<name>`` (its options, built from the config dataclasses) and a ``_run_<name>``.
 """
 
@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 
 from . import __version__
-from .config import EncoderConfig, add_arguments, from_namespace
+from .config import EncoderConfig, add_arguments, from_namespace, namespace_options
 from .errors import E5VError
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -83,129 +83,63 @@ explain a gap to the paper (non-default prompts or dtype, unpinned revision, sub
 def _add_eval(sub) -> Callable:
     p = sub.add_parser(
         "eval",
-        help="evaluate retrieval / composed retrieval / STS / triplets and write a diagnosable report",
+        help="evaluate retrieval / composed retrieval / image-to-image / STS / triplets and write a diagnosable report",
         description=_EVAL_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tasks = p.add_subparsers(dest="eval_task", metavar="TASK")
+    from .config import EvalConfig, StoreConfig
+    from .evaluate import TASKS
 
-    def common(tp, *, qdrant: bool) -> None:
-        from .config import EvalConfig, StoreConfig
-
-        add_arguments(tp, EvalConfig, exclude=() if qdrant else ("via_qdrant",), group="evaluation")
+    for task in TASKS.values():
+        tp = tasks.add_parser(task.name, help=task.help, description=task.description)
+        for spec in task.inputs:
+            tp.add_argument(
+                f"--{spec.name.replace('_', '-')}",
+                required=spec.required,
+                default=spec.default,
+                choices=spec.choices,
+                help=spec.help,
+            )
+        add_arguments(tp, EvalConfig, exclude=() if task.via_qdrant else ("via_qdrant",), group="evaluation")
         add_arguments(tp, EncoderConfig, group="model")
-        if qdrant:
+        if task.via_qdrant:
             add_arguments(tp, StoreConfig, exclude=("qdrant_path",), group="qdrant (used with --via-qdrant)")
-
-    r = tasks.add_parser(
-        "retrieval",
-        help="image-caption retrieval: text->image and image->text R@1/5/10",
-        description="Image-caption retrieval, CLIP style: a caption's target is its image (text->image); an image is "
-        "found if any of its captions ranks in the top k (image->text). Paper: Flickr30K t2i R@1 79.5, COCO 52.0.",
-    )
-    r.add_argument(
-        "--images", required=True, help="folder holding the images (Karpathy 'filepath' sub-folders are tried first)"
-    )
-    r.add_argument(
-        "--captions",
-        required=True,
-        help='Karpathy-split JSON ({"images": [{"filename", "split", "sentences": [{"raw"}]}]}) or JSONL '
-        '({"image": "name.jpg", "captions": [...]} per line)',
-    )
-    r.add_argument(
-        "--split", default="test", help="Karpathy split to evaluate: test, val, train, restval or all (default: test)"
-    )
-    common(r, qdrant=True)
-
-    c = tasks.add_parser(
-        "composed",
-        help="composed image retrieval (reference image + modification text -> target), R@1/5/10/50",
-        description="CIRR-style composed retrieval: each query is a reference image with a modification text; its "
-        "reference image is excluded from its own candidates, as the authors and CIRR's evaluation do.",
-    )
-    c.add_argument(
-        "--data", required=True, help="JSONL with reference, text (or caption) and target (or target_hard) per line"
-    )
-    c.add_argument(
-        "--images", help="folder relative image paths are resolved against (default: the data file's folder)"
-    )
-    c.add_argument(
-        "--candidates",
-        help="file with one candidate image per line, or a folder of images (default: every image in --data)",
-    )
-    common(c, qdrant=True)
-
-    s = tasks.add_parser(
-        "sts",
-        help="semantic textual similarity: Spearman of cosine similarities vs gold scores",
-        description="Spearman (and Pearson) correlation x 100 between gold scores and cosine similarities of sentence "
-        "pairs. Paper: 86.00 averaged over STS12-16, STS-B and SICK-R.",
-    )
-    s.add_argument(
-        "--data",
-        required=True,
-        help="JSONL (sentence1, sentence2, score) or TSV (header with those names, or 3 columns)",
-    )
-    common(s, qdrant=False)
-
-    t = tasks.add_parser(
-        "triplets",
-        help="recall@1 of anchor->positive against the pool of all positives and negatives",
-        description="Anchor->positive recall against every distinct positive and negative text (the fine-tuning "
-        "data formats), plus triplet accuracy (anchor closer to its positive than to its negative).",
-    )
-    t.add_argument(
-        "--data", required=True, help="JSONL anchor/positive[/negative] or CSV with header sent0,sent1[,hard_neg]"
-    )
-    common(t, qdrant=True)
     return _run_eval
 
 
 def _run_eval(args) -> int:
+    import dataclasses
     import time
-    import warnings
 
-    from . import evaluate as ev
     from .config import EvalConfig, StoreConfig
     from .encoder import E5VEncoder
+    from .evaluate import TASKS
 
-    task = getattr(args, "eval_task", None)
+    task = TASKS.get(getattr(args, "eval_task", None) or "")
     if not task:
-        print(
-            "e5v-qdrant eval: choose a task: retrieval, composed, sts or triplets (see `e5v-qdrant eval --help`)",
-            file=sys.stderr,
-        )
+        print(f"e5v-qdrant eval: choose a task: {', '.join(TASKS)} (see `e5v-qdrant eval --help`)", file=sys.stderr)
         return EXIT_ERROR
     options = from_namespace(EvalConfig, args)
     store = from_namespace(StoreConfig, args) if options.via_qdrant else None
     limited = options.limit is not None
     # Read and check the data before loading the model: a typo in a path must not cost a 16 GB load.
-    if task == "retrieval":
-        data = ev.read_retrieval(args.captions, args.images, split=args.split, limit=options.limit)
-    elif task == "composed":
-        data = ev.read_composed(args.data, args.images, candidates=args.candidates, limit=options.limit)
-    elif task == "sts":
-        data = ev.read_sts(args.data, limit=options.limit)
-    else:
-        data = ev.read_triplets(args.data, limit=options.limit)
+    inputs = {
+        stage: {s.name: getattr(args, s.name) for s in task.inputs if s.stage in (stage, "both")}
+        for stage in ("read", "evaluate")
+    }
+    data = task.read(limit=options.limit, **inputs["read"])
+    config = from_namespace(EncoderConfig, args)
+    preset = task.prompts(inputs["read"]) if task.prompts else None
+    if preset and config.prompts == EncoderConfig.__dataclass_fields__["prompts"].default:
+        config = dataclasses.replace(config, prompts=preset)  # the task's own prompts unless --prompts was given
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        encoder = E5VEncoder(config=from_namespace(EncoderConfig, args))
+    encoder = E5VEncoder(config=config)
     load_s = time.perf_counter() - start
-    for w in caught:  # still show them (through the user's warning filters), and keep them in the report
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     common = {"show_progress": options.progress, "limited": limited}
-    qdrant = {"via_qdrant": options.via_qdrant, "store": store}
-    if task == "retrieval":
-        report = ev.evaluate_retrieval(encoder, data, **common, **qdrant)
-    elif task == "composed":
-        report = ev.evaluate_composed(encoder, data, **common, **qdrant)
-    elif task == "sts":
-        report = ev.evaluate_sts(encoder, data, **common)
-    else:
-        report = ev.evaluate_triplets(encoder, data, **common, **qdrant)
-    report.model["load_warnings"] = [str(w.message) for w in caught]
+    qdrant = {"via_qdrant": options.via_qdrant, "store": store} if task.via_qdrant else {}
+    report = task.evaluate(encoder, data, **common, **qdrant, **inputs["evaluate"])
+    report.model["load_warnings"] = list(encoder.load_fixes)
     report.timings = {"model_load_s": round(load_s, 4), **report.timings}
     print(report.format_table())
     if options.report:
@@ -221,6 +155,19 @@ _STORE_HELP = (
 )
 
 
+_RECORDED = "as recorded in the collection, else the value `e5v-qdrant info --help` shows"
+#: StoreConfig options that only matter when writing or creating collections (not offered by read-only commands)
+_WRITE_OPTIONS = (
+    "write_batch_size",
+    "write_batch_bytes",
+    "on_disk_vectors",
+    "vector_datatype",
+    "shard_number",
+    "replication_factor",
+    "write_consistency_factor",
+)
+
+
 def _store_from(args):
     from .config import StoreConfig
     from .store import QdrantStore
@@ -228,31 +175,17 @@ def _store_from(args):
     return QdrantStore(from_namespace(StoreConfig, args))
 
 
+def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
+    """Encoder options: those typed on the command line, else those recorded in the collection, else defaults."""
+    from .collection_model import encoder_config_for
+
+    return encoder_config_for(store, collection, **namespace_options(EncoderConfig, args))
+
+
 def _encoder_from(args, store, collection: str):
-    """Load the encoder: options given on the command line, else those recorded in the collection, else defaults."""
     from .encoder import E5VEncoder
 
     return E5VEncoder(config=_encoder_config_from(args, store, collection))
-
-
-def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
-    """The encoder options of ``_encoder_from`` without loading the model (the Ray engine loads it on its workers)."""
-    from .search import recorded_encoder_options
-
-    recorded = recorded_encoder_options(store, collection)
-    return from_namespace(EncoderConfig, argparse.Namespace(**_absolute_folders({**recorded, **vars(args)})))
-
-
-def _absolute_folders(options: dict) -> dict:
-    """Local model / adapter folders as absolute paths, so the collection records a path valid from any directory
-    (and the model fingerprint, which includes the path, does not depend on the working directory)."""
-    import os
-
-    for key in ("model", "adapter"):
-        value = options.get(key)
-        if isinstance(value, str) and os.path.isdir(value):
-            options[key] = os.path.abspath(value)
-    return options
 
 
 def _add_ingest(sub) -> Callable:
@@ -263,14 +196,18 @@ def _add_ingest(sub) -> Callable:
         help="embed folders of documents and images into a Qdrant collection (idempotent, resumable)",
         description="Embed files into COLLECTION. Text: .txt .md .markdown .rst .html .htm (and .pdf with the optional "
         "extra: pip install 'e5v-qdrant[pdf]'), chunked with LlamaIndex's SentenceSplitter; images: .jpg .jpeg .png "
-        ".webp .gif .bmp .tif .tiff. Re-running skips unchanged files, replaces the chunks of changed ones, and with "
-        "--sync removes files that vanished. Bad inputs are skipped and listed. "
+        ".webp .gif .bmp .tif .tiff. Compressed text (.gz .bz2 .xz) is read, files without a type extension (README, "
+        "copyright) are ingested when they hold UTF-8 text. Re-running skips unchanged files without opening them "
+        "(same size, mtime and inode; --verify re-reads all), replaces the chunks of changed ones, with --sync removes "
+        "files that vanished, and loads the model only if something needs embedding. A file that cannot be read is "
+        "skipped and listed, the run goes on. "
         + _STORE_HELP
-        + " Exit status: 0 all ingested, 1 some inputs skipped, 2 usage/config/store error.",
+        + " Exit status: 0 every supported file ingested (unsupported types are ignored and counted), 1 some "
+        "supported files failed, 2 usage/config/store error.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     add_arguments(p, IngestConfig, group="ingest")
-    add_arguments(p, EncoderConfig, group="model (default: the model recorded in the collection, else royokong/e5-v)")
+    add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
     add_arguments(p, StoreConfig, group="store")
     p.add_argument("--report", metavar="FILE.json", help="also write the run report (counts, skipped inputs) as JSON")
     p.add_argument("--json", action="store_true", help="print the run report as JSON instead of a summary")
@@ -285,19 +222,12 @@ def _add_ingest(sub) -> Callable:
 
 def _run_ingest(args) -> int:
     from .config import IngestConfig
-    from .ingest import ingest
+    from .ingest import check_paths, ingest
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
-    with _store_from(args) as store:
-        if config.engine == "ray":  # the model is loaded on the Ray workers only
-            from .ray_engine import ingest_ray
-
-            report = ingest_ray(
-                config, _encoder_config_from(args, store, config.collection), store, progress=args.progress
-            )
-        else:
-            encoder = _encoder_from(args, store, config.collection)
-            report = ingest(config, encoder, store, progress=args.progress)
+    check_paths(config.paths)  # before the store folder or the model is touched
+    with _store_from(args) as store:  # the model loads in `ingest` (or on the Ray workers), only when needed
+        report = ingest(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
     data = report.to_dict()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
@@ -305,24 +235,7 @@ def _run_ingest(args) -> int:
     if args.json:
         _print_json(data)
     else:
-        counts = data["counts"]
-        print(
-            f"collection {report.collection} -> {report.physical_collection} (model fingerprint {report.model_fingerprint})"
-        )
-        print(
-            "files: "
-            + ", ".join(
-                f"{k} {counts[k]}" for k in ("discovered", "new", "unchanged", "replaced", "deleted", "skipped")
-            )
-        )
-        print(
-            f"points: embedded {counts['embedded']}, written {counts['points_written']}, deleted {counts['points_deleted']}"
-            f" in {data['seconds']:.1f}s"
-        )
-        for w in data["warnings"]:
-            print(f"warning: {w['source']}: {w['warning']}")
-        for s in data["skipped_inputs"]:
-            print(f"skipped: {s['source']}: {s['reason']}")
+        print(report.summary())
     return report.exit_code
 
 
@@ -343,8 +256,8 @@ def _add_search(sub) -> Callable:
         "--modality", choices=("text", "image", "any"), default="any", help="only return this modality (default: any)"
     )
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    add_arguments(p, EncoderConfig, group="model (default: the model recorded in the collection)")
-    add_arguments(p, StoreConfig, group="store")
+    add_arguments(p, EncoderConfig, group="model", recorded_default="as recorded in the collection")
+    add_arguments(p, StoreConfig, exclude=_WRITE_OPTIONS, group="store")
     return _run_search
 
 
@@ -386,7 +299,7 @@ def _add_collections(sub) -> Callable:
         "each was built with, and its point count. " + _STORE_HELP,
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_arguments(p, StoreConfig, group="store")
+    add_arguments(p, StoreConfig, exclude=_WRITE_OPTIONS, group="store")
     return _run_collections
 
 
@@ -485,29 +398,29 @@ def _add_reingest(sub) -> Callable:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
-    add_arguments(p, EncoderConfig, group="new model (--adapter applies to the recorded model unless --model is given)")
+    add_arguments(
+        p,
+        EncoderConfig,
+        group="new model (--adapter applies to the recorded model unless --model is given)",
+        recorded_default="as recorded in the collection",
+    )
     add_arguments(p, StoreConfig, group="store")
     return _run_reingest
 
 
 def _run_reingest(args) -> int:
-    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .reingest import reingest
-    from .search import recorded_encoder_options
 
     given = vars(args)
-    if "model" not in given and "adapter" not in given:
-        raise E5VConfigError("give the new model: --adapter DIR (fine-tuned on the recorded model) or --model M")
+    if not {"model", "adapter", "image_layout"} & given.keys():
+        raise E5VConfigError(
+            "give the new model: --adapter DIR (fine-tuned on the recorded model), --model M or --image-layout L"
+        )
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        recorded = recorded_encoder_options(store, args.collection)
-        if "model" in given:
-            recorded.pop("adapter", None)  # a new base model does not inherit the old adapter
-        encoder = E5VEncoder(
-            config=from_namespace(EncoderConfig, argparse.Namespace(**_absolute_folders({**recorded, **given})))
-        )
+        encoder = _encoder_from(args, store, args.collection)
         report = reingest(
             args.collection,
             encoder,
@@ -516,26 +429,10 @@ def _run_reingest(args) -> int:
             allow_missing=args.allow_missing,
             progress=args.progress,
         )
-    data = report.to_dict()
     if args.json:
-        _print_json(data)
+        _print_json(report.to_dict())
     else:
-        if report.already_current:
-            print(f"{report.alias} -> {report.target_collection} already serves this model ({report.points} points)")
-        else:
-            print(
-                f"{report.alias}: {report.source_collection} -> {report.target_collection}: {report.points} points, "
-                f"{report.embedded} re-embedded, {report.resumed} from an earlier run"
-            )
-            print(
-                "alias swapped"
-                if report.swapped
-                else "alias NOT swapped (see problems; --allow-missing to swap anyway)"
-            )
-        for name in report.dropped_old:
-            print(f"dropped old collection {name}")
-        for problem in report.problems:
-            print(f"problem: {problem['source']}: {problem['reason']}")
+        print(report.summary())
     return report.exit_code
 
 

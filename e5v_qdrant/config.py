@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .anyres import DEFAULT_LAYOUT, LAYOUTS
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -25,6 +26,7 @@ __all__ = [
     "EvalConfig",
     "add_arguments",
     "from_namespace",
+    "namespace_options",
     "DEFAULT_MODEL",
     "DTYPE_NAMES",
 ]
@@ -36,10 +38,29 @@ T = TypeVar("T")
 
 
 def option(
-    default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, choices=None, cli: bool = True, **kw
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    choices=None,
+    cli: bool = True,
+    vectors: bool = False,
+    cli_default: Any = dataclasses.MISSING,
+    **kw,
 ):
-    """A dataclass field carrying its CLI help text (and optional flag name / choices)."""
-    meta = {"help": help, "flag": flag, "choices": choices, "cli": cli}
+    """A dataclass field carrying its CLI help text and facts about it.
+
+    Args:
+        help: the ``--help`` text.
+        flag: the CLI flag (default ``--field-name``); ``choices``: allowed values.
+        cli: whether the CLI offers it at all.
+        vectors: whether the option changes the vectors an encoder makes. The model fingerprint, the collection stamp,
+            the LlamaIndex adapter's fields and every compatibility check derive from this declaration
+            (``e5v_qdrant.identity``), so an option that changes vectors can never be left out of one of them.
+        cli_default: a different default for the command line than for the Python API (e.g. process-wide tuning
+            that a CLI process may turn on but a library must not impose on its host).
+    """
+    meta = {"help": help, "flag": flag, "choices": choices, "cli": cli, "vectors": vectors, "cli_default": cli_default}
     if "default_factory" in kw:
         return field(metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -49,12 +70,14 @@ def option(
 class EncoderConfig:
     """How to load and run E5-V. Everything that changes the vectors lives here."""
 
-    model: str = option(DEFAULT_MODEL, help="hub id or local folder of an E5-V / LLaVA-NeXT checkpoint")
+    model: str = option(DEFAULT_MODEL, help="hub id or local folder of an E5-V / LLaVA-NeXT checkpoint", vectors=True)
     revision: str | None = option(
-        None, help="hub revision (branch, tag or commit) to pin; reaches every from_pretrained call"
+        None, help="hub revision (branch, tag or commit) to pin; reaches every from_pretrained call", vectors=True
     )
     adapter: str | None = option(
-        None, help="folder of a PEFT LoRA adapter from `e5v-qdrant finetune`, applied to the language model"
+        None,
+        help="folder of a PEFT LoRA adapter from `e5v-qdrant finetune`, applied to the language model",
+        vectors=True,
     )
     device: str | None = option(
         None, help="torch device (cpu, cuda, cuda:1, mps); default: cuda if available, else cpu"
@@ -67,12 +90,18 @@ class EncoderConfig:
         None,
         help="token budget per forward pass (batch rows × longest row); default: 1024 on CPU, batch_size × 512 on GPU",
     )
-    prompts: str = option("e5v", help="prompt preset (e5v = the authors' exact strings; e5v-typofix fixes 'desribe')")
+    prompts: str = option(
+        "e5v", help="prompt preset (e5v = the authors' exact strings; e5v-typofix fixes 'desribe')", vectors=True
+    )
     query_prompt: str | None = option(
-        None, help="body for search queries with a {text} placeholder; default: queries use the document text prompt"
+        None,
+        help="body for search queries with a {text} placeholder; default: queries use the document text prompt",
+        vectors=True,
     )
     max_text_tokens: int | None = option(
-        None, help="truncate user text to this many tokens before prompting (paper training used 32); default: no limit"
+        None,
+        help="truncate user text to this many tokens before prompting (paper training used 32); default: no limit",
+        vectors=True,
     )
     max_image_pixels: int | None = option(
         DEFAULT_MAX_IMAGE_PIXELS, help="refuse images with more pixels (decompression bombs)"
@@ -84,10 +113,21 @@ class EncoderConfig:
         "sdpa", help="transformers attention implementation", choices=("sdpa", "eager", "flash_attention_2")
     )
     reuse_cpu_memory: bool = option(
-        True,
+        False,
         help="on CPU with glibc, keep memory freed between forward passes in the heap for the length of an embed "
-        "call instead of unmapping it and page-faulting it back in (sets glibc's mmap/trim thresholds for the call, "
-        "then returns the memory to the OS); vectors are unchanged",
+        "call instead of unmapping it and page-faulting it back in (sets glibc's process-wide mmap/trim thresholds "
+        "for the call, then returns the memory to the OS); vectors are unchanged. Default: on for the command line, "
+        "off for the Python API (it changes allocator settings of the whole host process)",
+        cli_default=True,
+    )
+    image_layout: str = option(
+        DEFAULT_LAYOUT,
+        help="how images become tokens: paper = the authors' environment (transformers 4.41.2), where every published "
+        "E5-V image number was measured; llava-next = today's transformers, the original LLaVA-NeXT code and vLLM. "
+        "They differ for images whose best anyres grid is non-square (3:2 photos such as 500x333, small squares, "
+        "documents, panoramas); a collection holds one layout",
+        choices=LAYOUTS,
+        vectors=True,
     )
 
     def __post_init__(self):
@@ -103,6 +143,8 @@ class EncoderConfig:
             raise E5VConfigError(f"preprocess_workers must be >= 0, got {self.preprocess_workers}")
         if not self.model:
             raise E5VConfigError("model must be a hub id or a local folder")
+        if self.image_layout not in LAYOUTS:
+            raise E5VConfigError(f"image_layout {self.image_layout!r} is not one of {LAYOUTS} (--image-layout)")
         if self.adapter is not None and not os.path.isdir(self.adapter):
             raise E5VConfigError(
                 f"adapter folder {self.adapter!r} does not exist (pass the --output folder of `e5v-qdrant finetune`)"
@@ -220,6 +262,39 @@ class StoreConfig:
         return self.qdrant_path or "qdrant_data"
 
 
+#: Characters Qdrant refuses in collection names (qdrant/qdrant ``validate_collection_name``, lib/api/src/grpc/validate.rs).
+COLLECTION_NAME_FORBIDDEN = '<>:"/\\|?*\0\x1f'
+#: Qdrant's limit is 255 characters; the physical collection adds ``-e5v-`` and a 16-character fingerprint id.
+COLLECTION_NAME_MAX = 255 - len("-e5v-") - 16
+
+
+def check_collection_name(name: str) -> None:
+    """Refuse a collection name Qdrant would refuse (checked before anything is loaded or created).
+
+    Qdrant's rule: no ``< > : " / \\ | ? *``, NUL or U+001F; we also refuse other non-printable characters (they
+    make unreadable folder names in the embedded store) and names too long for the physical collection's suffix.
+
+    Raises:
+        E5VConfigError: naming the offending character or the length limit.
+
+    Example:
+        >>> check_collection_name("docs-2024.v1")
+    """
+    if not name:
+        raise E5VConfigError("a collection name is required: pass --collection NAME")
+    bad = sorted({c for c in name if c in COLLECTION_NAME_FORBIDDEN or not c.isprintable()})
+    if bad:
+        raise E5VConfigError(
+            f"invalid collection name {name!r}: it contains {', '.join(repr(c) for c in bad)}; Qdrant refuses "
+            f"{' '.join(repr(c) for c in COLLECTION_NAME_FORBIDDEN)} in names (use letters, digits, '-', '_', '.')"
+        )
+    if len(name) > COLLECTION_NAME_MAX:
+        raise E5VConfigError(
+            f"collection name {name[:40]!r}... is {len(name)} characters; at most {COLLECTION_NAME_MAX} fit Qdrant's "
+            "255-character limit once the model suffix is added"
+        )
+
+
 @dataclass
 class IngestConfig:
     """What `e5v-qdrant ingest` reads and how: the collection (an alias), chunking and sync behaviour."""
@@ -232,6 +307,23 @@ class IngestConfig:
     chunk_overlap: int = option(64, help="overlap between consecutive chunks in tokens")
     sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
     follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
+    include: list[str] = option(
+        default_factory=list,
+        help="only take files whose name or path relative to the given folder matches one of these globs ('*.md')",
+    )
+    exclude: list[str] = option(
+        default_factory=list, help="skip files and folders whose name or relative path matches one of these globs"
+    )
+    verify: bool = option(
+        False,
+        help="re-read and re-hash every file; by default a file whose size, mtime and inode equal what its points "
+        "record is unchanged without being opened",
+    )
+    chunk_time_budget: float = option(
+        30.0,
+        help="seconds of sentence splitting per document; past it (or if nltk's regex guard times out) the rest is "
+        "split without sentence boundaries",
+    )
     queue_size: int = option(
         4, help="batches buffered between the reading, embedding and writing threads (bounds memory)"
     )
@@ -256,8 +348,9 @@ class IngestConfig:
     )
 
     def __post_init__(self):
-        if not self.collection:
-            raise E5VConfigError("a collection name is required: pass --collection NAME")
+        check_collection_name(self.collection)
+        if self.chunk_time_budget <= 0:
+            raise E5VConfigError(f"chunk_time_budget must be > 0 seconds, got {self.chunk_time_budget}")
         if self.chunk_size < 16:
             raise E5VConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
@@ -429,8 +522,15 @@ def add_arguments(
     *,
     exclude: tuple[str, ...] = (),
     group: str | None = None,
+    recorded_default: str | None = None,
 ) -> None:
-    """Add one ``--option`` per field of dataclass ``cls`` (help, default and choices from the field)."""
+    """Add one ``--option`` per field of dataclass ``cls`` (help, default and choices from the field).
+
+    Defaults are appended to the help text once, unless the help already states its default or the default is empty
+    (``None``, ``""``, ``[]``). A field's ``cli_default`` replaces its default on the command line.
+    ``recorded_default``, when given, is what options that change vectors default to instead (e.g. "as recorded in
+    the collection, else royokong/e5-v"), for commands that take them from a collection's stamp.
+    """
     target = parser.add_argument_group(group) if group and hasattr(parser, "add_argument_group") else parser
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -438,26 +538,30 @@ def add_arguments(
             continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         tp = _unwrap_optional(hints[f.name])
-        default = (
-            f.default
-            if f.default is not dataclasses.MISSING
-            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        )
+        cli_default = f.metadata.get("cli_default", dataclasses.MISSING)
+        if cli_default is not dataclasses.MISSING:
+            default = cli_default
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         help_text = f.metadata.get("help", "")
+        if recorded_default and f.metadata.get("vectors"):
+            help_text = f"{help_text} (default: {recorded_default})"
+        elif default not in (None, "", []) and "default:" not in help_text:
+            shown = (
+                ("on" if default else "off")
+                if tp is bool
+                else (" ".join(default) if isinstance(default, list) else default)
+            )
+            help_text = f"{help_text} (default: {shown})"
+        # argparse only records what the user typed; ``from_namespace`` fills the rest (cli_default, then the field)
         if tp is bool:
             target.add_argument(
-                flag,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=f"{help_text} (default: {default})",
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
             )
             continue
-        kwargs: dict[str, Any] = {
-            "dest": f.name,
-            "default": argparse.SUPPRESS,
-            "help": f"{help_text} (default: {default})",
-        }
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
         if tp in (int, float):
@@ -468,9 +572,21 @@ def add_arguments(
         target.add_argument(flag, **kwargs)
 
 
+def namespace_options(cls: type, ns: argparse.Namespace) -> dict[str, Any]:
+    """The options of dataclass ``cls`` in parsed arguments: what the user typed, plus each field's ``cli_default``
+    where it declares one and the user typed nothing (other fields are left to the dataclass default)."""
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
+    values = {
+        f.name: f.metadata["cli_default"]
+        for f in fields
+        if f.metadata.get("cli_default", dataclasses.MISSING) is not dataclasses.MISSING
+    }
+    values.update((k, v) for k, v in vars(ns).items() if k in names)
+    return values
+
+
 def from_namespace(cls: type[T], ns: argparse.Namespace, **extra: Any) -> T:
-    """Build ``cls`` from the parsed options that belong to it (others are ignored), plus ``extra``."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in vars(ns).items() if k in names}
-    values.update(extra)
-    return cls(**values)
+    """Build ``cls`` from the parsed options that belong to it (``namespace_options``; others are ignored), plus
+    ``extra``."""
+    return cls(**{**namespace_options(cls, ns), **extra})

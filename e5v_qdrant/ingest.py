@@ -1,18 +1,23 @@
-"""The ingestion pipeline: files → items → E5-V vectors → Qdrant, idempotent, resumable and bad-input safe.
+"""The local ingestion engine: files → items → E5-V vectors → Qdrant, idempotent, resumable and bad-input safe.
 
-Per file, the ids a clean run would store are computed from its current content (ids are deterministic), then
-compared with the ids stored for that source:
+Per file (``pipeline.plan_file``), a file whose stat (size, mtime, inode) and chunking equal what its stored points
+record is *unchanged* without being opened; otherwise the ids a clean run would store are computed from its current
+content (ids are deterministic) and compared with the ids stored for that source:
 
-- equal sets → *unchanged*: nothing is embedded or written;
+- equal sets → *unchanged*: nothing is embedded or written (kept points are re-stamped with the new stat);
 - otherwise only the missing ids are embedded and upserted, and **after** they are written the stored ids the file
   no longer yields are deleted (*new* / *replaced*);
 - with ``sync``, points of sources under the given folders that no longer exist are deleted (*deleted*).
 
 Because every decision is "make the stored id set equal the expected one" and writes go new-before-stale, a run
-killed at any moment and re-run converges to exactly the point set of a clean run.
+killed at any moment and re-run converges to exactly the point set of a clean run. Any exception while reading,
+chunking, decoding or embedding one file skips that file only (``failed`` in the report).
 
-Three stages overlap through bounded queues (memory stays flat): a reader thread (discover, read, chunk, hash,
-compare, decode images), the embedding loop in the calling thread, and a writer thread (retried upserts, deletes).
+The model is loaded (and the collection created) only when the first file needs embedding; an existing collection is
+checked against the model's fingerprint (``identity.fingerprint``, no weights) before anything is read.
+
+Three stages overlap through bounded queues (memory stays flat): a reader thread (discover, plan, decode images),
+the embedding loop in the calling thread, and a writer thread (retried upserts, re-stamps, deletes).
 """
 
 from __future__ import annotations
@@ -23,88 +28,30 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from .config import IngestConfig
-from .errors import E5VImageError, E5VInputError
-from .media import load_image
-from .sources import Chunker, Document, Item, SkippedInput, discover, read_source
-from .store import VECTOR_NAME, QdrantStore
+from .config import EncoderConfig, IngestConfig
+from .errors import E5VInputError
+from .pipeline import (
+    EncoderFacts,
+    FileWork,
+    IngestReport,
+    decode_images,
+    embed_points,
+    plan_file,
+    restamp,
+    stored_index,
+    vanished_sources,
+)
+from .sources import Chunker, Item, SkippedInput, discover
+from .store import QdrantStore
 
-__all__ = ["IngestReport", "ingest", "FileWork"]
+__all__ = ["IngestReport", "ingest", "check_paths"]
 
 logger = logging.getLogger(__name__)
 
 _DONE = object()
 #: Test hook: seconds to sleep before each upsert batch (crash tests use it to SIGKILL a run mid-way).
 WRITE_DELAY_ENV = "E5V_QDRANT_TEST_WRITE_DELAY"
-
-
-@dataclass
-class IngestReport:
-    """Counts and per-input outcomes of one ingest run (``to_dict`` is the ``--json`` / ``--report`` format).
-
-    File counts: ``discovered`` (supported files found), ``new``, ``unchanged``, ``replaced``, ``deleted`` (vanished
-    sources removed by ``sync``), ``skipped`` (bad inputs, listed in ``skipped_inputs``). Point counts: ``embedded``
-    (vectors computed), ``points_written``, ``points_deleted``.
-    """
-
-    collection: str
-    physical_collection: str = ""
-    model_fingerprint: str = ""
-    discovered: int = 0
-    new: int = 0
-    unchanged: int = 0
-    replaced: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    embedded: int = 0
-    points_written: int = 0
-    points_deleted: int = 0
-    seconds: float = 0.0
-    skipped_inputs: list[SkippedInput] = field(default_factory=list)
-    warnings: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every input was ingested, 1 when some were skipped."""
-        return 1 if self.skipped_inputs else 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "collection": self.collection,
-            "physical_collection": self.physical_collection,
-            "model_fingerprint": self.model_fingerprint,
-            "counts": {
-                k: getattr(self, k)
-                for k in (
-                    "discovered",
-                    "new",
-                    "unchanged",
-                    "replaced",
-                    "deleted",
-                    "skipped",
-                    "embedded",
-                    "points_written",
-                    "points_deleted",
-                )
-            },
-            "seconds": round(self.seconds, 3),
-            "skipped_inputs": [s.to_dict() for s in self.skipped_inputs],
-            "warnings": self.warnings,
-        }
-
-
-@dataclass
-class FileWork:
-    """What one changed file needs: items to embed and write, then stale ids to delete."""
-
-    source: str
-    status: str  # "new" | "replaced"
-    items: list[Item]
-    stale_ids: set[str]
-    failed: bool = False
 
 
 class _Stop(Exception):
@@ -132,10 +79,6 @@ def _get(q: queue.Queue, stop: threading.Event):
             continue
 
 
-def _under(source: str, roots: list[str]) -> bool:
-    return any(source == root or source.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
-
-
 def ingest(
     config: IngestConfig,
     encoder,
@@ -149,7 +92,7 @@ def ingest(
     Args:
         config: paths, collection, chunking, sync.
         encoder: an ``E5VEncoder`` (anything with ``embed_texts``, ``embed_images``, ``dim``, ``fingerprint``,
-            ``config``).
+            ``config``), or an ``EncoderConfig`` to load one from.
         store: the open ``QdrantStore``.
         progress: show tqdm bars (``None`` = only on a terminal).
         on_file: called with (source, outcome) after each file's outcome is known (tests, custom progress).
@@ -168,31 +111,39 @@ def ingest(
     its config and fingerprint). With ``config.bulk_load`` on a server, HNSW building is deferred for the run
     (``store.bulk_load``) and restored after, even on failure.
     """
+    check_paths(config.paths)
     if config.engine == "ray":
         from .ray_engine import ingest_ray
 
+        if isinstance(encoder, EncoderConfig):  # the model is loaded on the Ray workers only
+            return ingest_ray(config, encoder, store, progress=progress)
         return ingest_ray(config, encoder.config, store, encoder=encoder, progress=progress)
+    model = _Model(encoder)
     if config.bulk_load and store.is_server:
         import dataclasses
 
         from .store import bulk_load
 
-        with bulk_load(store, store.ensure_collection(config.collection, encoder)):
+        with bulk_load(store, store.ensure_collection(config.collection, model.get())):
             return ingest(
-                dataclasses.replace(config, bulk_load=False), encoder, store, progress=progress, on_file=on_file
+                dataclasses.replace(config, bulk_load=False), model.get(), store, progress=progress, on_file=on_file
             )
 
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     report = IngestReport(collection=config.collection)
-    physical = store.ensure_collection(config.collection, encoder)
-    fingerprint_id = encoder.fingerprint["id"]
-    report.physical_collection, report.model_fingerprint = physical, fingerprint_id
-    stored = store.source_index(physical)
-    chunker = Chunker(config.chunk_size, config.chunk_overlap)
-    max_pixels = encoder.config.max_image_pixels
-    batch = max(store.config.write_batch_size, encoder.config.batch_size)
+    physical = store.resolve(config.collection)
+    if physical is not None:
+        stamp = store.stamp(physical)
+        store.check_compatible(config.collection, physical, model.facts())  # another model is refused up front
+        report.physical_collection = physical
+        report.model_fingerprint = (stamp.fingerprint.get("id") if stamp else None) or ""
+    stored = stored_index(store, physical) if physical is not None else {}
+    target = {"physical": physical, "ensured": False}  # ensured (created, checked) when the first file is to embed
+    chunker = Chunker(config.chunk_size, config.chunk_overlap, time_budget=config.chunk_time_budget)
+    max_pixels = model.config.max_image_pixels
+    batch = max(store.config.write_batch_size, model.config.batch_size)
     disable = None if progress is None else not progress
     write_delay = float(os.environ.get(WRITE_DELAY_ENV) or 0)
 
@@ -203,51 +154,65 @@ def ingest(
     write_q: queue.Queue = queue.Queue(maxsize=config.queue_size)
     discovered_sources: set[str] = set()
     file_bar = tqdm(desc="files", unit="file", disable=disable, dynamic_ncols=True, position=0)
-    item_bar = tqdm(desc="embedded", unit="item", disable=disable, dynamic_ncols=True, position=1)
+    item_bar = tqdm(desc="embedded", unit="item", total=0, disable=disable, dynamic_ncols=True, position=1)
 
-    def skip(source: str, reason: str) -> None:
+    def skip(source: str, reason: str, outcome: str = "failed") -> None:
         with lock:
-            report.skipped_inputs.append(SkippedInput(source, reason))
+            report.skipped_inputs.append(SkippedInput(source, reason, outcome))
             report.skipped += 1
-        logger.info("skipped %s: %s", source, reason)
+        logger.info("%s %s: %s", outcome, source, reason)
         if on_file:
             on_file(source, "skipped")
 
-    # ---------------------------------------------------------- stage 1: read, compare, decode
+    def counted(source: str, status: str) -> None:
+        with lock:
+            setattr(report, status, getattr(report, status) + 1)
+        if on_file:
+            on_file(source, status)
+
+    # ---------------------------------------------------------- stage 1: discover, plan (read, chunk, compare), decode
     def reader() -> None:
+        current = None
         try:
-            for entry in discover(config.paths, follow_symlinks=config.follow_symlinks):
+            entries = []
+            for entry in discover(
+                config.paths, follow_symlinks=config.follow_symlinks, include=config.include, exclude=config.exclude
+            ):
+                if isinstance(entry, SkippedInput):
+                    skip(entry.source, entry.reason, entry.outcome)
+                else:
+                    entries.append(entry)
+            report.discovered = len(entries)
+            file_bar.reset(total=len(entries))
+            for entry in entries:
                 if stop.is_set():
                     return
-                if isinstance(entry, SkippedInput):
-                    skip(entry.source, entry.reason)
-                    continue
+                current = entry.source
                 discovered_sources.add(entry.source)
-                with lock:
-                    report.discovered += 1
-                doc = read_source(entry, chunker)
+                work = plan_file(entry, chunker, stored.get(entry.source, {}), verify=config.verify)
                 file_bar.update(1)
-                if isinstance(doc, SkippedInput):
-                    skip(doc.source, doc.reason)
+                if isinstance(work, SkippedInput):
+                    skip(work.source, work.reason, work.outcome)
                     continue
-                for warning in doc.warnings:
+                for warning in work.warnings:
                     with lock:
-                        report.warnings.append({"source": doc.source, "warning": warning})
-                    logger.warning("%s: %s", doc.source, warning)
-                work = _plan(doc, stored.get(doc.source, set()))
-                if work is None:
-                    with lock:
-                        report.unchanged += 1
-                    if on_file:
-                        on_file(doc.source, "unchanged")
+                        report.warnings.append({"source": work.source, "warning": warning})
+                    logger.info("%s: %s", work.source, warning)
+                if work.status == "unchanged" and not work.restamp_ids:
+                    counted(work.source, "unchanged")
                     continue
-                if not _decode_images(work, max_pixels, skip):
+                if not decode_images(work, max_pixels, skip):
                     continue
+                with lock:
+                    item_bar.total += len(work.items)
                 _put(work_q, work, stop)
+            current = None
             _put(work_q, _DONE, stop)
         except _Stop:
             return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            if current is not None:
+                exc.add_note(f"(e5v-qdrant ingest was processing {current})")
             errors.append(exc)
             stop.set()
 
@@ -262,21 +227,20 @@ def ingest(
                 if kind == "points":
                     if write_delay:
                         time.sleep(write_delay)  # test hook: lets crash tests kill the process mid-run
-                    written = store.upsert(physical, payload)
+                    written = store.upsert(target["physical"], payload)
                     with lock:
                         report.points_written += written
-                else:  # a file's points are all written: now drop its stale ones
+                else:  # a file's points are all written: re-stamp the kept ones, then drop its stale ones
                     work: FileWork = payload
                     if work.failed:
                         continue
+                    if work.restamp_ids:
+                        restamp(store, target["physical"], work.restamp_ids, work.file_stat, work.source)
                     if work.stale_ids:
-                        deleted = store.delete(physical, sorted(work.stale_ids))
+                        deleted = store.delete(target["physical"], sorted(work.stale_ids))
                         with lock:
                             report.points_deleted += deleted
-                    with lock:
-                        setattr(report, work.status, getattr(report, work.status) + 1)
-                    if on_file:
-                        on_file(work.source, work.status)
+                    counted(work.source, work.status)
         except _Stop:
             return
         except BaseException as exc:  # noqa: BLE001
@@ -296,7 +260,7 @@ def ingest(
 
     def flush() -> None:
         if pending:
-            points = _embed(encoder, pending, fingerprint_id, skip)
+            points = embed_points(model.get(), pending, model.fingerprint_id, skip)
             with lock:
                 report.embedded += len(points)
             item_bar.update(len(pending))
@@ -312,6 +276,10 @@ def ingest(
             work = _get(work_q, stop)
             if work is _DONE:
                 break
+            if work.items and not target["ensured"]:  # the first file to embed: load the model, ensure the collection
+                target["physical"] = store.ensure_collection(config.collection, model.get())
+                target["ensured"] = True
+                report.physical_collection, report.model_fingerprint = target["physical"], model.fingerprint_id
             for item in work.items:
                 pending.append((work, item))
                 if len(pending) >= batch:
@@ -321,18 +289,9 @@ def ingest(
                 flush()
         flush()
         if config.sync:
-            roots = [os.path.abspath(os.fspath(p)) for p in config.paths]
-            skipped_sources = {s.source for s in report.skipped_inputs}
-            vanished = [
-                s
-                for s in stored
-                if _under(s, roots)
-                and s not in discovered_sources
-                and s not in skipped_sources
-                and not os.path.exists(s)
-            ]
-            for source in sorted(vanished):
-                _put(write_q, ("file", FileWork(source, "deleted", [], stored[source])), stop)
+            seen = discovered_sources | {s.source for s in report.skipped_inputs}
+            for source in vanished_sources(stored, config.paths, seen):
+                _put(write_q, ("file", FileWork(source, "deleted", [], set(stored[source]))), stop)
         _put(write_q, _DONE, stop)
     except _Stop:
         pass
@@ -346,59 +305,51 @@ def ingest(
         item_bar.close()
     if errors:
         raise errors[0]
+    report.model_loaded = model.loaded
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _plan(doc: Document, have: set[str]) -> FileWork | None:
-    expected = {item.id for item in doc.items}
-    if expected == have:
-        return None
-    todo = [item for item in doc.items if item.id not in have]
-    return FileWork(doc.source, "replaced" if have else "new", todo, have - expected)
+class _Model:
+    """The encoder of a run, loaded on first use when given as an ``EncoderConfig``."""
+
+    def __init__(self, encoder):
+        self._encoder = None if isinstance(encoder, EncoderConfig) else encoder
+        self.config = encoder if isinstance(encoder, EncoderConfig) else encoder.config
+        self.loaded = self._encoder is not None
+        self._facts = None
+
+    def facts(self):
+        """The loaded encoder, or its ``EncoderFacts`` (fingerprint and size without loading weights)."""
+        if self._encoder is None:
+            if self._facts is None:
+                self._facts = EncoderFacts.of(self.config)
+            return self._facts
+        return self._encoder
+
+    def get(self):
+        if self._encoder is None:
+            from .encoder import E5VEncoder
+
+            self._encoder = E5VEncoder(config=self.config)
+            self.loaded = True
+        return self._encoder
+
+    @property
+    def fingerprint_id(self) -> str:
+        return self.get().fingerprint["id"]
 
 
-def _decode_images(work: FileWork, max_pixels: int | None, skip: Callable[[str, str], None]) -> bool:
-    for item in work.items:
-        if item.modality == "image" and isinstance(item.content, (bytes, bytearray)):
-            try:
-                item.content = load_image(item.content, max_pixels=max_pixels, name=work.source)
-            except E5VImageError as exc:
-                skip(work.source, exc.reason)
-                return False
-    return True
+def check_paths(paths) -> None:
+    """Refuse a run whose input paths do not exist, before anything is loaded or created.
 
-
-def _point(item: Item, vector, fingerprint_id: str):
-    from qdrant_client import models
-
-    payload = dict(item.payload)
-    payload["model_fingerprint"] = fingerprint_id
-    return models.PointStruct(id=item.id, vector={VECTOR_NAME: vector.tolist()}, payload=payload)
-
-
-def _embed(encoder, pending: list[tuple[FileWork, Item]], fingerprint_id: str, skip) -> list:
-    """Embed a batch (texts and images separately); an item the encoder refuses skips its whole file."""
-    points = []
-    for modality in ("text", "image"):
-        group = [(w, it) for w, it in pending if it.modality == modality and not w.failed]
-        if not group:
-            continue
-        embed = encoder.embed_texts if modality == "text" else encoder.embed_images
-        try:
-            vectors = embed([it.content for _, it in group])
-        except E5VInputError:
-            vectors = None
-        if vectors is None:  # find the culprit(s) one by one
-            vectors = []
-            for work, item in group:
-                try:
-                    vectors.append(embed([item.content])[0] if not work.failed else None)
-                except E5VInputError as exc:
-                    work.failed = True
-                    skip(work.source, f"cannot embed: {exc.reason}")
-                    vectors.append(None)
-        for (work, item), vector in zip(group, vectors, strict=True):
-            if vector is not None and not work.failed:
-                points.append(_point(item, vector, fingerprint_id))
-    return points
+    Raises:
+        E5VInputError: naming every missing path.
+    """
+    if not paths:
+        raise E5VInputError("paths", "nothing to ingest: give one or more files or folders")
+    missing = [os.fspath(p) for p in paths if not os.path.lexists(os.fspath(p))]
+    if missing:
+        raise E5VInputError(
+            ", ".join(missing), "no such file or folder (check the path; nothing was loaded or written)"
+        )

@@ -20,7 +20,6 @@ import binascii
 import dataclasses
 import io
 import threading
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,42 +27,26 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeRelationship, QueryBundle
 
+from .anyres import DEFAULT_LAYOUT
 from .config import DEFAULT_MODEL, EncoderConfig
 from .encoder import E5VEncoder
 from .errors import E5VConfigError, E5VImageError, E5VInputError
+from .identity import vector_fields
 from .media import ImageInput
+from .sharing import encoder_lock
 
 __all__ = ["E5VEmbedding"]
 
 Embedding = list[float]
 
-# EncoderConfig options that E5VEmbedding mirrors as its own pydantic fields (LlamaIndex name -> encoder name).
-_MIRRORED = {
-    "model_name": "model",
-    "revision": "revision",
-    "adapter": "adapter",
-    "device": "device",
-    "dtype": "dtype",
-    "prompt_preset": "prompts",
-    "query_prompt": "query_prompt",
-    "max_text_tokens": "max_text_tokens",
-    "embed_batch_size": "batch_size",
-}
+# LlamaIndex-side names of EncoderConfig options (others keep their EncoderConfig name).
+_LLAMA_NAMES = {"model": "model_name", "prompts": "prompt_preset", "batch_size": "embed_batch_size"}
+# EncoderConfig options that E5VEmbedding mirrors as its own pydantic fields (LlamaIndex name -> encoder name): every
+# option that changes vectors (``identity.vector_fields``, so to_dict() and cache keys change whenever vectors would),
+# plus device, dtype and the batch size. A vector option without a field fails at import (``_check_mirrored``).
+_MIRRORED = {_LLAMA_NAMES.get(name, name): name for name in (*vector_fields(), "device", "dtype", "batch_size")}
 # EncoderConfig options that do not change the vectors; passed through ``encoder_kwargs``.
 _PASSTHROUGH = {f.name for f in dataclasses.fields(EncoderConfig)} - set(_MIRRORED.values())
-
-# One lock per loaded encoder, shared by every E5VEmbedding over it: concurrent async calls take turns on the model
-# instead of competing for the same cores / GPU memory.
-_ENCODER_LOCKS: weakref.WeakKeyDictionary[E5VEncoder, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock_for(encoder: E5VEncoder) -> threading.Lock:
-    with _LOCKS_GUARD:
-        lock = _ENCODER_LOCKS.get(encoder)
-        if lock is None:
-            lock = _ENCODER_LOCKS[encoder] = threading.Lock()
-        return lock
 
 
 class E5VEmbedding(MultiModalEmbedding):
@@ -83,6 +66,7 @@ class E5VEmbedding(MultiModalEmbedding):
         prompt_preset: prompt preset name (``e5v`` = the authors' strings).
         query_prompt: body for query texts with a ``{text}`` placeholder; ``None`` embeds queries like documents.
         max_text_tokens: truncate texts to this many tokens before prompting.
+        image_layout: ``"paper"`` (the authors' transformers 4.41.2 anyres layout, default) or ``"llava-next"``.
         encoder_kwargs: other ``EncoderConfig`` options that do not change vectors (``max_batch_tokens``,
             ``preprocess_workers``, ``max_image_pixels``, ``attn_implementation``).
         encoder: an already loaded ``E5VEncoder`` to use instead of loading one.
@@ -109,6 +93,9 @@ class E5VEmbedding(MultiModalEmbedding):
     )
     max_text_tokens: int | None = Field(
         default=None, description="Truncate texts to this many tokens (None: no limit)."
+    )
+    image_layout: str = Field(
+        default=DEFAULT_LAYOUT, description="Anyres image layout: paper (transformers 4.41.2, default) or llava-next."
     )
     encoder_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other EncoderConfig options that do not change the vectors."
@@ -167,7 +154,8 @@ class E5VEmbedding(MultiModalEmbedding):
 
     def _run(self, method: str, *args: Any) -> list[Embedding]:
         encoder = self.encoder
-        with _lock_for(encoder):
+        # one lock per encoder, shared with every adapter over it: concurrent async calls take turns on the model
+        with encoder_lock(encoder):
             vectors = getattr(encoder, method)(*args)
         return vectors.tolist()
 
@@ -296,6 +284,17 @@ class E5VEmbedding(MultiModalEmbedding):
         if images:
             _assign(image_nodes, await self.aget_image_embedding_batch(images, show_progress=show_progress))
         return _as_image_nodes(nodes, image_nodes)
+
+
+def _check_mirrored(cls) -> None:
+    """Every mirrored EncoderConfig option must be a field of ``cls`` (a vector option added to EncoderConfig
+    without a field here would otherwise be silently left at its default)."""
+    missing = sorted(set(_MIRRORED) - set(cls.model_fields))
+    if missing:
+        raise TypeError(f"{cls.__name__} lacks fields for the EncoderConfig options {missing}: add them")
+
+
+_check_mirrored(E5VEmbedding)
 
 
 def _assign(nodes: list[BaseNode], vectors: list[Embedding]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -12,6 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import E5VImageError
 
 __all__ = ["ImageInput", "load_image", "describe_source", "DEFAULT_MAX_IMAGE_PIXELS", "IMAGE_SUFFIXES"]
+
+logger = logging.getLogger(__name__)
 
 ImageInput = str | os.PathLike | bytes | bytearray | io.IOBase | Image.Image
 
@@ -83,11 +86,15 @@ def load_image(
     if not data:
         raise E5VImageError(label, "empty (zero bytes)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:  # Pillow's warnings ("Corrupt EXIF data") name no file
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_size(image, label, max_pixels)
-            return _finish(image, label, max_pixels)
+            image = _finish(image, label, max_pixels)
+        for seen in {str(w.message) for w in caught}:
+            logger.warning("%s: %s", label, seen)
+        return image
     except E5VImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -96,6 +96,17 @@ PROMPT_PRESETS: dict[str, PromptSet] = {
     ),
     # The authors' CIRR target-image prompt for images (reference §1).
     "e5v-cirr-target": replace(_AUTHORS, image="<image>\n Describe this image in one word: "),
+    # FashionIQ (retrieval.py of the authors' repository): catalogue images get the category's target prompt, a
+    # reference image plus its change text gets the category's query prompt. "toptee" uses the word "shirt".
+    **{
+        f"fashioniq-{category}": replace(
+            _AUTHORS,
+            image=f"<image>\n Describe this {noun} in one word based on its style: ",
+            composed=f"<image> change the style of this {noun} to {{text}}\n Desribe this modified {noun} in one word "
+            "based on its style: ",
+        )
+        for category, noun in (("dress", "dress"), ("shirt", "shirt"), ("toptee", "shirt"))
+    },
 }
 
 

@@ -1,14 +1,14 @@
 """Scale-out ingestion on Ray Data: the same sources, planning, encoder, ids and store as ``ingest.py``, spread out.
 
     driver:  discover files · read the stored id index · ensure the collection · (bulk load) · deletes, sync, report
-    Ray:     read_binary_files ─► plan tasks (read_source + _plan: chunk, hash, ids, skip unchanged)
+    Ray:     read_binary_files ─► plan tasks (read_source + plan: chunk, hash, ids, skip unchanged)
                                ─► encoder actors (map_batches over an ActorPoolStrategy, one E5VEncoder per actor /
                                   GPU; images decoded here, never resized)
                                ─► QdrantDatasink (request-size batching, retried upserts with wait=True)
 
 Nothing is re-implemented: files are read and chunked by ``sources.read_source``, the new / changed / unchanged
-decision is ``ingest._plan`` against the id index the driver read from Qdrant, points are built by ``ingest._embed``
-(so ids, payloads and vectors equal the local engine's), and every Qdrant request goes through ``QdrantStore.call``
+decision is ``pipeline.plan`` against the id index the driver read from Qdrant, points are built by
+``pipeline.embed_points`` (so ids, payloads and vectors equal the local engine's), and every Qdrant request goes through ``QdrantStore.call``
 (tenacity back-off on ``store.is_transient`` errors, ``StoreError`` on permanent ones).
 
 Stale points of changed files and points of vanished files (``sync``) are deleted by the driver after the Ray job
@@ -40,7 +40,21 @@ from typing import Any
 import numpy as np
 
 from .config import EncoderConfig, IngestConfig, StoreConfig
-from .errors import E5VConfigError, E5VImageError
+from .errors import E5VConfigError
+from .pipeline import (
+    EncoderFacts,
+    FileWork,
+    IngestReport,
+    decode_images,
+    embed_points,
+    is_unchanged,
+    make_point,
+    plan_file,
+    restamp,
+    stored_index,
+    vanished_sources,
+)
+from .sources import Chunker, Item, SkippedInput, SourceFile, discover, kind_of
 from .store import VECTOR_NAME, QdrantStore, StoreError, bulk_load
 
 try:
@@ -219,12 +233,7 @@ class QdrantDatasink(Datasink[dict]):
         return stats
 
     def _send(self, store: QdrantStore, request: _Request, stats: dict) -> None:
-        from qdrant_client import models
-
-        points = [
-            models.PointStruct(id=pid, vector={VECTOR_NAME: vector.tolist()}, payload=json.loads(payload))
-            for pid, vector, payload in request.points
-        ]
+        points = [make_point(pid, vector, json.loads(payload)) for pid, vector, payload in request.points]
         store.call(
             f"upserting {len(points)} points (~{request.nbytes} bytes) into {self.collection!r}",
             store.client.upsert,
@@ -252,12 +261,10 @@ class QdrantDatasink(Datasink[dict]):
 _WORKER_CACHE: dict[Any, Any] = {}
 
 
-def _chunker(chunk_size: int, chunk_overlap: int):
-    from .sources import Chunker
-
-    key = ("chunker", chunk_size, chunk_overlap)
+def _chunker(chunk_size: int, chunk_overlap: int, time_budget: float):
+    key = ("chunker", chunk_size, chunk_overlap, time_budget)
     if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = Chunker(chunk_size, chunk_overlap)
+        _WORKER_CACHE[key] = Chunker(chunk_size, chunk_overlap, time_budget=time_budget)
     return _WORKER_CACHE[key]
 
 
@@ -275,17 +282,15 @@ def _note(**fields: Any) -> str:
     return json.dumps(fields, ensure_ascii=False)
 
 
-def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: list) -> pa.Table:
+def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: list, time_budget: float = 30.0):
     """Ray task: files (``bytes``, ``path``) → rows of items that need embedding, and one note per file.
 
-    Uses ``sources.read_source`` (decode text, strip HTML, chunk, hash, ids, payloads) and ``ingest._plan`` (compare
-    with the stored ids), exactly as the local engine does.
+    Uses ``pipeline.plan_file`` (read, decompress, strip HTML, chunk, hash, ids, payloads, compare with the stored
+    ids; any exception skips only its file), exactly as the local engine does.
     """
-    from .ingest import _plan
-    from .sources import SkippedInput, SourceFile, _kind
-
-    chunker = _chunker(chunk_size, chunk_overlap)
-    index = _stored_index(stored)
+    chunker = _chunker(chunk_size, chunk_overlap, time_budget)
+    shared = _stored_index(stored)
+    index, entries = shared["index"], shared["entries"]
     rows: dict[str, list] = {name: [] for name in PLAN_SCHEMA.names}
 
     def add(**values):
@@ -294,18 +299,21 @@ def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: 
 
     for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist(), strict=True):
         source = path  # read_binary_files gives back the absolute paths discover() produced
-        doc = read_source(SourceFile(source, _kind(source) or "text"), chunker, data=data)
-        if isinstance(doc, SkippedInput):
-            add(source=source, note=_note(source=source, status="skipped", reason=doc.reason))
+        entry = entries.get(source) or SourceFile(source, kind_of(source) or "sniff")
+        work = plan_file(entry, chunker, index.get(source, {}), verify=True, data=data)  # the driver checked stats
+        if isinstance(work, SkippedInput):
+            note = _note(source=source, status="skipped", reason=work.reason, outcome=work.outcome)
+            add(source=source, note=note)
             continue
-        work = _plan(doc, index.get(source, set()))
-        if work is None:
-            add(source=source, note=_note(source=source, status="unchanged", warnings=doc.warnings))
-            continue
-        add(
+        note = _note(
             source=source,
-            note=_note(source=source, status=work.status, stale=sorted(work.stale_ids), warnings=doc.warnings),
+            status=work.status,
+            stale=sorted(work.stale_ids),
+            restamp=sorted(work.restamp_ids),
+            file_stat=work.file_stat,
+            warnings=work.warnings,
         )
+        add(source=source, note=note)
         for item in work.items:
             add(
                 id=item.id,
@@ -318,17 +326,11 @@ def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: 
     return pa.Table.from_pydict(rows, schema=PLAN_SCHEMA)
 
 
-def read_source(entry, chunker, data):
-    from .sources import read_source as _read_source
-
-    return _read_source(entry, chunker, data=data)
-
-
 # ---------------------------------------------------------------- encoder actors
 class RayEncoderActor:
     """One ``E5VEncoder`` per Ray actor (per GPU): decodes images (no resizing), embeds, builds the points.
 
-    Points come from ``ingest._embed`` (the local engine's function), so vectors and payloads are identical; an item
+    Points come from ``pipeline.embed_points`` (as in the local engine), so vectors and payloads are identical; an item
     the encoder refuses (a corrupt image…) becomes a ``skipped`` note for its file. Subclass to add hooks.
 
     Args:
@@ -350,10 +352,6 @@ class RayEncoderActor:
         self.max_pixels = encoder_config.max_image_pixels
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from .ingest import FileWork, _embed
-        from .media import load_image
-        from .sources import Item
-
         out: dict[str, list] = {name: [] for name in POINT_SCHEMA.names}
 
         def add(**values):
@@ -366,47 +364,24 @@ class RayEncoderActor:
             skipped.append((source, reason))
 
         works: dict[str, FileWork] = {}
-        pending = []
         for row in batch.to_pylist():
             if row["id"] is None:
                 add(note=row["note"])
                 continue
             source = row["source"]
-            work = works.setdefault(source, FileWork(source, "new", [], set()))
-            if work.failed:
-                continue
-            content = row["text"]
-            if row["modality"] == "image":
-                try:
-                    content = load_image(row["data"], max_pixels=self.max_pixels, name=source)
-                except E5VImageError as exc:
-                    work.failed = True
-                    skip(source, exc.reason)
-                    continue
+            content = row["data"] if row["modality"] == "image" else row["text"]
             item = Item(row["id"], row["modality"], content, json.loads(row["payload"]))
-            work.items.append(item)
-            pending.append((work, item))
-        for point in _embed(self.encoder, pending, self.fingerprint_id, skip):
+            works.setdefault(source, FileWork(source, "new", [], set())).items.append(item)
+        pending = []
+        for work in works.values():
+            if decode_images(work, self.max_pixels, skip):
+                pending.extend((work, item) for item in work.items)
+        for point in embed_points(self.encoder, pending, self.fingerprint_id, skip):
             vector = np.asarray(point.vector[VECTOR_NAME], dtype=np.float32)
             add(id=str(point.id), vector=vector.tobytes(), payload=json.dumps(point.payload, ensure_ascii=False))
         for source, reason in skipped:
             add(note=_note(source=source, status="skipped", reason=reason))
         return pa.Table.from_pydict(out, schema=POINT_SCHEMA)
-
-
-@ray.remote
-def _encoder_facts(encoder_config: EncoderConfig) -> dict[str, Any]:
-    from .encoder import E5VEncoder
-
-    encoder = E5VEncoder(config=encoder_config)
-    return {"fingerprint": encoder.fingerprint, "dim": encoder.dim}
-
-
-class _EncoderFacts:
-    """What the driver needs of an encoder it does not load itself (fingerprint, dim, config)."""
-
-    def __init__(self, config: EncoderConfig, fingerprint: dict[str, Any], dim: int):
-        self.config, self.fingerprint, self.dim = config, fingerprint, dim
 
 
 # ---------------------------------------------------------------- the driver
@@ -439,20 +414,18 @@ def ingest_ray(
         encoder_config: how each actor loads the model (every node must be able to read ``encoder_config.model``).
         store: an open ``QdrantStore`` or a ``StoreConfig`` to open one.
         encoder: an already loaded encoder on the driver, only used for its fingerprint and dimension (by default
-            one Ray task with the replicas' resources loads the model once to learn them).
+            ``identity.fingerprint`` computes them on the driver from the checkpoint's config files, no weights: the
+            driver must be able to read ``encoder_config.model`` too; each actor checks its loaded model matches).
         progress: Ray Data progress bars (``None`` = only on a terminal).
         embedder_class: the actor class (a ``RayEncoderActor`` subclass to add per-batch hooks).
 
     Returns:
-        The run's ``ingest.IngestReport`` (same counts as the local engine).
+        The run's ``pipeline.IngestReport`` (same counts as the local engine).
 
     Raises:
         CollectionMismatchError: the collection serves another model.
         StoreError: Qdrant failed permanently (the Ray job fails; re-running resumes).
     """
-    from .ingest import IngestReport, _under
-    from .sources import SkippedInput, discover
-
     started = time.perf_counter()
     _init_ray(config)
     context = ray.data.DataContext.get_current()
@@ -463,54 +436,62 @@ def ingest_ray(
         gpus = config.gpus_per_replica
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        remote_resources = {"num_gpus": gpus} if gpus else {"num_cpus": 1}
         cpus = ray.cluster_resources().get("CPU", 0)
         if not gpus and config.replicas >= cpus:
             raise E5VConfigError(
                 f"{config.replicas} CPU encoder replicas would take all {cpus:g} CPUs of the Ray cluster and starve the "
                 f"read and chunk tasks: use --replicas {max(1, int(cpus) - 1)} or fewer (or GPUs: --gpus-per-replica 1)"
             )
-        if encoder is None:
-            facts = ray.get(_encoder_facts.options(**remote_resources).remote(encoder_config))
-            encoder = _EncoderFacts(encoder_config, facts["fingerprint"], facts["dim"])
+        if encoder is None:  # fingerprint and size from the config files; the model loads on the actors only
+            encoder = EncoderFacts.of(encoder_config)
         report = IngestReport(collection=config.collection)
-        physical = store.ensure_collection(config.collection, encoder)
         fingerprint_id = encoder.fingerprint["id"]
-        report.physical_collection, report.model_fingerprint = physical, fingerprint_id
-        stored = store.source_index(physical)
+        physical = store.resolve(config.collection)
+        if physical is not None:
+            store.check_compatible(config.collection, physical, encoder)
+            report.physical_collection, report.model_fingerprint = physical, fingerprint_id
+        stored = stored_index(store, physical) if physical is not None else {}
+        chunker = Chunker(config.chunk_size, config.chunk_overlap)
 
-        files: list[str] = []
-        for entry in discover(config.paths, follow_symlinks=config.follow_symlinks):
+        files: list[SourceFile] = []
+        for entry in discover(
+            config.paths, follow_symlinks=config.follow_symlinks, include=config.include, exclude=config.exclude
+        ):
             if isinstance(entry, SkippedInput):
                 report.skipped_inputs.append(entry)
             else:
-                files.append(entry.source)
+                files.append(entry)
         report.discovered = len(files)
+        todo = [f for f in files if config.verify or not is_unchanged(f, chunker, stored.get(f.source, {}))]
+        report.unchanged = len(files) - len(todo)
 
-        sink = QdrantDatasink(physical, store.config, client=None if store.is_server else store.client)
-        if files:
+        result: dict[str, Any] = {"points": 0, "notes": []}
+        if todo:  # files whose stat changed: the collection is created (if new) only now
+            physical = store.ensure_collection(config.collection, encoder)
+            report.physical_collection, report.model_fingerprint = physical, fingerprint_id
+            sink = QdrantDatasink(physical, store.config, client=None if store.is_server else store.client)
             with bulk_load(store, physical, enabled=config.bulk_load):
-                _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprint_id, gpus, embedder_class)
+                _run_pipeline(config, encoder_config, store, sink, todo, stored, fingerprint_id, gpus, embedder_class)
+            result = sink.result
 
-        # ------------------------------------------------------ driver: outcomes, stale deletes, sync
-        notes = sink.result["notes"]
-        skipped = {n["source"]: n["reason"] for n in notes if n["status"] == "skipped"}
-        report.embedded = report.points_written = sink.result["points"]
-        for source, reason in sorted(skipped.items()):
-            report.skipped_inputs.append(SkippedInput(source, reason))
+        # ------------------------------------------------------ driver: outcomes, re-stamps, stale deletes, sync
+        notes = result["notes"]
+        skipped = {n["source"]: n for n in notes if n["status"] == "skipped"}
+        report.embedded = report.points_written = result["points"]
+        for source, n in sorted(skipped.items()):
+            report.skipped_inputs.append(SkippedInput(source, n["reason"], n.get("outcome", "failed")))
         for n in notes:
             for warning in n.get("warnings") or ():
                 report.warnings.append({"source": n["source"], "warning": warning})
-            if n["status"] == "unchanged":
-                report.unchanged += 1
-            elif n["status"] in ("new", "replaced") and n["source"] not in skipped:
+            if n["status"] in ("new", "replaced", "unchanged") and n["source"] not in skipped:
                 setattr(report, n["status"], getattr(report, n["status"]) + 1)
-                if n["stale"]:
+                if n.get("restamp"):
+                    restamp(store, physical, n["restamp"], n["file_stat"], n["source"])
+                if n.get("stale"):
                     report.points_deleted += store.delete(physical, n["stale"])
         if config.sync:
-            roots = [os.path.abspath(os.fspath(p)) for p in config.paths]
-            seen = set(files) | {s.source for s in report.skipped_inputs}
-            for source in sorted(s for s in stored if _under(s, roots) and s not in seen and not os.path.exists(s)):
+            seen = {f.source for f in files} | {s.source for s in report.skipped_inputs}
+            for source in vanished_sources(stored, config.paths, seen):
                 report.points_deleted += store.delete(physical, sorted(stored[source]))
                 report.deleted += 1
         report.skipped = len(report.skipped_inputs)
@@ -522,8 +503,8 @@ def ingest_ray(
 
 
 def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprint_id, gpus, embedder_class) -> None:
-    stored_ref = ray.put(stored)
-    paths = sorted(files)
+    stored_ref = ray.put({"index": stored, "entries": {f.source: f for f in files}})
+    paths = sorted(f.source for f in files)
     ds = ray.data.read_binary_files(paths, include_paths=True)  # Ray sizes the read tasks and blocks
     ds = ds.map_batches(
         plan_files,
@@ -534,6 +515,7 @@ def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprin
         fn_kwargs={
             "chunk_size": config.chunk_size,
             "chunk_overlap": config.chunk_overlap,
+            "time_budget": config.chunk_time_budget,
             "stored": [stored_ref],  # wrapped: the task fetches (and caches) it itself
         },
     )

@@ -22,7 +22,9 @@ from typing import Any
 
 from .errors import E5VConfigError, E5VImageError
 from .media import load_image
-from .store import VECTOR_NAME, QdrantStore, StoreError, physical_name
+from .pipeline import FileWork, embed_points
+from .sources import Item
+from .store import QdrantStore, StoreError, physical_name
 
 __all__ = ["ReingestReport", "reingest"]
 
@@ -52,6 +54,20 @@ class ReingestReport:
     def exit_code(self) -> int:
         """0 swapped (or already current) with nothing missing; 1 problems were found (swap refused or allowed)."""
         return 1 if self.problems else 0
+
+    def summary(self) -> str:
+        """A few lines for people: what moved where, whether the alias switched, dropped collections, problems."""
+        if self.already_current:
+            lines = [f"{self.alias} -> {self.target_collection} already serves this model ({self.points} points)"]
+        else:
+            lines = [
+                f"{self.alias}: {self.source_collection} -> {self.target_collection}: {self.points} points, "
+                f"{self.embedded} re-embedded, {self.resumed} from an earlier run",
+                "alias swapped" if self.swapped else "alias NOT swapped (see problems; --allow-missing to swap anyway)",
+            ]
+        lines += [f"dropped old collection {name}" for name in self.dropped_old]
+        lines += [f"problem: {p['source']}: {p['reason']}" for p in self.problems]
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -186,23 +202,16 @@ def reingest(
     )
 
     def flush() -> None:
-        from qdrant_client import models
-
         if not pending:
             return
-        points = []
-        for modality in ("text", "image"):
-            group = [(r, c) for r, m, c in pending if m == modality]
-            if not group:
-                continue
-            embed = encoder.embed_texts if modality == "text" else encoder.embed_images
-            vectors = embed([c for _, c in group])
-            for (record, _), vector in zip(group, vectors, strict=True):
-                payload = dict(record.payload or {})
-                payload["model_fingerprint"] = fingerprint["id"]
-                points.append(
-                    models.PointStruct(id=str(record.id), vector={VECTOR_NAME: vector.tolist()}, payload=payload)
-                )
+        batch = [
+            (
+                FileWork(str((r.payload or {}).get("source")), "new", [], set()),
+                Item(str(r.id), m, c, dict(r.payload or {})),
+            )
+            for r, m, c in pending
+        ]
+        points = embed_points(encoder, batch, fingerprint["id"])
         store.upsert(target, points)
         report.embedded += len(points)
         pending.clear()

@@ -9,7 +9,7 @@ from typing import Any
 from .errors import E5VConfigError
 from .store import CollectionMismatchError, QdrantStore
 
-__all__ = ["SearchHit", "search", "recorded_encoder_options"]
+__all__ = ["SearchHit", "search"]
 
 
 @dataclass
@@ -32,17 +32,6 @@ class SearchHit:
             "chunk_index": self.chunk_index,
             "text": self.text,
         }
-
-
-def recorded_encoder_options(store: QdrantStore, collection: str) -> dict[str, Any]:
-    """Encoder options recorded in ``collection``'s stamp (model, revision, adapter, prompts …), or ``{}``."""
-    physical = store.resolve(collection)
-    if physical is None:
-        return {}
-    stamp = store.stamp(physical)
-    if stamp is None:
-        return {}
-    return {k: v for k, v in stamp.encoder.items() if v is not None}
 
 
 def _hit(point) -> SearchHit:

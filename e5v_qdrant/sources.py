@@ -7,21 +7,37 @@ Supported inputs:
   (``pip install 'e5v-qdrant[pdf]'``; otherwise PDFs are skipped with that reason);
 - images: ``.jpg``, ``.jpeg``, ``.png``, ``.webp``, ``.gif`` (first frame), ``.bmp``, ``.tif``, ``.tiff``.
 
+Text files may be compressed (``.gz``, ``.bz2``, ``.xz``: ``notes.md.gz``, ``changelog.gz``); they are decompressed
+in memory (at most ``MAX_TEXT_BYTES``). Files without a type extension (``README``, ``copyright``,
+``changelog.Debian`` — no extension, or one that is not lower case) are *sniffed*: ingested as text when their content
+is valid UTF-8 without NUL bytes, else ignored as binary.
+
 Text is decoded as UTF-8 (a BOM is dropped). Bytes that are not UTF-8 are replaced by U+FFFD and the file is still
 ingested, with a warning naming it and the number of bad bytes; a file containing NUL bytes is treated as binary and
-skipped. Documents are chunked with LlamaIndex's ``SentenceSplitter``.
+skipped. Documents are chunked with LlamaIndex's ``SentenceSplitter``; very large texts are fed to its sentence
+tokenizer in bounded pieces, and a text the tokenizer cannot split in time is split without sentence boundaries
+(``Chunker``).
+
+Every input that is not ingested is a ``SkippedInput`` with an ``outcome``: ``ignored`` (not a supported type, or
+excluded), ``failed`` (a supported file that could not be read), ``duplicate`` (already reached by another path) or
+``loop`` (a symlinked folder pointing at one of its own ancestors).
 
 Nothing here embeds or writes: ``read_source`` returns a ``Document`` of ``Item``s or a ``SkippedInput`` with a reason.
 """
 
 from __future__ import annotations
 
+import bz2
+import fnmatch
+import gzip
 import hashlib
 import io
+import lzma
 import mimetypes
 import os
 import stat
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
@@ -34,11 +50,13 @@ __all__ = [
     "Document",
     "SkippedInput",
     "SourceFile",
+    "FileStat",
     "Chunker",
     "TEXT_SUFFIXES",
     "PDF_SUFFIXES",
     "IMAGE_SUFFIXES",
     "discover",
+    "kind_of",
     "read_source",
     "html_to_text",
     "content_hash",
@@ -47,7 +65,11 @@ __all__ = [
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".html", ".htm")
 PDF_SUFFIXES = (".pdf",)
-#: Top-level payload keys this package writes besides LlamaIndex's (``model_fingerprint`` is added by the writer).
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+#: Largest text a file may hold after decompression (a guard against compression bombs).
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+#: Top-level payload keys this package writes besides LlamaIndex's (``model_fingerprint`` and ``file_stat`` are
+#: added by the ingest pipeline).
 PAYLOAD_KEYS = ("modality", "source", "content_hash", "chunk_index")
 
 
@@ -71,21 +93,45 @@ class Item:
 
 @dataclass
 class SkippedInput:
-    """An input that was not ingested, and why."""
+    """An input that was not ingested, and why.
+
+    ``outcome`` is ``failed`` (a supported input that could not be ingested: unreadable, corrupt, timed out),
+    ``ignored`` (not a supported type, binary, excluded), ``duplicate`` (reached again through a symlink) or ``loop``.
+    """
 
     source: str
     reason: str
+    outcome: str = "failed"
 
     def to_dict(self) -> dict[str, str]:
-        return {"source": self.source, "reason": self.reason}
+        return {"source": self.source, "reason": self.reason, "outcome": self.outcome}
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What ``os.stat`` says about a file's content version: size, modification time (ns) and inode."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 @dataclass
 class SourceFile:
-    """A discovered file: absolute path (its source URI) and kind (``text``, ``pdf`` or ``image``)."""
+    """A discovered file: absolute path (its source URI), kind and what ``os.stat`` said when it was found.
+
+    ``kind`` is ``text``, ``pdf``, ``image`` or ``sniff`` (no type extension: text if its content is UTF-8 text);
+    ``compression`` is ``.gz``, ``.bz2``, ``.xz`` or ``None``.
+    """
 
     source: str
     kind: str
+    stat: FileStat | None = None
+    compression: str | None = None
 
 
 @dataclass
@@ -105,84 +151,136 @@ def content_hash(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _kind(path: str) -> str | None:
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix in TEXT_SUFFIXES:
+def kind_of(path: str) -> str | None:
+    """The kind of file ``path`` names: ``text``, ``pdf``, ``image``, ``sniff`` (no type extension), or ``None``.
+
+    A compression suffix (``.gz``, ``.bz2``, ``.xz``) is looked through: ``a.md.gz`` is text, ``changelog.gz`` is
+    sniffed; compressed images and PDFs are not supported.
+    """
+    name = os.path.basename(path)
+    compressed = _compression(name) is not None
+    if compressed:
+        name = name[: name.rindex(".")]
+    stem, suffix = os.path.splitext(name)
+    if suffix.lower() in TEXT_SUFFIXES:
         return "text"
-    if suffix in PDF_SUFFIXES:
+    if compressed and suffix.lower() in PDF_SUFFIXES + IMAGE_SUFFIXES:
+        return None
+    if suffix.lower() in PDF_SUFFIXES:
         return "pdf"
-    if suffix in IMAGE_SUFFIXES:
+    if suffix.lower() in IMAGE_SUFFIXES:
         return "image"
+    if not suffix or suffix != suffix.lower():  # README, copyright, changelog.Debian: a name, not a type
+        return "sniff"
     return None
 
 
-def _supported_list() -> str:
-    return ", ".join(TEXT_SUFFIXES + PDF_SUFFIXES + IMAGE_SUFFIXES)
+def _compression(name: str) -> str | None:
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix if suffix in COMPRESSED_SUFFIXES else None
 
 
 # ---------------------------------------------------------------- discovery
 def discover(
-    paths: Iterable[str | os.PathLike], *, follow_symlinks: bool = True
+    paths: Iterable[str | os.PathLike],
+    *,
+    follow_symlinks: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> Iterator[SourceFile | SkippedInput]:
     """Walk ``paths`` (files or folders) in sorted order, yielding supported files and skipped inputs with reasons.
 
-    Folders are walked recursively; symlinked folders are followed when ``follow_symlinks`` and a folder reached
-    twice through links (a loop) is reported once. Hidden files and folders (``.name``) are ignored silently —
-    they are not inputs (``.git``, ``.DS_Store``, the embedded store's own lock file).
+    Folders are walked recursively. Symlinked folders are followed when ``follow_symlinks``: one pointing at a folder
+    already walked is a ``duplicate``, one pointing at its own ancestor a ``loop``; a file reached twice is listed
+    once. Hidden files and folders (``.name``) are ignored silently — they are not inputs (``.git``, ``.DS_Store``,
+    the embedded store's own lock file). Only ``os.stat`` is called: no file is opened here.
+
+    Args:
+        paths: files or folders.
+        follow_symlinks: walk symlinked folders.
+        include: glob patterns (``fnmatch``); when given, only files whose name or path relative to the given folder
+            matches one are taken, others are ``ignored``.
+        exclude: glob patterns; matching files and folders are ``ignored`` (folders are not walked).
+
+    Example:
+        >>> [f.source for f in discover(["docs"], include=["*.md"]) if isinstance(f, SourceFile)]  # doctest: +SKIP
     """
-    seen_dirs: set[tuple[int, int]] = set()
-    seen_files: set[str] = set()
+    walker = _Walker(follow_symlinks, tuple(include), tuple(exclude))
     for raw in paths:
         path = os.path.abspath(os.fspath(raw))
         if os.path.isdir(path):
-            yield from _walk(path, seen_dirs, seen_files, follow_symlinks)
+            yield from walker.walk(path, path, ())
         else:
-            entry = _classify_file(path)
-            if isinstance(entry, SourceFile):
-                if entry.source in seen_files:
-                    continue
-                seen_files.add(entry.source)
-            yield entry
+            yield from walker.file(path, os.path.dirname(path))
 
 
-def _walk(folder: str, seen_dirs, seen_files, follow_symlinks: bool) -> Iterator[SourceFile | SkippedInput]:
-    try:
-        st = os.stat(folder)
-    except OSError as exc:
-        yield SkippedInput(folder, _os_reason(exc))
-        return
-    key = (st.st_dev, st.st_ino)
-    if key in seen_dirs:
-        yield SkippedInput(folder, f"symlink loop: folder already visited as {os.path.realpath(folder)}")
-        return
-    seen_dirs.add(key)
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        yield SkippedInput(folder, f"cannot list folder: {_os_reason(exc)}")
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        path = os.path.join(folder, entry.name)
+class _Walker:
+    def __init__(self, follow_symlinks: bool, include: tuple[str, ...], exclude: tuple[str, ...]):
+        self.follow_symlinks, self.include, self.exclude = follow_symlinks, include, exclude
+        self.seen_dirs: dict[tuple[int, int], str] = {}
+        self.seen_files: set[str] = set()
+
+    def _matches(self, patterns: tuple[str, ...], path: str, root: str) -> str | None:
+        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        name = os.path.basename(path)
+        return next((p for p in patterns if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p)), None)
+
+    def walk(
+        self, folder: str, root: str, ancestors: tuple[tuple[int, int], ...]
+    ) -> Iterator[SourceFile | SkippedInput]:
         try:
-            is_link = entry.is_symlink()
-            is_dir = entry.is_dir(follow_symlinks=True)
+            st = os.stat(folder)
         except OSError as exc:
-            yield SkippedInput(path, _os_reason(exc))
-            continue
-        if is_dir:
-            if is_link and not follow_symlinks:
-                yield SkippedInput(path, "symlinked folder not followed (follow_symlinks is off)")
+            yield SkippedInput(folder, _os_reason(exc))
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            yield SkippedInput(folder, f"symlink loop: points back to {os.path.realpath(folder)}", "loop")
+            return
+        if key in self.seen_dirs:
+            yield SkippedInput(folder, f"duplicate folder: already walked as {self.seen_dirs[key]}", "duplicate")
+            return
+        self.seen_dirs[key] = folder
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            yield SkippedInput(folder, f"cannot list folder: {_os_reason(exc)}")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            yield from _walk(path, seen_dirs, seen_files, follow_symlinks)
-            continue
+            path = os.path.join(folder, entry.name)
+            try:
+                is_link = entry.is_symlink()
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError as exc:
+                yield SkippedInput(path, _os_reason(exc))
+                continue
+            if is_dir:
+                pattern = self._matches(self.exclude, path, root)
+                if pattern:
+                    yield SkippedInput(path, f"excluded by {pattern!r}", "ignored")
+                elif is_link and not self.follow_symlinks:
+                    yield SkippedInput(path, "symlinked folder not followed (follow_symlinks is off)", "ignored")
+                else:
+                    yield from self.walk(path, root, (*ancestors, key))
+                continue
+            yield from self.file(path, root)
+
+    def file(self, path: str, root: str) -> Iterator[SourceFile | SkippedInput]:
+        pattern = self._matches(self.exclude, path, root)
+        if pattern:
+            yield SkippedInput(path, f"excluded by {pattern!r}", "ignored")
+            return
+        if self.include and not self._matches(self.include, path, root):
+            yield SkippedInput(path, "not matched by --include", "ignored")
+            return
         result = _classify_file(path)
         if isinstance(result, SourceFile):
-            if result.source in seen_files:
-                continue
-            seen_files.add(result.source)
+            if result.source in self.seen_files:
+                return
+            self.seen_files.add(result.source)
         yield result
 
 
@@ -202,16 +300,28 @@ def _classify_file(path: str) -> SourceFile | SkippedInput:
     try:
         st = os.stat(path)
     except OSError as exc:
-        return SkippedInput(path, _os_reason(exc))
+        return SkippedInput(path, _os_reason(exc), "loop" if "symlink loop" in _os_reason(exc) else "failed")
     if stat.S_ISDIR(st.st_mode):
-        return SkippedInput(path, "is a folder")
+        return SkippedInput(path, "is a folder", "ignored")
     if not stat.S_ISREG(st.st_mode):
-        return SkippedInput(path, "not a regular file (fifo, socket or device); cannot be read as a document")
-    kind = _kind(path)
+        return SkippedInput(
+            path, "not a regular file (fifo, socket or device); cannot be read as a document", "ignored"
+        )
+    kind = kind_of(path)
     if kind is None:
         ext = os.path.splitext(path)[1] or "(no extension)"
-        return SkippedInput(path, f"unsupported file type {ext}; supported: {_supported_list()}")
-    return SourceFile(path, kind)
+        return SkippedInput(path, f"unsupported file type {ext}", "ignored")
+    return SourceFile(path, kind, FileStat.of(st), _compression(os.path.basename(path)))
+
+
+def supported_types() -> str:
+    """The file types ``discover`` takes, as one line for help texts and summaries."""
+    return (
+        ", ".join(TEXT_SUFFIXES + PDF_SUFFIXES + IMAGE_SUFFIXES)
+        + "; text also compressed ("
+        + ", ".join(COMPRESSED_SUFFIXES)
+        + ") and files without a type extension when their content is UTF-8 text"
+    )
 
 
 # ---------------------------------------------------------------- reading
@@ -297,21 +407,78 @@ class _Skip(Exception):
 class Chunker:
     """LlamaIndex ``SentenceSplitter`` with fixed settings; the same text always gives the same chunks.
 
+    Its sentence tokenizer (nltk punkt) slows down more than linearly on huge unbroken texts and gives up with a
+    ``TimeoutError`` from nltk's regular-expression guard when the machine is busy. So texts are given to it in
+    pieces of at most ``SENTENCE_PIECE_CHARS`` characters (cut at a line break, else at a space; texts below that size
+    are split exactly as by a stock ``SentenceSplitter``), and once a document has used ``time_budget`` seconds, or
+    the tokenizer times out, the rest of it is split without sentence boundaries (at clause punctuation, spaces, then
+    characters — the splitter's own next levels) and ``split_document`` says so in a warning.
+
     Args:
         chunk_size: tokens per chunk (tiktoken ``cl100k_base`` counting, LlamaIndex's default tokenizer).
         chunk_overlap: tokens shared by consecutive chunks.
+        time_budget: seconds of sentence tokenizing per document before falling back.
     """
 
-    def __init__(self, chunk_size: int = 512, chunk_overlap: int = 64):
+    SENTENCE_PIECE_CHARS = 100_000
+
+    def __init__(self, chunk_size: int = 512, chunk_overlap: int = 64, time_budget: float = 30.0):
         from llama_index.core.node_parser import SentenceSplitter
+        from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
 
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
-        self._splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+        self.time_budget = time_budget
+        self._sentences = split_by_sentence_tokenizer()
+        self._deadline = float("inf")
+        self._fallback: str | None = None
+        self._splitter = SentenceSplitter(
+            chunk_size=chunk_size, chunk_overlap=chunk_overlap, chunking_tokenizer_fn=self._split_sentences
+        )
+
+    def _split_sentences(self, text: str) -> list[str]:
+        sentences: list[str] = []
+        for piece in _bounded_pieces(text, self.SENTENCE_PIECE_CHARS):
+            if self._fallback is None and time.monotonic() > self._deadline:
+                self._fallback = f"sentence splitting exceeded its {self.time_budget:g}s budget"
+            if self._fallback is not None:
+                sentences.append(piece)  # the splitter's next levels (clauses, words) take over
+                continue
+            try:
+                sentences.extend(self._sentences(piece))
+            except TimeoutError as exc:  # nltk's regular-expression guard
+                self._fallback = f"sentence splitter timed out ({exc.__class__.__name__})"
+                sentences.append(piece)
+        return sentences
+
+    def split_document(self, text: str) -> tuple[list[str], list[str]]:
+        """Non-blank chunks of ``text`` in order, and warnings (a fallback that was used). Not thread-safe."""
+        self._deadline, self._fallback = time.monotonic() + self.time_budget, None
+        try:
+            chunks = [chunk for chunk in self._splitter.split_text(text) if chunk.strip()]
+        finally:
+            self._deadline = float("inf")
+        warnings = [f"{self._fallback}: split without sentence boundaries"] if self._fallback else []
+        return chunks, warnings
 
     def split(self, text: str) -> list[str]:
         """Non-blank chunks of ``text`` in order."""
-        return [chunk for chunk in self._splitter.split_text(text) if chunk.strip()]
+        return self.split_document(text)[0]
+
+
+def _bounded_pieces(text: str, limit: int) -> list[str]:
+    """``text`` cut into consecutive pieces of at most ``limit`` characters, at line breaks or else spaces."""
+    pieces, start = [], 0
+    while len(text) - start > limit:
+        end = start + limit
+        cut = text.rfind("\n", start + 1, end)
+        if cut < 0:
+            cut = text.rfind(" ", start + 1, end)
+        cut = end if cut < 0 else cut + 1
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 def _item(node_cls, source: str, modality: str, chunk_index: int, content: str | bytes, **node_fields: Any) -> Item:
@@ -368,9 +535,13 @@ def read_source(entry: SourceFile, chunker: Chunker, data: bytes | None = None) 
     ``ray.data.read_binary_files``); the file is then not opened again.
 
     Images are only read and hashed here (cheap); decoding and validation happen when they are to be embedded
-    (``media.load_image``), so unchanged images cost no decode on re-runs.
+    (``media.load_image``), so unchanged images cost no decode on re-runs. Compressed text is decompressed; a file of
+    kind ``sniff`` that is not UTF-8 text is ``ignored``.
     """
     source = entry.source
+    name = os.path.basename(source)
+    if entry.compression:
+        name = name[: -len(entry.compression)]
     try:
         if entry.kind == "pdf":
             text, warnings = _read_pdf(source if data is None else io.BytesIO(data)), []
@@ -382,10 +553,14 @@ def read_source(entry: SourceFile, chunker: Chunker, data: bytes | None = None) 
                 if not data:
                     return SkippedInput(source, "empty (zero bytes)")
                 return Document(source, "image", [image_item(source, data)])
+            if entry.compression:
+                data = _decompress(data, entry.compression)
+            if entry.kind == "sniff" and not _is_text(data):
+                return SkippedInput(source, "binary content (no type extension, not UTF-8 text)", "ignored")
             if b"\x00" in data:
                 return SkippedInput(source, "binary content (NUL bytes) in a text file")
             text, warnings = _decode_text(data)
-            if os.path.splitext(source)[1].lower() in (".html", ".htm"):
+            if os.path.splitext(name)[1].lower() in (".html", ".htm"):
                 text = html_to_text(text)
     except _Skip as exc:
         return SkippedInput(source, str(exc))
@@ -393,7 +568,31 @@ def read_source(entry: SourceFile, chunker: Chunker, data: bytes | None = None) 
         return SkippedInput(source, _os_reason(exc))
     if not text.strip():
         return SkippedInput(source, "empty document (no text after reading)")
-    items = [text_item(source, i, chunk) for i, chunk in enumerate(chunker.split(text))]
+    chunks, notes = chunker.split_document(text)
+    items = [text_item(source, i, chunk) for i, chunk in enumerate(chunks)]
     if not items:
         return SkippedInput(source, "empty document (no chunks)")
-    return Document(source, entry.kind, items, warnings)
+    return Document(source, "text" if entry.kind == "sniff" else entry.kind, items, warnings + notes)
+
+
+def _decompress(data: bytes, compression: str) -> bytes:
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[compression]
+    try:
+        with opener(io.BytesIO(data), "rb") as fh:
+            out = fh.read(MAX_TEXT_BYTES + 1)
+    except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        raise _Skip(f"cannot decompress {compression}: {exc.__class__.__name__}: {exc}") from exc
+    if len(out) > MAX_TEXT_BYTES:
+        raise _Skip(f"decompresses to more than {MAX_TEXT_BYTES} bytes (compression bomb guard)")
+    return out
+
+
+def _is_text(data: bytes) -> bool:
+    """UTF-8 text without NUL bytes (a BOM allowed)."""
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -27,8 +27,9 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .config import StoreConfig
+from .config import StoreConfig, check_collection_name
 from .errors import E5VConfigError, E5VError
+from .identity import vector_fields, vector_options
 
 __all__ = [
     "VECTOR_NAME",
@@ -283,16 +284,19 @@ class CollectionStamp:
 
 
 def encoder_record(encoder) -> dict[str, Any]:
-    """The encoder options that must be reproduced to query a collection (recorded in its stamp)."""
-    cfg = encoder.config
-    return {
-        "model": cfg.model,
-        "revision": cfg.revision,
-        "adapter": cfg.adapter,
-        "prompts": cfg.prompts,
-        "query_prompt": cfg.query_prompt,
-        "max_text_tokens": cfg.max_text_tokens,
-    }
+    """The encoder options that must be reproduced to query a collection (recorded in its stamp): every option
+    declared to change vectors (``identity.vector_options``)."""
+    return vector_options(encoder.config)
+
+
+def _differences(stamp: CollectionStamp, encoder) -> str:
+    """What differs between a collection's stamp and ``encoder``, option by option (for mismatch messages)."""
+    digests = ("model_digest", "adapter_digest", "dim")
+    recorded = {k: stamp.encoder.get(k) for k in vector_fields()} | {k: stamp.fingerprint.get(k) for k in digests}
+    current = vector_options(encoder.config) | {k: encoder.fingerprint.get(k) for k in digests}
+    lines = [f"{k} {recorded[k]!r} (collection) vs {v!r} (now)" for k, v in current.items() if recorded[k] != v]
+    fingerprints = f"fingerprint {stamp.fingerprint.get('id')} (collection) vs {encoder.fingerprint['id']} (now)"
+    return "; ".join(lines + [fingerprints])
 
 
 class QdrantStore:
@@ -390,7 +394,7 @@ class QdrantStore:
         fingerprint = encoder.fingerprint
         remedy = (
             f"Ingest into a new collection (--collection OTHER_NAME), or move {name!r} to this model with "
-            f"`e5v-qdrant reingest --collection {name} --model/--adapter ...`."
+            f"`e5v-qdrant reingest --collection {name} --model/--adapter/--image-layout ...`."
         )
         if dim is not None and dim != encoder.dim:
             raise CollectionMismatchError(
@@ -403,10 +407,9 @@ class QdrantStore:
                 f"its vectors may come from another model. {remedy}"
             )
         if stamp.fingerprint.get("id") != fingerprint["id"]:
-            recorded = {k: stamp.fingerprint.get(k) for k in ("model", "revision", "adapter", "prompts", "id")}
-            current = {k: fingerprint.get(k) for k in ("model", "revision", "adapter", "prompts", "id")}
             raise CollectionMismatchError(
-                f"collection {name!r} ({physical}) holds vectors of model {recorded}, not of {current}. {remedy}"
+                f"collection {name!r} ({physical}) holds vectors of another model or options: "
+                f"{_differences(stamp, encoder)}. {remedy}"
             )
 
     def create_physical(self, physical: str, encoder, *, alias: str | None) -> None:
@@ -464,8 +467,7 @@ class QdrantStore:
         Raises:
             CollectionMismatchError: ``name`` already serves another model or dimension.
         """
-        if not name or "/" in name:
-            raise E5VConfigError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
+        check_collection_name(name)
         physical = self.resolve(name)
         if physical is not None:
             self.check_compatible(name, physical, encoder)

@@ -178,6 +178,9 @@ def test_eval_retrieval_end_to_end(replica_path, encoder, dataset, tmp_path, cap
     assert tokens["images"] == 4 and tokens["min"] == min(counts) and tokens["max"] == max(counts)
     assert tokens["mean"] == pytest.approx(np.mean(counts))
     assert tokens["min"] > 0
+    # every image here is small enough to fit any pinpoint whole: the tie-break picks 336x672, a non-square grid
+    assert tokens["nonsquare_grid_share"] == 1.0 and "100% have a non-square anyres grid" in out
+    assert rep["model"]["image_layout"] == "paper" and not any("image_layout" in w for w in rep["warnings"])
 
     # Must show 3: exact search through Qdrant gives the in-memory recall
     q = rep["qdrant"]
@@ -198,8 +201,12 @@ def test_eval_composed_end_to_end(replica_path, dataset, tmp_path):
         "--images",
         str(dataset / "images"),
         "--via-qdrant",
+        "--image-layout",
+        "llava-next",
     )
     _check_common(rep, "composed", dataset / "composed.jsonl")
+    assert rep["model"]["image_layout"] == "llava-next"
+    assert any("image_layout 'llava-next'" in w and "4.41.2" in w for w in rep["warnings"])
     assert rep["data"]["counts"] == {"queries": 3, "candidates": 4, "target_is_reference": 0}
     metrics = rep["metrics"]["composed_to_image"]
     assert set(metrics) == {"R@1", "R@5", "R@10", "R@50", "median_rank"}

@@ -19,60 +19,15 @@ import time
 
 import numpy as np
 import pytest
+from helpers import COMMON, FlakyClient, make_corpus, points_of, run_ingest
 from PIL import Image
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
-from test_ingest import make_corpus
-from test_store import FlakyClient
 
 from e5v_qdrant import store as store_module
 from e5v_qdrant.cli import main
 from e5v_qdrant.ingest import WRITE_DELAY_ENV
 from e5v_qdrant.testing import draw_image
-
-COMMON = [
-    "--device",
-    "cpu",
-    "--dtype",
-    "float32",
-    "--chunk-size",
-    "32",
-    "--chunk-overlap",
-    "4",
-    "--retry-wait",
-    "0.001",
-]
-
-
-def run_ingest(paths, qd, model, *extra):
-    return main(
-        [
-            "ingest",
-            *map(str, paths),
-            "--collection",
-            "docs",
-            "--qdrant-path",
-            str(qd),
-            "--model",
-            str(model),
-            *COMMON,
-            *extra,
-        ]
-    )
-
-
-def points_of(qd, name="docs", vectors=False) -> dict:
-    client = QdrantClient(path=str(qd))
-    try:
-        out, offset = {}, None
-        while True:
-            records, offset = client.scroll(name, limit=256, offset=offset, with_payload=True, with_vectors=vectors)
-            for r in records:
-                out[str(r.id)] = (r.payload, r.vector["text-dense"]) if vectors else r.payload
-            if offset is None:
-                return out
-    finally:
-        client.close()
 
 
 def test_bad_inputs_are_listed_good_ones_stored_exit_1(tmp_path, replica_path, capsys):

@@ -2,11 +2,16 @@
 
 processor → full LlavaNextForConditionalGeneration forward with output_hidden_states → hidden_states[-1][:, -1]
 → L2-normalise, left padding, the authors' prompt strings typed in below.
+
+The recipe runs on the installed (current) transformers, so image vectors are compared with
+``image_layout="llava-next"``; the default ``"paper"`` layout is checked against a real transformers 4.41.2 install
+in test_image_layout.py.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 
 import numpy as np
@@ -71,6 +76,14 @@ def recipe(replica_path):
     return Recipe(replica_path)
 
 
+@pytest.fixture(scope="module")
+def llava_next(replica_path):
+    """The encoder with today's transformers image layout, the one the installed transformers computes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return E5VEncoder(replica_path, device="cpu", dtype="float32", batch_size=4, image_layout="llava-next")
+
+
 def test_text_parity_with_recipe_batched_and_alone(encoder, recipe):
     ours = encoder.embed_texts(TEXTS)
     assert ours.dtype == np.float32 and ours.shape == (len(TEXTS), encoder.dim)
@@ -83,21 +96,21 @@ def test_text_parity_with_recipe_batched_and_alone(encoder, recipe):
     assert _cos(ours[0], ours[3]) < 0.999
 
 
-def test_image_parity_with_recipe(encoder, recipe):
-    ours = encoder.embed_images(IMAGES)
+def test_image_parity_with_recipe(llava_next, recipe):
+    ours = llava_next.embed_images(IMAGES)
     alone = np.concatenate([recipe([IMAGE], [img]) for img in IMAGES])
     batched = recipe([IMAGE] * len(IMAGES), IMAGES)
     assert _cos(ours, alone).min() >= 0.9999
     assert _cos(ours, batched).min() >= 0.9999
 
 
-def test_composed_parity_with_recipe(encoder, recipe):
+def test_composed_parity_with_recipe(llava_next, recipe):
     edits = ["make it red", "remove the dog and add two cats sitting on a sofa"]
-    ours = encoder.embed_composed(IMAGES[:2], edits)
+    ours = llava_next.embed_composed(IMAGES[:2], edits)
     ref = recipe([COMPOSED.format(e) for e in edits], IMAGES[:2])
     assert _cos(ours, ref).min() >= 0.9999
     # the edit text matters
-    other = encoder.embed_composed(IMAGES[:1], ["make it blue and add snow"])
+    other = llava_next.embed_composed(IMAGES[:1], ["make it blue and add snow"])
     assert _cos(ours[0], other[0]) < 0.9999
 
 
@@ -187,29 +200,35 @@ def test_trap_replica_breaks_stock_transformers(replica_path):
         model(**fixed(text=[IMAGE], images=[IMAGES[0]], return_tensors="pt"))
 
 
-def test_trap_fixes_warn_and_clean_checkpoint_is_silent(replica_path, tmp_path):
-    with pytest.warns(UserWarning) as record:
-        E5VEncoder(replica_path, device="cpu")
-    text = " ".join(str(w.message) for w in record)
+def test_trap_fixes_are_logged_once_at_info_and_clean_checkpoint_is_silent(replica_path, tmp_path, caplog):
+    """Handled traps are reported once at INFO (``-v``) and recorded on the encoder, not raised as warnings."""
+    with caplog.at_level(logging.INFO, logger="e5v_qdrant"), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        enc = E5VEncoder(replica_path, device="cpu")
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("e5v_qdrant") and r.levelno == logging.INFO]
+    text = " ".join(enc.load_fixes)
     assert "outside the embedding table" in text and "patch_size" in text
+    assert sorted(logged) == sorted(enc.load_fixes) and len(enc.load_fixes) == 2
 
     clean = build_replica(
         tmp_path / "clean",
         ReplicaSpec(image_token_outside_vocab=False, legacy_processor_config=False, tokenizer_padding_side="left"),
     )
-    with warnings.catch_warnings():
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="e5v_qdrant"), warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         enc = E5VEncoder(clean, device="cpu")
+    assert enc.load_fixes == [] and not [r for r in caplog.records if r.name.startswith("e5v_qdrant")]
     assert enc.embed_images(IMAGES[:1]).shape == (1, enc.dim)
     assert Recipe(clean)([IMAGE], IMAGES[:1]).shape == (1, enc.dim)
 
 
-def test_image_token_count_matches_processor_expansion(encoder, recipe):
+def test_image_token_count_matches_processor_expansion(llava_next, recipe):
     for img in IMAGES[:3]:
         ids = recipe.processor(text=[IMAGE], images=[img], return_tensors="pt")["input_ids"][0]
-        expected = int((ids == encoder.image_token_id).sum())
-        assert encoder.count_image_tokens(img) == expected
-    counts = {encoder.count_image_tokens(img) for img in IMAGES}
+        expected = int((ids == llava_next.image_token_id).sum())
+        assert llava_next.count_image_tokens(img) == expected
+    counts = {llava_next.count_image_tokens(img) for img in IMAGES}
     assert len(counts) >= 3  # aspect ratio changes the anyres grid
 
 

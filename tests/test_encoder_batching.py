@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
+from e5v_qdrant import cpu_memory, last_token
 from e5v_qdrant import encoder as encoder_module
 from e5v_qdrant.encoder import E5VEncoder, _Prepared
 from e5v_qdrant.errors import E5VImageError
@@ -178,17 +179,17 @@ def test_bad_image_in_a_prefetched_window_is_named(enc, configure, tmp_path):
 
 
 def test_last_token_shortcut_equals_full_final_layer(enc, configure, monkeypatch):
-    assert enc._last_token_only  # the replica's text model is Llama: the shortcut must be active
+    assert enc._shortcut is not None  # the replica's text model is Llama: the shortcut must be active
     monkeypatch.setattr(encoder_module, "_PAD_FREE_ABOVE", 10_000)  # also pad images together: 4D mask path
     configure(batch_size=4, max_batch_tokens=None)
     texts = _texts(6, seed=7)
     images = [draw_image(w, h, seed=i) for i, (w, h) in enumerate([(80, 50), (50, 80), (60, 60)])]
     shortcut_calls = []
-    real_shortcut = enc._last_layer_last_token
-    monkeypatch.setattr(enc, "_last_layer_last_token", lambda *a: shortcut_calls.append(1) or real_shortcut(*a))
+    real_shortcut = last_token._last_layer_last_token
+    monkeypatch.setattr(last_token, "_last_layer_last_token", lambda *a: shortcut_calls.append(1) or real_shortcut(*a))
     fast = (enc.embed_texts(texts), enc.embed_images(images), enc.embed_composed(images, ["make it red", "", "a"]))
     assert len(shortcut_calls) >= 3  # every forward took the shortcut
-    monkeypatch.setattr(enc, "_last_token_only", False)
+    monkeypatch.setattr(enc, "_shortcut", None)
     full = (enc.embed_texts(texts), enc.embed_images(images), enc.embed_composed(images, ["make it red", "", "a"]))
     for a, b in zip(fast, full, strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5)
@@ -255,7 +256,7 @@ class _FakeGlibc:
     """Records mallopt / malloc_trim calls and the thresholds in force, like glibc would hold them."""
 
     def __init__(self):
-        self.thresholds = {encoder_module._M_MMAP_THRESHOLD: 128 << 10, encoder_module._M_TRIM_THRESHOLD: 128 << 10}
+        self.thresholds = {cpu_memory.M_MMAP_THRESHOLD: 128 << 10, cpu_memory.M_TRIM_THRESHOLD: 128 << 10}
         self.trims = 0
 
     def mallopt(self, param, value):
@@ -278,7 +279,7 @@ def test_reuse_cpu_memory_changes_no_vector(enc, configure):
 
 def test_thresholds_raised_for_every_forward_and_released_after_the_call(enc, configure, monkeypatch):
     fake = _FakeGlibc()
-    monkeypatch.setattr(encoder_module, "_glibc", lambda: fake)
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: fake)
     configure(reuse_cpu_memory=True, batch_size=2)
     seen = []
     forward = enc._forward
@@ -286,21 +287,21 @@ def test_thresholds_raised_for_every_forward_and_released_after_the_call(enc, co
     enc.embed_texts(_texts(7, seed=1))
     assert len(seen) >= 4
     activations = 64 << 20  # well above any activation tensor of a forward pass on CPU here
-    assert all(t[encoder_module._M_MMAP_THRESHOLD] >= activations for t in seen)
-    assert all(t[encoder_module._M_TRIM_THRESHOLD] >= activations for t in seen)
+    assert all(t[cpu_memory.M_MMAP_THRESHOLD] >= activations for t in seen)
+    assert all(t[cpu_memory.M_TRIM_THRESHOLD] >= activations for t in seen)
     after = fake.thresholds
-    assert after[encoder_module._M_MMAP_THRESHOLD] <= 32 << 20  # glibc's own ceiling for its dynamic threshold
-    assert after[encoder_module._M_TRIM_THRESHOLD] <= 64 << 20
+    assert after[cpu_memory.M_MMAP_THRESHOLD] <= 32 << 20  # glibc's own ceiling for its dynamic threshold
+    assert after[cpu_memory.M_TRIM_THRESHOLD] <= 64 << 20
     assert fake.trims == 1  # what the call kept is handed back once, at its end
 
 
 def test_thresholds_released_when_the_call_fails_and_untouched_when_off(enc, configure, monkeypatch):
     fake = _FakeGlibc()
-    monkeypatch.setattr(encoder_module, "_glibc", lambda: fake)
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: fake)
     configure(reuse_cpu_memory=True, preprocess_workers=0)
     with pytest.raises(E5VImageError):
         enc.embed_images([draw_image(64, 64, seed=0), b"not an image"])
-    assert fake.thresholds[encoder_module._M_TRIM_THRESHOLD] <= 64 << 20 and fake.trims == 1
+    assert fake.thresholds[cpu_memory.M_TRIM_THRESHOLD] <= 64 << 20 and fake.trims == 1
     configure(reuse_cpu_memory=False)
     before = dict(fake.thresholds)
     enc.embed_texts(_texts(3))
@@ -309,26 +310,26 @@ def test_thresholds_released_when_the_call_fails_and_untouched_when_off(enc, con
 
 def test_overlapping_calls_release_once_when_the_last_one_ends(monkeypatch):
     fake = _FakeGlibc()
-    monkeypatch.setattr(encoder_module, "_glibc", lambda: fake)
-    with encoder_module._freed_memory_kept():
-        with encoder_module._freed_memory_kept():
+    monkeypatch.setattr(cpu_memory, "glibc", lambda: fake)
+    with cpu_memory.freed_memory_kept():
+        with cpu_memory.freed_memory_kept():
             pass
-        assert fake.trims == 0 and fake.thresholds[encoder_module._M_TRIM_THRESHOLD] > 64 << 20
-    assert fake.trims == 1 and fake.thresholds[encoder_module._M_TRIM_THRESHOLD] <= 64 << 20
+        assert fake.trims == 0 and fake.thresholds[cpu_memory.M_TRIM_THRESHOLD] > 64 << 20
+    assert fake.trims == 1 and fake.thresholds[cpu_memory.M_TRIM_THRESHOLD] <= 64 << 20
 
 
 _FAULTS_CHILD = """
 import json, resource, sys, warnings
 warnings.simplefilter("ignore")
-from e5v_qdrant import E5VEncoder, encoder as em
+from e5v_qdrant import E5VEncoder, cpu_memory as em
 enc = E5VEncoder(sys.argv[1], device="cpu", dtype="float32", batch_size=1, preprocess_workers=0)
 texts = [" ".join(["cat dog river street bread ticket invoice snow cabin flour"] * 30)] * 8  # 8 forward passes
-libc = em._glibc()
+libc = em.glibc()
 result = {}
 for reuse in (False, True):
     enc.config.reuse_cpu_memory = reuse
-    libc.mallopt(em._M_MMAP_THRESHOLD, 128 << 10)  # glibc's initial thresholds
-    libc.mallopt(em._M_TRIM_THRESHOLD, 128 << 10)
+    libc.mallopt(em.M_MMAP_THRESHOLD, 128 << 10)  # glibc's initial thresholds
+    libc.mallopt(em.M_TRIM_THRESHOLD, 128 << 10)
     libc.malloc_trim(0)
     enc.embed_texts(texts[:1])  # warm-up: lazy initialisation outside the count
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -339,7 +340,7 @@ print(json.dumps(result))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(encoder_module._glibc() is None, reason="needs glibc (mallopt)")
+@pytest.mark.skipif(cpu_memory.glibc() is None, reason="needs glibc (mallopt)")
 def test_reuse_cpu_memory_removes_most_page_faults(tmp_path):
     """The effect itself, on real glibc, in a fresh interpreter (a process's earlier allocations leave free chunks in
     the heap that would hide it): from glibc's initial thresholds, an embed call with the option on faults its working

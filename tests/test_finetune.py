@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from e5v_qdrant.cli import main
 from e5v_qdrant.config import FinetuneConfig
 from e5v_qdrant.errors import E5VConfigError
+from e5v_qdrant.evaluate import file_sha256
 from e5v_qdrant.finetune import finetune, read_manifest
-from e5v_qdrant.finetune.data import file_sha256
 from e5v_qdrant.testing import ReplicaSpec, build_replica, draw_image
 
 TOPICS = 12
@@ -163,6 +163,7 @@ def test_manifest_records_model_prompt_data_and_config(trained, train_replica):
     assert manifest["data"]["train"]["rows"] == TOPICS * 8
     assert manifest["config"]["lora_r"] == 8 and manifest["config"]["max_length"] == 32
     assert manifest["merged"] == "merged" and manifest["metrics"]["eval_after"]["recall@1"] > 0
+    assert manifest["image_layout"] == "paper"  # images are not trained; the inference default is recorded
     adapter_config = json.loads((trained["out"] / "adapter_config.json").read_text())
     assert set(adapter_config["target_modules"]) == {
         "q_proj",

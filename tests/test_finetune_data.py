@@ -7,8 +7,8 @@ import json
 import pytest
 
 from e5v_qdrant.cli import main
+from e5v_qdrant.evaluate import file_sha256
 from e5v_qdrant.finetune import FinetuneDataError, load_triplets
-from e5v_qdrant.finetune.data import file_sha256
 
 
 def _write(path, text: str | bytes):

@@ -7,38 +7,15 @@ import shutil
 import time
 
 import pytest
+from helpers import TEXTS, FlakyClient, make_corpus
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
-from test_store import FlakyClient
 
 from e5v_qdrant.config import IngestConfig, StoreConfig
 from e5v_qdrant.ingest import ingest
 from e5v_qdrant.search import search
 from e5v_qdrant.store import QdrantStore, StoreError
 from e5v_qdrant.testing import draw_image
-
-TEXTS = {
-    "animals.txt": " ".join(
-        f"The {a} number {i} sleeps under the {p} while the rain falls."
-        for i, (a, p) in enumerate(
-            [("cat", "table"), ("dog", "bench"), ("fox", "tree"), ("owl", "roof"), ("horse", "bridge")] * 3
-        )
-    ),
-    "food.md": "# Recipes\n\n" + " ".join(f"Step {i}: mix {i} cups of flour with butter and sugar." for i in range(12)),
-    "page.html": "<html><body><h1>Support</h1><p>The invoice was charged twice this month.</p>"
-    "<p>Please refund the second payment to the card ending 4242.</p><script>track()</script></body></html>",
-}
-
-
-def make_corpus(root):
-    root.mkdir(parents=True, exist_ok=True)
-    for name, text in TEXTS.items():
-        (root / name).write_text(text)
-    (root / "pics").mkdir(exist_ok=True)
-    draw_image(120, 90, seed=1).save(root / "pics" / "one.png")
-    draw_image(90, 120, seed=2).save(root / "pics" / "two.jpg")
-    draw_image(100, 100, seed=3).save(root / "pics" / "three.webp")
-    return root
 
 
 def cfg(root, **kw) -> IngestConfig:

@@ -14,6 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs pip install 'e5v-qdrant[ray]'")
 
+from helpers import points_of  # noqa: E402
 from qdrant_client import QdrantClient, models  # noqa: E402
 
 from e5v_qdrant.cli import main  # noqa: E402
@@ -71,17 +72,7 @@ def _encoder_config(replica_path) -> EncoderConfig:
 
 
 def _points(path, collection: str = "c") -> dict[str, tuple[dict, np.ndarray]]:
-    client = open_client(StoreConfig(qdrant_path=str(path)))  # whichever engine the folder holds
-    try:
-        out, offset = {}, None
-        while True:
-            records, offset = client.scroll(collection, limit=256, offset=offset, with_payload=True, with_vectors=True)
-            for r in records:
-                out[str(r.id)] = (r.payload, np.asarray(r.vector[VECTOR_NAME], dtype=np.float64))
-            if offset is None:
-                return out
-    finally:
-        client.close()
+    return points_of(path, collection, vectors=True)
 
 
 def _assert_same_points(got: dict, want: dict) -> None:

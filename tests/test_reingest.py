@@ -13,9 +13,8 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import make_corpus, points_of, run_ingest
 from qdrant_client import QdrantClient
-from test_cli_ingest import points_of, run_ingest
-from test_ingest import make_corpus
 
 from e5v_qdrant.cli import main
 from e5v_qdrant.config import IngestConfig, StoreConfig

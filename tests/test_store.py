@@ -9,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+from helpers import FlakyClient
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
@@ -34,29 +35,6 @@ class FakeEncoder:
         self.config = types.SimpleNamespace(
             model=model, revision=None, adapter=None, prompts="e5v", query_prompt=None, max_text_tokens=None
         )
-
-
-class FlakyClient:
-    """Wraps a real client; the first ``fail`` calls of ``method`` raise ``exc`` before reaching it."""
-
-    def __init__(self, inner, method: str = "upsert", fail: int = 2, exc: Exception | None = None):
-        self._inner, self._method, self._left = inner, method, fail
-        self._exc = exc or ConnectionResetError("connection reset by peer")
-        self.calls = 0
-
-    def __getattr__(self, name):
-        attr = getattr(self._inner, name)
-        if name != self._method:
-            return attr
-
-        def wrapped(*args, **kwargs):
-            self.calls += 1
-            if self._left > 0:
-                self._left -= 1
-                raise self._exc
-            return attr(*args, **kwargs)
-
-        return wrapped
 
 
 def _store(client=None, **options) -> QdrantStore:

@@ -4,14 +4,14 @@ Only the language model is trained, on text triplets; the vision tower and proje
 the adapted text space (the paper's finding). ``finetune(FinetuneConfig(...))`` writes a PEFT adapter that
 ``E5VEncoder(adapter=DIR)`` applies, a ``manifest.json`` and ``metrics.json``, and optionally a merged checkpoint.
 
-Modules: ``data`` (loading + validation), ``loss`` (InfoNCE, GradCache, cross-rank gather), ``train`` (the loop),
-``export`` (manifest, merge).
+Modules: ``loss`` (InfoNCE, GradCache, cross-rank gather), ``train`` (the loop),
+``export`` (manifest, merge); the triplet files are read by ``e5v_qdrant.triplets``.
 """
 
 from __future__ import annotations
 
 from ..config import FinetuneConfig
-from .data import FinetuneDataError, Triplet, TripletData, load_triplets
+from ..triplets import FinetuneDataError, Triplet, TripletData, load_triplets
 from .train import FinetuneResult, finetune, read_manifest, recall_at_1
 
 __all__ = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ def merge_adapter(
 
     The result is a ``LlavaNextForConditionalGeneration`` folder (vision tower, projector, language model, lm_head,
     processor files, safetensors) that ``E5VEncoder(model=output)`` and other LLaVA-NeXT loaders (vLLM) read like the
-    original. Loading reuses the encoder's pieces: its processor fix (trap 2: the saved processor config gains
+    original. Loading reuses ``checkpoint``'s pieces: its processor fix (trap 2: the saved processor config gains
     ``patch_size`` / ``vision_feature_select_strategy``, and left padding) and its adapter loader. The vocabulary keeps
     the original size (the ``<image>`` id stays outside the table as in the published checkpoint, consistent with
     ``lm_head`` and ``vocab_size``); ``E5VEncoder`` grows the table on load exactly as for the original.
@@ -46,24 +45,21 @@ def merge_adapter(
     Returns:
         The output folder.
     """
-    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers import LlavaNextForConditionalGeneration
 
-    from ..encoder import E5VEncoder, _resolve_device_and_dtype
+    from ..checkpoint import apply_adapter, load_processor, resolve_device_and_dtype
     from ..errors import E5VModelError
 
-    _, torch_dtype = _resolve_device_and_dtype(None, dtype)  # merged on CPU, saved in the training dtype
+    _, torch_dtype = resolve_device_and_dtype(None, dtype)  # merged on CPU, saved in the training dtype
+    # the processor as saved (PIL image processor), its config fixed so the merged checkpoint is clean
+    processor, _, _ = load_processor(model, revision, fast_images=False)
     try:
-        config = LlavaNextConfig.from_pretrained(model, revision=revision)
-        processor = LlavaNextProcessor.from_pretrained(model, revision=revision)
         full = LlavaNextForConditionalGeneration.from_pretrained(
             model, revision=revision, dtype=torch_dtype, use_safetensors=True
         )
     except (OSError, ValueError) as exc:
         raise E5VModelError(f"cannot load {model!r} to merge the adapter into: {exc}") from exc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the processor-trap warning was already shown when training loaded the model
-        E5VEncoder._fix_processor(processor, config)
-    E5VEncoder._apply_adapter(full.model, os.fspath(adapter))
+    apply_adapter(full.model, adapter)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     full.save_pretrained(output, safe_serialization=True)

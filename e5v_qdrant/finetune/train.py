@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import EncoderConfig, FinetuneConfig
 from ..errors import E5VConfigError, E5VModelError
-from .data import TripletData, load_triplets
+from ..triplets import TripletData, load_triplets
 from .export import merge_adapter, write_json
 
 __all__ = ["finetune", "FinetuneResult", "recall_at_1"]
@@ -132,22 +132,22 @@ def _load_encoder(config: FinetuneConfig, local_rank: int):
         max_text_tokens=config.max_length,
     )
 
-    class _TrainingEncoder(E5VEncoder):
-        def _weight_load_options(self) -> dict[str, Any]:
-            if not config.load_in_4bit:
-                return {}
-            from transformers import BitsAndBytesConfig
+    weight_options = None
+    if config.load_in_4bit:
+        from transformers import BitsAndBytesConfig
 
-            quant = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=self.torch_dtype,
-                llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
-            )
-            return {"quantization_config": quant, "device_map": {"": self.device}}
+        from ..checkpoint import resolve_device_and_dtype
 
-    return _TrainingEncoder(config=enc_config)
+        dev, compute_dtype = resolve_device_and_dtype(device, config.dtype)
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
+        )
+        weight_options = {"quantization_config": quant, "device_map": {"": dev}}
+    return E5VEncoder(config=enc_config, weight_options=weight_options)
 
 
 def _attach_lora(encoder, config: FinetuneConfig):
@@ -210,7 +210,7 @@ class _Tokens:
     def __call__(self, text: str) -> list[int]:
         ids = self._cache.get(text)
         if ids is None:
-            ids = self.encoder._prepare_text(self.encoder.prompts.for_text, text).input_ids
+            ids = self.encoder.text_input_ids(text)
             if len(self._cache) < 200_000:
                 self._cache[text] = ids
         return ids
@@ -219,12 +219,12 @@ class _Tokens:
 def recall_at_1(embed: Callable[[list[str]], Any], data: TripletData, batch_size: int) -> dict[str, Any]:
     """Recall@1 (a fraction) of each anchor retrieving its positive among every distinct positive and negative text.
 
-    Scored by ``evaluate.retrieval_ranks`` — the same counting as ``e5v-qdrant eval triplets`` (a repeated text is
+    Scored by ``evaluate.metrics.retrieval_ranks`` — the same counting as ``e5v-qdrant eval triplets`` (a repeated text is
     one pool entry; ties count against the anchor), which reports the same number in percent.
     """
     import torch
 
-    from ..evaluate import retrieval_ranks
+    from ..evaluate.metrics import retrieval_ranks
 
     def run(texts: list[str]):
         return torch.cat([embed(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]).cpu().numpy()
@@ -521,6 +521,8 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int, float], None] | 
             "adapter": ".",
             "merged": "merged" if merged else None,
             "trained_module": "language_model (LoRA); vision tower and projector unchanged",
+            # training sees texts only; images are laid out at inference by E5VEncoder's image_layout (this default)
+            "image_layout": EncoderConfig().image_layout,
             "prompt": {
                 "preset": config.prompts,
                 "text": prompts.for_text("{text}"),

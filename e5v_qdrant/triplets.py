@@ -1,4 +1,5 @@
-"""Training data: text triplets (anchor, positive, optional hard negative) from JSONL or SimCSE-style CSV.
+"""Text triplet files (anchor, positive, optional hard negative) from JSONL or SimCSE-style CSV: the format
+fine-tuning trains on and ``eval triplets`` scores.
 
 Files are validated as a whole before training starts: every bad row is reported with its line number and nothing
 is trained on a file that was only partly understood.
@@ -23,9 +24,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import E5VInputError
+from .errors import E5VInputError
 
-__all__ = ["Triplet", "TripletData", "FinetuneDataError", "load_triplets", "file_sha256"]
+__all__ = ["Triplet", "TripletData", "FinetuneDataError", "load_triplets"]
 
 #: Canonical field → accepted names, in order of preference.
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -81,15 +82,6 @@ class TripletData:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _decode_lines(raw: bytes, problems: list[tuple[int, str]]) -> list[str]:

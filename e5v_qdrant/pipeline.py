@@ -1,0 +1,366 @@
+"""Ingestion stages shared by the local engine (``ingest``), the Ray engine (``ray_engine``) and ``reingest``.
+
+One place for each rule, so the engines cannot drift apart:
+
+- ``stored_index``: source → {stored point id: its ``file_stat``} of a collection (one scroll, no vectors);
+- ``plan_file``: one discovered file → its ``FileWork`` or a ``SkippedInput``. A file whose ``os.stat`` (size,
+  mtime, inode) and chunking equal what its stored points record is unchanged without being opened (unless
+  ``verify``); any exception while reading or chunking skips that file only, with a reason naming the exception;
+- ``plan``: a read ``Document`` against the ids stored for its source → the ``FileWork`` to do;
+- ``decode_images``: image bytes → validated ``PIL`` images, just before embedding;
+- ``embed_points``: items → ``PointStruct``s (``make_point`` is the only place a point is built: vector name,
+  payload, ``model_fingerprint``);
+- ``vanished_sources``: the stored sources ``sync`` deletes;
+- ``IngestReport``: the outcome both engines return.
+
+Point ids and the LlamaIndex payload of an item are made in ``sources`` (``store.point_id``), from the content only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import E5VImageError, E5VInputError
+from .media import load_image
+from .sources import Chunker, Document, Item, SkippedInput, SourceFile, read_source, supported_types
+from .store import VECTOR_NAME
+
+__all__ = [
+    "EncoderFacts",
+    "FileWork",
+    "IngestReport",
+    "plan",
+    "plan_file",
+    "is_unchanged",
+    "restamp",
+    "stored_index",
+    "stat_record",
+    "decode_images",
+    "make_point",
+    "embed_points",
+    "under",
+    "vanished_sources",
+]
+
+#: ``skip(source, reason)``: how a stage reports a file it gives up on.
+Skip = Callable[[str, str], None]
+
+
+class EncoderFacts:
+    """What a store needs of an encoder that is not loaded (yet): its config, fingerprint and dimension.
+
+    ``EncoderFacts.of(config)`` computes them with ``identity.fingerprint`` — no weights are read — so a run can create
+    or check its collection, and decide whether anything needs embedding, before paying for a model load.
+    """
+
+    def __init__(self, config, fingerprint: dict[str, Any]):
+        self.config, self.fingerprint, self.dim = config, fingerprint, int(fingerprint["dim"])
+
+    @classmethod
+    def of(cls, config) -> EncoderFacts:
+        from .identity import fingerprint
+
+        return cls(config, fingerprint(config))
+
+
+#: source → {point id: the ``file_stat`` payload it was written with (``None`` if written without)}.
+StoredIndex = dict[str, dict[str, Any]]
+
+
+@dataclass
+class FileWork:
+    """What one file needs: items to embed and write, stored ids to re-stamp with its current ``file_stat``, then
+    stale ids to delete. ``status`` is ``new``, ``replaced``, ``unchanged`` or ``deleted``."""
+
+    source: str
+    status: str
+    items: list[Item]
+    stale_ids: set[str]
+    failed: bool = False
+    restamp_ids: set[str] = field(default_factory=set)
+    file_stat: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+#: How ``SkippedInput.outcome`` values are shown, in summary order; only ``failed`` makes the exit code 1.
+OUTCOMES = ("failed", "ignored", "duplicate", "loop")
+
+
+@dataclass
+class IngestReport:
+    """Counts and per-input outcomes of one ingest run (``to_dict`` is the ``--json`` / ``--report`` format,
+    ``summary`` the text the CLI prints).
+
+    File counts: ``discovered`` (supported files found), ``new``, ``unchanged``, ``replaced``, ``deleted`` (vanished
+    sources removed by ``sync``), ``skipped`` (inputs not ingested, listed in ``skipped_inputs`` with an outcome:
+    ``failed``, ``ignored``, ``duplicate`` or ``loop``, also counted per outcome). Point counts: ``embedded`` (vectors
+    computed), ``points_written``, ``points_deleted``. ``model_loaded`` tells whether the run needed the model.
+    """
+
+    collection: str
+    physical_collection: str = ""
+    model_fingerprint: str = ""
+    discovered: int = 0
+    new: int = 0
+    unchanged: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    embedded: int = 0
+    points_written: int = 0
+    points_deleted: int = 0
+    seconds: float = 0.0
+    model_loaded: bool = False
+    skipped_inputs: list[SkippedInput] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """Skipped inputs per outcome (every outcome present, zeros included)."""
+        counts = Counter(s.outcome for s in self.skipped_inputs)
+        return {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every supported input was ingested (ignored, duplicate and loop entries do not count), 1 when some
+        failed."""
+        return 1 if self.outcomes["failed"] else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {
+            k: getattr(self, k)
+            for k in (
+                "discovered",
+                "new",
+                "unchanged",
+                "replaced",
+                "deleted",
+                "skipped",
+                "embedded",
+                "points_written",
+                "points_deleted",
+            )
+        }
+        return {
+            "collection": self.collection,
+            "physical_collection": self.physical_collection,
+            "model_fingerprint": self.model_fingerprint,
+            "counts": {**counts, **self.outcomes},
+            "model_loaded": self.model_loaded,
+            "seconds": round(self.seconds, 3),
+            "skipped_inputs": [s.to_dict() for s in self.skipped_inputs],
+            "warnings": self.warnings,
+        }
+
+    def summary(self, *, examples: int = 3, reasons: int = 8) -> str:
+        """Human-readable summary: totals, then skipped inputs and warnings grouped by reason with counts and a few
+        example files each (the full list is in ``to_dict``)."""
+        outcomes = self.outcomes
+        lines = [
+            f"collection {self.collection} -> {self.physical_collection or '(not created: nothing to write)'}"
+            + (f" (model fingerprint {self.model_fingerprint})" if self.model_fingerprint else ""),
+            f"files: discovered {self.discovered}, new {self.new}, unchanged {self.unchanged}, "
+            f"replaced {self.replaced}, deleted {self.deleted}; "
+            + ", ".join(f"{outcome} {outcomes[outcome]}" for outcome in OUTCOMES),
+            f"points: embedded {self.embedded}, written {self.points_written}, deleted {self.points_deleted} "
+            f"in {self.seconds:.1f}s" + ("" if self.model_loaded else " (model not loaded: nothing to embed)"),
+        ]
+        for outcome in OUTCOMES:
+            entries = [(s.source, s.reason) for s in self.skipped_inputs if s.outcome == outcome]
+            lines += _grouped(outcome, entries, examples, reasons)
+            if outcome == "ignored" and any(reason.startswith("unsupported file type") for _, reason in entries):
+                lines.append(f"  supported: {supported_types()}")
+        lines += _grouped("warnings", [(w["source"], w["warning"]) for w in self.warnings], examples, reasons)
+        return "\n".join(lines)
+
+
+def _grouped(title: str, entries: list[tuple[str, str]], examples: int, reasons: int) -> list[str]:
+    """``title (N):`` then one line per reason (the text before its first ``:``), most frequent first."""
+    if not entries:
+        return []
+    groups: dict[str, list[str]] = {}
+    for source, reason in entries:
+        groups.setdefault(reason.split(":", 1)[0].strip(), []).append(source)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    lines = [f"{title} ({len(entries)}):"]
+    for reason, sources in ordered[:reasons]:
+        shown = ", ".join(sources[:examples]) + (", ..." if len(sources) > examples else "")
+        lines.append(f"  {reason} ({len(sources)}): {shown}")
+    if len(ordered) > reasons:
+        lines.append(f"  ... {len(ordered) - reasons} more reasons (see --report FILE / --json)")
+    return lines
+
+
+def stored_index(store, collection: str) -> StoredIndex:
+    """Source → {point id: its ``file_stat`` payload} for every point of ``collection`` (no vectors)."""
+    index: StoredIndex = {}
+    for record in store.scroll(collection, with_payload=["source", "file_stat"], page_size=1024):
+        payload = record.payload or {}
+        if payload.get("source") is not None:
+            index.setdefault(payload["source"], {})[str(record.id)] = payload.get("file_stat")
+    return index
+
+
+def stat_record(entry: SourceFile, chunker: Chunker, items: int) -> dict[str, Any] | None:
+    """The ``file_stat`` payload of a file's points: its stat when discovered, the chunking and its item count."""
+    if entry.stat is None:
+        return None
+    return {
+        "size": entry.stat.size,
+        "mtime_ns": entry.stat.mtime_ns,
+        "inode": entry.stat.inode,
+        "chunking": f"{chunker.chunk_size}/{chunker.chunk_overlap}",
+        "items": items,
+    }
+
+
+def is_unchanged(entry: SourceFile, chunker: Chunker, have: Mapping[str, Any]) -> bool:
+    """Whether every stored point of ``entry`` (``have``: id → ``file_stat``) records the file's current stat, the
+    same chunking and as many items as are stored — then reading the file again would change nothing."""
+    current = stat_record(entry, chunker, len(have)) if have else None
+    return current is not None and all(record == current for record in have.values())
+
+
+def restamp(store, collection: str, ids: Iterable[str], file_stat: dict[str, Any] | None, source: str) -> None:
+    """Record ``file_stat`` on kept points of ``source`` (their content is unchanged, the file's stat is not)."""
+    ids = sorted(ids)
+    store.call(
+        f"updating file_stat of {len(ids)} points of {source}",
+        store.client.set_payload,
+        collection_name=collection,
+        payload={"file_stat": file_stat},
+        points=ids,
+        wait=True,
+    )
+
+
+def plan_file(
+    entry: SourceFile, chunker: Chunker, have: Mapping[str, Any], *, verify: bool = False, data: bytes | None = None
+) -> FileWork | SkippedInput:
+    """Plan one discovered file against its stored points ``have`` (id → ``file_stat``); never raises for one file.
+
+    Returns an ``unchanged`` ``FileWork`` without opening the file when every stored point records the file's
+    current stat, chunking and item count (unless ``verify``); otherwise reads, chunks and hashes it (``plan``).
+    Any exception while doing so becomes a ``failed`` ``SkippedInput`` naming the exception type.
+    """
+    if not verify and is_unchanged(entry, chunker, have):
+        return FileWork(entry.source, "unchanged", [], set())
+    try:
+        doc = read_source(entry, chunker, data=data)
+        if isinstance(doc, SkippedInput):
+            return doc
+        work = plan(doc, have, stat_record(entry, chunker, len(doc.items)))
+    except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
+        return SkippedInput(entry.source, f"{type(exc).__name__} while reading or chunking: {exc}")
+    work.warnings = doc.warnings
+    return work
+
+
+def plan(doc: Document, have: Mapping[str, Any] | set[str], file_stat: dict[str, Any] | None = None) -> FileWork:
+    """The work that makes the stored ids of ``doc.source`` (``have``) equal the ids ``doc`` yields.
+
+    Args:
+        doc: the read file.
+        have: its stored point ids (a set, or a mapping id → stored ``file_stat``).
+        file_stat: the file's current ``file_stat`` record; stamped into the new items' payloads, and stored points
+            that are kept but record another one are listed in ``restamp_ids``.
+
+    Returns:
+        ``unchanged`` (nothing to write, maybe ids to re-stamp), or ``new`` / ``replaced``: the items whose ids are
+        missing and the stored ids the file no longer yields (deleted only after the new points are written).
+    """
+    expected = {item.id for item in doc.items}
+    stored = set(have)
+    restamp: set[str] = set()
+    if file_stat is not None:
+        for item in doc.items:
+            item.payload["file_stat"] = file_stat
+        if isinstance(have, Mapping):
+            restamp = {pid for pid in expected & stored if have[pid] != file_stat}
+    if expected == stored:
+        return FileWork(doc.source, "unchanged", [], set(), restamp_ids=restamp, file_stat=file_stat)
+    todo = [item for item in doc.items if item.id not in stored]
+    status = "replaced" if stored else "new"
+    return FileWork(doc.source, status, todo, stored - expected, restamp_ids=restamp, file_stat=file_stat)
+
+
+def decode_images(work: FileWork, max_pixels: int | None, skip: Skip) -> bool:
+    """Decode and validate ``work``'s image bytes in place; ``False`` (and ``skip`` called) if one is unusable."""
+    for item in work.items:
+        if item.modality == "image" and isinstance(item.content, (bytes, bytearray)):
+            try:
+                item.content = load_image(item.content, max_pixels=max_pixels, name=work.source)
+            except E5VImageError as exc:
+                work.failed = True
+                skip(work.source, exc.reason)
+                return False
+            except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
+                work.failed = True
+                skip(work.source, f"cannot decode image: {type(exc).__name__}: {exc}")
+                return False
+    return True
+
+
+def make_point(point_id: str, vector, payload: dict[str, Any], fingerprint_id: str | None = None):
+    """The Qdrant point of one embedding: ``vector`` under ``store.VECTOR_NAME``, the payload (with
+    ``model_fingerprint`` set when given)."""
+    from qdrant_client import models
+
+    if fingerprint_id is not None:
+        payload = {**payload, "model_fingerprint": fingerprint_id}
+    values = vector.tolist() if hasattr(vector, "tolist") else list(vector)
+    return models.PointStruct(id=point_id, vector={VECTOR_NAME: values}, payload=payload)
+
+
+def embed_points(
+    encoder, pending: list[tuple[FileWork, Item]], fingerprint_id: str, skip: Skip | None = None
+) -> list[Any]:
+    """Embed a batch (texts and images in one call each) into points.
+
+    With ``skip``, an item the encoder cannot embed (any exception) marks its file failed and reports it with the
+    exception type, and the rest of the batch is embedded one by one; without, the error propagates.
+    """
+    points = []
+    for modality in ("text", "image"):
+        group = [(w, it) for w, it in pending if it.modality == modality and not w.failed]
+        if not group:
+            continue
+        embed = encoder.embed_texts if modality == "text" else encoder.embed_images
+        try:
+            vectors = embed([it.content for _, it in group])
+        except Exception:
+            if skip is None:
+                raise
+            vectors = None
+        if vectors is None:  # find the culprit(s) one by one
+            vectors = []
+            for work, item in group:
+                try:
+                    vectors.append(embed([item.content])[0] if not work.failed else None)
+                except E5VInputError as exc:
+                    work.failed = True
+                    skip(work.source, f"cannot embed: {exc.reason}")
+                    vectors.append(None)
+                except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
+                    work.failed = True
+                    skip(work.source, f"cannot embed: {type(exc).__name__}: {exc}")
+                    vectors.append(None)
+        for (work, item), vector in zip(group, vectors, strict=True):
+            if vector is not None and not work.failed:
+                points.append(make_point(item.id, vector, item.payload, fingerprint_id))
+    return points
+
+
+def under(source: str, roots: Iterable[str]) -> bool:
+    """Whether ``source`` is one of ``roots`` or inside one of them (absolute paths)."""
+    return any(source == root or source.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def vanished_sources(stored: Iterable[str], paths: Iterable[str | os.PathLike], seen: set[str]) -> list[str]:
+    """Stored sources under ``paths`` that this run neither saw nor skipped and that no longer exist (``sync``)."""
+    roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    return sorted(s for s in stored if under(s, roots) and s not in seen and not os.path.exists(s))

@@ -1,0 +1,92 @@
+"""``EncoderBacked``: what the three E5-V Haystack embedders share — encoder options, lazy loading, serialisation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from haystack import Document
+
+from e5v_qdrant.config import DEFAULT_MODEL, EncoderConfig
+from e5v_qdrant.encoder import E5VEncoder
+from e5v_qdrant.errors import E5VInputError
+from e5v_qdrant.sharing import encoder_config, encoder_lock, shared_encoder
+
+__all__ = ["EncoderBacked"]
+
+# Init parameters that are EncoderConfig options of the same name (``encoder_kwargs`` carries any other option).
+_OPTIONS = ("revision", "adapter", "image_layout", "device", "dtype", "batch_size")
+
+
+class EncoderBacked:
+    """Base of the E5-V embedders: holds the ``E5VEncoder`` options and loads the encoder in ``warm_up()``.
+
+    Components with equal options share one loaded encoder (``e5v_qdrant.sharing.shared_encoder``), so a pipeline's
+    query and document embedders hold the model once. ``None`` leaves an option at ``EncoderConfig``'s default.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        adapter: str | None = None,
+        image_layout: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
+    ):
+        self.model = str(model)
+        self.revision = revision
+        self.adapter = adapter
+        self.image_layout = image_layout
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.encoder_kwargs = dict(encoder_kwargs or {})
+        self.encoder_config()  # validate now; the model itself loads in warm_up()
+        self._encoder: E5VEncoder | None = None
+
+    def encoder_config(self) -> EncoderConfig:
+        """The validated ``EncoderConfig`` of these options.
+
+        Raises:
+            E5VConfigError: an invalid option, or one this e5v-qdrant's ``EncoderConfig`` does not have.
+        """
+        return encoder_config(self.model, {name: getattr(self, name) for name in _OPTIONS}, self.encoder_kwargs)
+
+    def warm_up(self) -> None:
+        """Load the encoder (or find it already loaded by a component with equal options). Idempotent."""
+        if self._encoder is None:
+            self._encoder = shared_encoder(self.encoder_config())
+
+    async def warm_up_async(self) -> None:
+        """``warm_up`` in a worker thread."""
+        await asyncio.to_thread(self.warm_up)
+
+    @property
+    def encoder(self) -> E5VEncoder:
+        """The loaded ``E5VEncoder`` (warms up on first access)."""
+        self.warm_up()
+        return self._encoder
+
+    def _embed(self, method: str, *args: Any, **kwargs: Any) -> list[list[float]]:
+        encoder = self.encoder
+        with encoder_lock(encoder):
+            return getattr(encoder, method)(*args, **kwargs).tolist()
+
+    def _check_documents(self, documents: Any) -> None:
+        if not isinstance(documents, list) or not all(isinstance(doc, Document) for doc in documents):
+            raise E5VInputError(
+                f"{type(self).__name__} input ({type(documents).__name__})",
+                "expects a list of Documents; embed a query string with E5VTextEmbedder",
+            )
+
+    def _encoder_parameters(self) -> dict[str, Any]:
+        """The init parameters of the options, for ``to_dict``."""
+        return {
+            "model": self.model,
+            **{name: getattr(self, name) for name in _OPTIONS},
+            "encoder_kwargs": self.encoder_kwargs,
+        }

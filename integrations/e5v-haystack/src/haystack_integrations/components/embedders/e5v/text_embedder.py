@@ -1,0 +1,86 @@
+"""``E5VTextEmbedder``: a query string -> its E5-V embedding (for retrievers)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from haystack import component, default_from_dict, default_to_dict
+
+from e5v_qdrant.config import DEFAULT_MODEL
+from e5v_qdrant.errors import E5VInputError
+
+from .encoder_backed import EncoderBacked
+
+__all__ = ["E5VTextEmbedder"]
+
+
+@component
+class E5VTextEmbedder(EncoderBacked):
+    """Embed a query text with E5-V, e.g. before an embedding retriever.
+
+    The vector lives in the space of ``E5VDocumentEmbedder`` (texts) and ``E5VDocumentImageEmbedder`` (images and PDF
+    pages): one text query finds both. Queries use E5-V's text prompt unless ``encoder_kwargs={"query_prompt": ...}``.
+
+    Args:
+        model: hub id or local folder of an E5-V checkpoint.
+        revision, adapter, image_layout, device, dtype, batch_size: ``E5VEncoder`` options (``None``: its default).
+        encoder_kwargs: any other ``EncoderConfig`` option (``query_prompt``, ``prompts``, ``max_text_tokens``…).
+
+    Example:
+        >>> embedder = E5VTextEmbedder(model="royokong/e5-v", dtype="bfloat16")   # doctest: +SKIP
+        >>> embedder.run("a dog on a beach")["embedding"][:3]                      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        adapter: str | None = None,
+        image_layout: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
+    ):
+        # explicit base call: @component rebuilds the class, which breaks zero-argument super() in __init__
+        EncoderBacked.__init__(
+            self,
+            model,
+            revision=revision,
+            adapter=adapter,
+            image_layout=image_layout,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            encoder_kwargs=encoder_kwargs,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise the component (its options; never the model)."""
+        return default_to_dict(self, **self._encoder_parameters())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> E5VTextEmbedder:
+        """Build the component from ``to_dict()`` output."""
+        return default_from_dict(cls, data)
+
+    @component.output_types(embedding=list[float])
+    def run(self, text: str) -> dict[str, Any]:
+        """Embed ``text`` as a query.
+
+        Raises:
+            E5VInputError: ``text`` is not a string (embed Documents with ``E5VDocumentEmbedder``).
+        """
+        if not isinstance(text, str):
+            raise E5VInputError(
+                f"E5VTextEmbedder input ({type(text).__name__})",
+                "expects one string; embed a list of Documents with E5VDocumentEmbedder",
+            )
+        return {"embedding": self._embed("embed_queries", [text])[0]}
+
+    @component.output_types(embedding=list[float])
+    async def run_async(self, text: str) -> dict[str, Any]:
+        """``run`` in a worker thread."""
+        return await asyncio.to_thread(self.run, text)
