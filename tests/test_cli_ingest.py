@@ -239,7 +239,7 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path, replica_path):
         np.testing.assert_allclose(resumed[pid][1], vector, atol=1e-5)
 
 
-@pytest.mark.local_mode_only  # Edge folders: QdrantEdgeVectorStore (tests/test_llamaindex_edge.py)
+@pytest.mark.local_mode_only  # Edge folders: QdrantEdgeVectorStore (integrations/llama-index-vector-stores-qdrant-edge)
 def test_cli_collection_is_readable_by_stock_llamaindex_qdrant_vector_store(tmp_path, replica_path):
     from llama_index.core import VectorStoreIndex
     from llama_index.core.schema import ImageNode, TextNode
