@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from e5v_qdrant.config import StoreConfig
+from e5v_qdrant.config import EncoderConfig, StoreConfig
 from e5v_qdrant.edge import MANIFEST, EdgeClient, detect_engine
 from e5v_qdrant.errors import E5VConfigError
 from e5v_qdrant.store import QdrantStore, StoreError, bulk_load
@@ -22,10 +22,7 @@ DIM = 16
 
 
 def _encoder(fid):
-    config = types.SimpleNamespace(
-        model="m", revision=None, adapter=None, prompts="default", query_prompt=None, max_text_tokens=None
-    )
-    return types.SimpleNamespace(dim=DIM, fingerprint={"id": fid, "model": "m"}, config=config)
+    return types.SimpleNamespace(dim=DIM, fingerprint={"id": fid, "model": "m"}, config=EncoderConfig(model="m"))
 
 
 def _points(n, seed=0):
@@ -38,7 +35,7 @@ def _points(n, seed=0):
 
 _SWITCH = """
 import os, sys
-from e5v_qdrant.config import StoreConfig
+from e5v_qdrant.config import EncoderConfig, StoreConfig
 from e5v_qdrant.store import QdrantStore
 crash_at = int(sys.argv[2])
 calls = {"n": 0}

@@ -12,7 +12,7 @@ import pytest
 from qdrant_client import models
 
 from e5v_qdrant.cli import main
-from e5v_qdrant.config import StoreConfig
+from e5v_qdrant.config import EncoderConfig, StoreConfig
 from e5v_qdrant.migrate import migrate, plan_migration
 from e5v_qdrant.store import CollectionMismatchError, QdrantStore, point_id
 
@@ -20,10 +20,7 @@ DIM = 24
 
 
 def _encoder(fid):
-    config = types.SimpleNamespace(
-        model="m", revision=None, adapter=None, prompts="default", query_prompt=None, max_text_tokens=None
-    )
-    return types.SimpleNamespace(dim=DIM, fingerprint={"id": fid, "model": "m"}, config=config)
+    return types.SimpleNamespace(dim=DIM, fingerprint={"id": fid, "model": "m"}, config=EncoderConfig(model="m"))
 
 
 def _unit(v):
