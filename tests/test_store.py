@@ -33,8 +33,9 @@ class FakeEncoder:
         self.dim = dim
         self.fingerprint = {"model": model, "revision": None, "adapter": None, "prompts": "p", "dim": dim, "id": fid}
         self.config = types.SimpleNamespace(
-            model=model, revision=None, adapter=None, prompts="e5v", query_prompt=None, max_text_tokens=None
-        )
+            model=model, revision=None, adapter=None, prompts="e5v", query_prompt=None, max_text_tokens=None,
+            image_layout="paper",
+        )  # fmt: skip
 
 
 def _store(client=None, **options) -> QdrantStore:
