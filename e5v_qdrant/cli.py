@@ -522,6 +522,54 @@ def _run_serve(args) -> int:
 
 
 # ---------------------------------------------------------------- wiring
+def _add_migrate(sub) -> Callable:
+    from .config import StoreConfig
+
+    p = sub.add_parser(
+        "migrate",
+        help="copy a collection to a server or another embedded store (resumable, alias pointed last)",
+        description="Copy a collection (ids, vectors, payloads, model stamp) from the store given by --qdrant-path / "
+        "--qdrant-url to a server (--to-url) or another embedded folder (--to-path, engine --to-embedded). The "
+        "physical collection is created with the storage options given here (--quantization, --on-disk-vectors, ...), "
+        "the alias is pointed at it last; a killed run resumes where it stopped, a repeated run copies nothing; a "
+        "target collection of another model is refused. Example: e5v-qdrant migrate --collection docs "
+        "--qdrant-path ./qdrant_data --to-url http://localhost:6333",
+    )
+    p.add_argument("--collection", required=True, help="collection (alias) to copy")
+    p.add_argument("--to-url", help="target Qdrant server URL (its API key: the variable named by --api-key-env)")
+    p.add_argument("--to-path", help="target embedded store folder")
+    p.add_argument("--to-embedded", choices=("edge", "local"), help="engine of a new --to-path folder (default edge)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_arguments(p, StoreConfig, group="source store and target collection options")
+    return _run_migrate
+
+
+def _run_migrate(args) -> int:
+    import dataclasses
+
+    from .config import StoreConfig
+    from .migrate import migrate
+    from .store import QdrantStore
+
+    if bool(args.to_url) == bool(args.to_path):
+        print("error: give exactly one of --to-url (server) or --to-path (embedded folder)", file=sys.stderr)
+        return EXIT_ERROR
+    source_config = from_namespace(StoreConfig, args)
+    target_config = dataclasses.replace(
+        source_config, qdrant_url=args.to_url, qdrant_path=args.to_path, embedded=args.to_embedded
+    )
+    with QdrantStore(source_config) as source, QdrantStore(target_config) as target:
+        report = migrate(args.collection, source, target, progress=sys.stderr.isatty())
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print(
+            f"{report.collection} -> {report.physical}: {report.source_points} points, {report.already_there} were "
+            f"already there, {report.copied} copied; alias {'pointed' if report.alias_pointed else 'unchanged'}"
+        )
+    return EXIT_OK
+
+
 _COMMANDS: list[Callable] = [
     _add_info,
     _add_ingest,
@@ -530,6 +578,7 @@ _COMMANDS: list[Callable] = [
     _add_eval,
     _add_finetune,
     _add_reingest,
+    _add_migrate,
     _add_serve,
 ]
 

@@ -164,6 +164,13 @@ class StoreConfig:
         help="folder of the embedded (local-mode) Qdrant store; default ./qdrant_data when no --qdrant-url is given",
     )
     qdrant_url: str | None = option(None, help="URL of a Qdrant server or cluster, e.g. http://localhost:6333")
+    embedded: str | None = option(
+        None,
+        help="engine of the embedded store folder: edge = Qdrant Edge (the Qdrant engine in-process: HNSW, "
+        "quantization, mmap; scales past 100k points) or local = qdrant-client local mode (pure Python, all in RAM); "
+        "default: the engine of an existing folder (never converted), edge for a new one",
+        choices=("edge", "local"),
+    )
     api_key_env: str = option(
         "QDRANT_API_KEY",
         help="name of the environment variable holding the server API key (keys are never taken from argv)",
@@ -176,17 +183,17 @@ class StoreConfig:
     )
     retry_wait: float = option(0.5, help="first back-off in seconds between retries; doubles each attempt (max 30 s)")
     on_disk_vectors: bool = option(
-        False, help="server only: keep vectors on disk (memmap) instead of RAM; ignored by the embedded store"
+        False, help="server and Edge: keep vectors on disk (memmap) instead of RAM; ignored by local mode"
     )
     vector_datatype: str = option(
         "float32",
-        help="server only: stored vector precision (float16 halves memory); ignored by the embedded store",
+        help="server and Edge: stored vector precision (float16 halves memory); ignored by local mode",
         choices=("float32", "float16"),
     )
     quantization: str = option(
         "none",
-        help="server only: int8 = scalar quantization (4x smaller), binary = 1 bit per dimension (32x smaller), "
-        "both kept in RAM and rescored with the original vectors at search time; ignored by the embedded store",
+        help="server and Edge: int8 = scalar quantization (4x smaller), binary = 1 bit per dimension (32x smaller), "
+        "both kept in RAM and rescored with the original vectors at search time; ignored by local mode",
         choices=("none", "int8", "binary"),
     )
     shard_number: int | None = option(None, help="server/cluster only: shards of a new collection (default: server's)")
@@ -211,6 +218,8 @@ class StoreConfig:
     def __post_init__(self):
         if self.qdrant_path and self.qdrant_url:
             raise E5VConfigError("give either --qdrant-path (embedded store) or --qdrant-url (server), not both")
+        if self.embedded not in (None, "edge", "local"):
+            raise E5VConfigError(f"embedded must be edge or local, got {self.embedded!r}")
         if self.timeout <= 0:
             raise E5VConfigError(f"timeout must be > 0, got {self.timeout}")
         if self.write_batch_size < 1:
@@ -321,7 +330,7 @@ class IngestConfig:
     )
     bulk_load: bool = option(
         False,
-        help="server only: defer HNSW index building during the run (hnsw m=0), restore the collection's settings after, even on failure",
+        help="server and Edge: defer HNSW index building during the run (hnsw m=0) and build it once at the end, even on failure",
     )
     hybrid: bool = option(
         False,

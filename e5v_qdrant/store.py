@@ -17,6 +17,7 @@ is its default, so ``QdrantVectorStore(client=..., collection_name=NAME)`` works
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,6 +43,8 @@ __all__ = [
     "StoreError",
     "QdrantStore",
     "open_client",
+    "embedded_engine",
+    "NEW_FOLDER_ENGINE_ENV",
     "is_transient",
     "collection_create_kwargs",
     "search_params",
@@ -150,15 +153,51 @@ def _retrying(config: StoreConfig, what: str) -> Retrying:
     )
 
 
-def open_client(config: StoreConfig):
-    """Open a ``QdrantClient``: embedded store in ``config.resolved_path`` or a server at ``config.qdrant_url``.
+#: Environment variable naming the engine of NEW embedded store folders when ``StoreConfig.embedded`` is unset.
+NEW_FOLDER_ENGINE_ENV = "E5V_QDRANT_EMBEDDED"
 
-    The API key is read from the environment variable ``config.api_key_env``; it is never logged.
+
+def embedded_engine(config: StoreConfig) -> str | None:
+    """The engine of ``config``'s embedded store: ``"edge"`` or ``"local"`` (``None`` for a server).
+
+    An existing folder keeps its engine (it is never converted); a new folder gets ``config.embedded``, else
+    ``$E5V_QDRANT_EMBEDDED``, else ``"edge"``.
+
+    Raises:
+        E5VConfigError: ``config.embedded`` contradicts the engine of the existing folder.
+    """
+    from .edge import detect_engine
+
+    if config.qdrant_url:
+        return None
+    found = detect_engine(config.resolved_path)
+    if found is None:
+        engine = config.embedded or os.environ.get(NEW_FOLDER_ENGINE_ENV) or "edge"
+        if engine not in ("edge", "local"):
+            raise E5VConfigError(f"${NEW_FOLDER_ENGINE_ENV} must be edge or local, got {engine!r}")
+        return engine
+    if config.embedded and config.embedded != found:
+        raise E5VConfigError(
+            f"{config.resolved_path!r} holds an embedded {found!r} store but --embedded {config.embedded} was asked "
+            f"for; stores are never converted in place: drop --embedded, or copy it with `e5v-qdrant migrate "
+            f"--embedded {found} --to-path NEW_FOLDER --to-embedded {config.embedded}`"
+        )
+    return found
+
+
+def open_client(config: StoreConfig):
+    """Open a client: embedded store in ``config.resolved_path`` (Qdrant Edge or local mode) or a server by URL.
+
+    The API key is read from the environment variable ``config.api_key_env``; it is never logged. An Edge folder is
+    opened through ``edge.EdgeClient``, which answers the same ``QdrantClient`` methods this package calls.
 
     Raises:
         StoreError: the store cannot be opened (folder locked by another process after retries, bad URL…).
+        E5VConfigError: ``config.embedded`` contradicts the existing folder's engine.
     """
     from qdrant_client import QdrantClient
+
+    engine = embedded_engine(config)
 
     def connect():
         if config.qdrant_url:
@@ -168,9 +207,13 @@ def open_client(config: StoreConfig):
                 prefer_grpc=config.prefer_grpc,
                 timeout=int(config.timeout),
             )
+        if engine == "edge":
+            from .edge import EdgeClient
+
+            return EdgeClient(config.resolved_path)
         return QdrantClient(path=config.resolved_path)
 
-    where = config.qdrant_url or f"embedded store {config.resolved_path!r}"
+    where = config.qdrant_url or f"embedded {engine} store {config.resolved_path!r}"
     try:
         return _retrying(config, f"opening {where}")(connect)
     except Exception as exc:
@@ -183,10 +226,12 @@ def open_client(config: StoreConfig):
 
 
 def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool, sparse: bool = False) -> dict[str, Any]:
-    """``create_collection`` arguments for a new physical collection (server-only options only for servers).
+    """``create_collection`` arguments for a new physical collection.
 
-    With ``sparse``, the collection also gets the sparse vector ``text-sparse-new`` with Qdrant's IDF modifier (hybrid
-    search; ``sparse.py`` computes the term-frequency part, the engine the IDF).
+    Args:
+        server: the engine honours storage options (a server, or Qdrant Edge; local mode ignores them).
+        sparse: the collection also gets the sparse vector ``text-sparse-new`` with Qdrant's IDF modifier (hybrid
+            search; ``sparse.py`` computes the term-frequency part, the engine the IDF).
     """
     from qdrant_client import models
 
@@ -287,6 +332,18 @@ class QdrantStore:
     def is_server(self) -> bool:
         return bool(self.config.qdrant_url)
 
+    @property
+    def engine(self) -> str:
+        """``"server"``, ``"edge"`` (Qdrant Edge folder) or ``"local"`` (qdrant-client local mode, or ``:memory:``)."""
+        if self.is_server:
+            return "server"
+        return "edge" if getattr(self.client, "e5v_engine", None) == "edge" else "local"
+
+    @property
+    def honours_options(self) -> bool:
+        """Storage options (on-disk, float16, quantization, HNSW, payload indexes) take effect (not local mode)."""
+        return self.engine != "local"
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
@@ -378,7 +435,9 @@ class QdrantStore:
         stamp = CollectionStamp(
             fingerprint=encoder.fingerprint, encoder=encoder_record(encoder), alias=alias, sparse=sparse
         )
-        kwargs = collection_create_kwargs(self.config, encoder.dim, server=self.is_server, sparse=sparse is not None)
+        kwargs = collection_create_kwargs(
+            self.config, encoder.dim, server=self.honours_options, sparse=sparse is not None
+        )
         self.call(
             f"creating collection {physical!r}",
             self.client.create_collection,
@@ -386,7 +445,7 @@ class QdrantStore:
             metadata=stamp.to_metadata(),
             **kwargs,
         )
-        if self.is_server:  # indexes for the search filters and per-source lookups (local mode has none)
+        if self.honours_options:  # indexes for the search filters and per-source lookups (local mode has none)
             from qdrant_client import models
 
             from .filters import INDEXED_FIELDS
@@ -581,7 +640,7 @@ class QdrantStore:
             raise E5VConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         query_filter = combine(query_filter, build_filter(modality=modality))
         dense = [float(x) for x in vector]
-        params = search_params(self.config) if self.is_server else None
+        params = search_params(self.config) if self.honours_options else None
         kwargs: dict[str, Any] = {
             "query": dense,
             "using": VECTOR_NAME,
@@ -662,14 +721,15 @@ def bulk_load(store: QdrantStore, collection: str, *, enabled: bool = True) -> I
 
     Sets ``hnsw_config.m = 0`` (Qdrant then keeps incoming segments unindexed) and, on exit, sets ``m`` and
     ``payload_m`` back to the values read before, which makes the server build the index once over all the points.
-    A no-op for the embedded store (it has no HNSW index) or when ``enabled`` is false. If the restore itself fails
+    On Qdrant Edge, ``m = 0`` defers the optimizer and restoring ``m`` builds the index once, in the process.
+    A no-op for local mode (it has no HNSW index) or when ``enabled`` is false. If the restore itself fails
     the error is raised (after the block's own error, if any, is logged) with the exact setting to re-apply.
 
     Example:
         >>> with bulk_load(store, "docs"):                      # doctest: +SKIP
         ...     ingest(config, encoder, store)
     """
-    if not enabled or not store.is_server:
+    if not enabled or not store.honours_options:
         yield
         return
     from qdrant_client import models

@@ -48,20 +48,17 @@ def main() -> None:
     cli(["search", "make it blue", "--image", image, "--collection", "docs", "--top-k", "3", *store])
     cli(["collections", *store])
 
-    print("== the same collection through stock LlamaIndex")
+    print("== the same collection through LlamaIndex (QdrantEdgeVectorStore)")
     from llama_index.core import VectorStoreIndex
-    from llama_index.vector_stores.qdrant import QdrantVectorStore
-    from qdrant_client import QdrantClient
 
     from e5v_qdrant.llamaindex import E5VEmbedding
+    from e5v_qdrant.llamaindex_edge import QdrantEdgeVectorStore  # the CLI made an Edge folder (the default)
 
-    client = QdrantClient(path=str(work / "qdrant_data"))
-    index = VectorStoreIndex.from_vector_store(
-        QdrantVectorStore(client=client, collection_name="docs"), embed_model=E5VEmbedding(model_name=model)
-    )
+    vector_store = QdrantEdgeVectorStore(path=str(work / "qdrant_data"), collection_name="docs")
+    index = VectorStoreIndex.from_vector_store(vector_store, embed_model=E5VEmbedding(model_name=model))
     for hit in index.as_retriever(similarity_top_k=2).retrieve("double charge on an invoice"):
         print(f"{hit.score:.3f}  {type(hit.node).__name__}  {hit.node.metadata['source']}")
-    client.close()
+    vector_store.close()
 
 
 if __name__ == "__main__":

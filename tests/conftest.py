@@ -24,3 +24,90 @@ def encoder(replica_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return E5VEncoder(replica_path, device="cpu", dtype="float32", batch_size=4)
+
+
+# ---------------------------------------------------------------- embedded engines (issue 14)
+#: Test modules whose every test runs once per embedded engine: Qdrant Edge (the default) and qdrant-client local mode.
+ENGINE_MODULES = {"test_ingest", "test_cli_ingest", "test_reingest", "test_store"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "local_mode_only: reads a store with a tool that only knows local mode")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in ENGINE_MODULES and "embedded_engine" in metafunc.fixturenames:
+        engines = ["local"] if metafunc.definition.get_closest_marker("local_mode_only") else ["edge", "local"]
+        metafunc.parametrize("embedded_engine", engines, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def embedded_engine(request, monkeypatch, tmp_path_factory):
+    """The engine of new embedded stores for this test (``None`` outside ``ENGINE_MODULES``).
+
+    For "edge" it sets ``$E5V_QDRANT_EMBEDDED`` (reaching CLI child processes too) and, in the test module, swaps
+    ``QdrantClient(":memory:")`` for an Edge store in a fresh folder and ``QdrantClient(path=...)`` for the engine
+    that folder holds, and makes the kill -9 tests' "points stored so far" probes read Edge folders.
+    """
+    engine = getattr(request, "param", None)
+    if engine is None:
+        return None
+    from qdrant_client import QdrantClient
+
+    from e5v_qdrant.config import StoreConfig
+    from e5v_qdrant.edge import EdgeClient
+    from e5v_qdrant.store import NEW_FOLDER_ENGINE_ENV, open_client
+
+    monkeypatch.setenv(NEW_FOLDER_ENGINE_ENV, engine)
+    if engine == "local":
+        return engine
+
+    def client(location=None, *, path=None, **kwargs):
+        if location == ":memory:":
+            return EdgeClient(str(tmp_path_factory.mktemp("edge")))
+        if path is not None and not kwargs:
+            return open_client(StoreConfig(qdrant_path=str(path), retries=1))
+        return QdrantClient(location, path=path, **kwargs)
+
+    import sys
+
+    module = request.module
+    for other in list(sys.modules.values()):  # helpers imported from another engine module (points_of …)
+        if getattr(other, "__name__", "").rsplit(".", 1)[-1] in ENGINE_MODULES and hasattr(other, "QdrantClient"):
+            monkeypatch.setattr(other, "QdrantClient", client)
+    if hasattr(module, "_stored_count"):  # test_cli_ingest: points in the "docs" collection of a live store
+        monkeypatch.setattr(module, "_stored_count", lambda qd: edge_points_now(qd, "docs"))
+    if hasattr(module, "_target_count"):  # test_reingest: points in the new physical collection of a live store
+        monkeypatch.setattr(
+            module, "_target_count", lambda folder, fid: edge_points_now(folder.parent, f"docs-e5v-{fid}")
+        )
+    return engine
+
+
+def edge_points_now(store_dir, name: str) -> int:
+    """Points of collection ``name`` in an Edge store another process may be writing: counted in a copy of the folder
+    (what a crash at this instant would leave), 0 if there is none yet."""
+    import shutil
+    import tempfile
+
+    from e5v_qdrant.edge import EdgeClient, read_manifest
+
+    if not (store_dir / "e5v_edge.json").exists():
+        return 0
+    manifest = read_manifest(str(store_dir))
+    if name not in manifest["collections"] and name not in manifest["aliases"]:
+        return 0  # not created yet: no need to copy
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = f"{tmp}/store"
+        try:
+            shutil.copytree(store_dir, copy)
+            client = EdgeClient(copy)
+        except Exception as exc:  # a file replaced while copying: try again at the next poll
+            print(f"edge_points_now({store_dir}): {exc!r}")
+            return 0
+        try:
+            return client.count(name).count
+        except ValueError:  # not created yet
+            return 0
+        finally:
+            client.close()

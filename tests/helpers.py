@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from qdrant_client import QdrantClient
 
 from e5v_qdrant.cli import main
-from e5v_qdrant.store import VECTOR_NAME
+from e5v_qdrant.config import StoreConfig
+from e5v_qdrant.store import VECTOR_NAME, open_client
 from e5v_qdrant.testing import draw_image
 
 TEXTS = {
@@ -89,7 +89,7 @@ def run_ingest(paths, qd, model, *extra):
 
 def points_of(qd, name="docs", vectors=False) -> dict:
     """Point id → payload (or (payload, float64 vector) with ``vectors``) of collection ``name`` in the store ``qd``."""
-    client = QdrantClient(path=str(qd))
+    client = open_client(StoreConfig(qdrant_path=str(qd), retries=1))  # whichever engine the folder holds
     try:
         out, offset = {}, None
         while True:

@@ -28,7 +28,7 @@ from e5v_qdrant.ray_engine import (  # noqa: E402
     ingest_ray,
 )
 from e5v_qdrant.sources import Chunker, SourceFile, read_source  # noqa: E402
-from e5v_qdrant.store import VECTOR_NAME, QdrantStore, StoreError  # noqa: E402
+from e5v_qdrant.store import VECTOR_NAME, QdrantStore, StoreError, open_client  # noqa: E402
 from e5v_qdrant.testing import draw_image  # noqa: E402
 
 CHUNK = {"chunk_size": 32, "chunk_overlap": 4}
@@ -378,7 +378,7 @@ def test_killed_actor_and_killed_job_then_rerun_give_the_clean_point_set(
     monkeypatch.setattr(CrashOnceActor, "marker", str(marker))
     store_path = tmp_path / "store"
     config = StoreConfig(qdrant_path=str(store_path), write_batch_size=2, retry_wait=0.001)
-    real = QdrantClient(path=str(store_path))
+    real = open_client(config)
     with pytest.raises(StoreError, match="killed here"):
         _ray_ingest(
             corpus,

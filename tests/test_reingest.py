@@ -188,7 +188,7 @@ def test_cli_reingest_killed_and_rerun_matches_an_uninterrupted_run(tmp_path, re
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target_glob = crash_qd / "collection"
     try:
-        deadline = time.monotonic() + 300  # generous: a loaded machine loads the model slowly
+        deadline = time.monotonic() + 300  # the child loads torch and the model first: slow on a busy machine
         while (
             time.monotonic() < deadline
             and proc.poll() is None

@@ -68,6 +68,8 @@ def qdrant_ranks(
             if server:
                 searched = search_params(config)  # what `e5v-qdrant search` sends (rescore, oversampling)
                 params = models.SearchParams(exact=True, quantization=searched.quantization if searched else None)
+            elif qs.engine == "edge":  # the temporary Edge folder: exact too (no HNSW approximation)
+                params = models.SearchParams(exact=True)
             create = collection_create_kwargs(config, candidates.shape[1], server=qs.is_server)
             qs.call(f"creating collection {name!r}", qs.client.create_collection, collection_name=name, **create)
             try:
@@ -97,7 +99,7 @@ def qdrant_ranks(
             finally:
                 qs.call(f"deleting collection {name!r}", qs.client.delete_collection, collection_name=name)
             facts = {
-                "location": config.qdrant_url or "local mode (temporary folder)",
+                "location": config.qdrant_url or f"embedded {qs.engine} (temporary folder)",
                 "distance": "cosine",
                 "exact": True,
                 "limit": limit,

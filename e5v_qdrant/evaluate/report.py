@@ -333,8 +333,10 @@ def qdrant_section(metrics, qdrant_metrics, facts, warnings) -> dict[str, Any]:
             "recall through Qdrant differs from in-memory recall (storage-side loss: quantization, "
             "datatype, or approximate search); see qdrant.delta"
         )
-    if facts.get("location", "").startswith("local mode"):
-        facts["caveat"] = "local mode ignores quantization and HNSW; use --qdrant-url to test a server's storage"
+    if facts.get("location", "").startswith("embedded"):
+        facts["caveat"] = (
+            "the temporary embedded store is float32 exact search; use --qdrant-url to test a server's storage"
+        )
     return {"metrics": qdrant_metrics, "delta": delta, "collection": facts}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import inspect
 import io
 import logging
 import os
@@ -25,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..anyres import image_token_count
 from ..config import ServeConfig
 from ..errors import E5VConfigError, E5VError, E5VInputError
+from ..filters import parse_where
 from ..media import IMAGE_SUFFIXES, load_image
 from ..search import search as search_collection
 from ..store import CollectionMismatchError
@@ -37,7 +37,6 @@ __all__ = ["create_app", "APIError"]
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 256
-_SEARCH_PARAMETERS = frozenset(inspect.signature(search_collection).parameters)
 
 
 class APIError(Exception):
@@ -316,13 +315,11 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
 
 # ---------------------------------------------------------------------- helpers
 def _search_filters(body: SearchRequest) -> dict[str, Any]:
-    """The one place filter fields reach ``search.search``: given ones it accepts are forwarded, others refused."""
+    """The one place filter fields reach ``search.search``: ``where`` items (``KEY=VALUE``) become the mapping it
+    takes (a malformed item is an ``E5VConfigError``: 400), the others pass as given."""
     given = {name: getattr(body, name) for name in SEARCH_FILTERS if getattr(body, name) is not None}
-    unsupported = sorted(name for name in given if name not in _SEARCH_PARAMETERS)
-    if unsupported:
-        raise APIError(
-            400, f"search filter(s) {', '.join(unsupported)} are not supported by this version yet; drop them"
-        )
+    if "where" in given:
+        given["where"] = parse_where(given["where"])
     return given
 
 

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 #: Search request fields that narrow the results; ``app`` forwards the ones ``search.search`` accepts.
-SEARCH_FILTERS = ("under", "where", "score_threshold")
+SEARCH_FILTERS = ("under", "where", "score_threshold", "hybrid", "fusion")
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)", re.S)
 
@@ -99,6 +99,8 @@ class SearchRequest(BaseModel):
     under: str | None = Field(None, description="only hits whose source starts with this path prefix")
     where: list[str] | None = Field(None, description="payload filters KEY=VALUE, all must match")
     score_threshold: float | None = Field(None, description="only hits scoring at least this")
+    hybrid: bool = Field(False, description="fuse dense and BM25 keyword results (a collection ingested with --hybrid)")
+    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid results are fused")
 
 
 @dataclass

@@ -1,0 +1,146 @@
+"""Qdrant Edge engine specifics: atomic alias switch under crashes, one process per folder, engine detection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from e5v_qdrant.config import EncoderConfig, StoreConfig
+from e5v_qdrant.edge import MANIFEST, EdgeClient, detect_engine
+from e5v_qdrant.errors import E5VConfigError
+from e5v_qdrant.store import QdrantStore, StoreError, bulk_load
+
+DIM = 16
+
+
+def _encoder(fid):
+    return types.SimpleNamespace(dim=DIM, fingerprint={"id": fid, "model": "m"}, config=EncoderConfig(model="m"))
+
+
+def _points(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        models.PointStruct(id=i, vector={"text-dense": rng.normal(size=DIM).tolist()}, payload={"source": f"s{i}"})
+        for i in range(n)
+    ]
+
+
+_SWITCH = """
+import os, sys
+from e5v_qdrant.config import EncoderConfig, StoreConfig
+from e5v_qdrant.store import QdrantStore
+crash_at = int(sys.argv[2])
+calls = {"n": 0}
+def step(real):
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            os._exit(9)  # a crash: no cleanup, no flush
+        return real(*args, **kwargs)
+    return wrapped
+with QdrantStore(StoreConfig(qdrant_path=sys.argv[1])) as store:
+    os.fsync, os.replace = step(os.fsync), step(os.replace)  # the steps of one manifest write
+    store.point_alias("docs", "docs-e5v-new")
+print("done")
+"""
+
+
+def test_alias_switch_is_atomic_under_a_crash_between_every_step(tmp_path):
+    store_dir = str(tmp_path / "qd")
+    with QdrantStore(StoreConfig(qdrant_path=store_dir)) as store:
+        store.ensure_collection("docs", _encoder("old"))  # creates docs-e5v-old and points "docs" at it
+        store.create_physical("docs-e5v-new", _encoder("new"), alias="docs")  # what reingest builds
+        for physical in ("docs-e5v-old", "docs-e5v-new"):
+            store.upsert(physical, _points(5))
+    # steps of a manifest write: fsync(temp file), replace, fsync(folder); crash before each, and after the last
+    outcomes = []
+    for crash_at in (1, 2, 3, 4):
+        code = subprocess.run(
+            [sys.executable, "-c", _SWITCH, store_dir, str(crash_at)], capture_output=True, text=True, timeout=120
+        )
+        with QdrantStore(StoreConfig(qdrant_path=store_dir)) as store:
+            target = store.aliases()["docs"]
+            assert target in ("docs-e5v-old", "docs-e5v-new")
+            assert store.count("docs") == 5 and store.stamp(target).fingerprint["id"] == target.rsplit("-", 1)[1]
+            outcomes.append((crash_at, code.returncode, target))
+            store.point_alias("docs", "docs-e5v-old")  # reset for the next crash point
+    assert [o[2] for o in outcomes] == ["docs-e5v-old", "docs-e5v-old", "docs-e5v-new", "docs-e5v-new"], outcomes
+    assert [o[1] for o in outcomes[:3]] == [9, 9, 9] and outcomes[3][1] in (0, 9), code.stderr[-2000:]
+    manifest = json.loads(open(os.path.join(store_dir, MANIFEST)).read())
+    assert set(manifest["collections"]) == {"docs-e5v-old", "docs-e5v-new"}
+
+
+def test_a_second_process_is_refused_with_the_holders_pid(tmp_path):
+    store_dir = str(tmp_path / "qd")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from e5v_qdrant.edge import EdgeClient
+            c = EdgeClient({store_dir!r}); print("ready", flush=True); time.sleep(120)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match=rf"already accessed .*\(pid {holder.pid}\).*Another process holds"):
+            QdrantStore(StoreConfig(qdrant_path=store_dir, retries=2, retry_wait=0.01))
+    finally:
+        holder.kill()
+        holder.wait(10)
+    QdrantStore(StoreConfig(qdrant_path=store_dir)).close()  # the kernel released the dead holder's lock
+
+
+def test_engine_is_detected_and_never_converted(tmp_path):
+    local_dir, edge_dir = str(tmp_path / "local"), str(tmp_path / "edge")
+    QdrantClient(path=local_dir).close()
+    assert detect_engine(local_dir) == "local" and detect_engine(edge_dir) is None
+    with QdrantStore(StoreConfig(qdrant_path=edge_dir)) as store:  # a new folder is Edge
+        assert store.engine == "edge"
+    with QdrantStore(StoreConfig(qdrant_path=local_dir)) as store:  # an existing local folder stays local
+        assert store.engine == "local"
+    with pytest.raises(E5VConfigError, match="never converted"):
+        QdrantStore(StoreConfig(qdrant_path=local_dir, embedded="edge"))
+    with pytest.raises(E5VConfigError, match="local-mode store"):
+        EdgeClient(local_dir)
+    assert detect_engine(local_dir) == "local" and detect_engine(edge_dir) == "edge"
+
+
+def test_edge_applies_storage_options_and_bulk_load_defers_then_builds(tmp_path):
+    config = StoreConfig(
+        qdrant_path=str(tmp_path / "qd"), vector_datatype="float16", on_disk_vectors=True, quantization="int8"
+    )
+    with QdrantStore(config) as store:
+        physical = store.ensure_collection("docs", _encoder("f"))
+        info = store.client.get_collection(physical)
+        vector = info.config.params.vectors["text-dense"]
+        assert (vector.datatype, vector.on_disk) == (models.Datatype.FLOAT16, True)
+        assert isinstance(info.config.quantization_config, models.ScalarQuantization)
+        assert set(info.payload_schema) == {"modality", "source"}
+        points = _points(50)
+        with bulk_load(store, "docs"):
+            assert store.client.get_collection(physical).config.hnsw_config.m == 0
+            store.upsert("docs", points)
+        assert store.client.get_collection(physical).config.hnsw_config.m == 16
+        # float16 + int8 with rescoring still ranks a stored vector first for itself
+        for p in points[:10]:
+            assert store.query("docs", p.vector["text-dense"], top_k=1)[0].id == p.id
+
+
+def test_orphan_shard_of_a_crash_between_create_and_record_is_removed(tmp_path):
+    client = EdgeClient(str(tmp_path / "qd"))
+    client.create_collection("a", {"text-dense": models.VectorParams(size=DIM, distance="Cosine")})
+    client.close()
+    orphan = tmp_path / "qd" / "collections" / "deadbeef"
+    orphan.mkdir()
+    (orphan / "x").write_text("left by a crash")
+    client = EdgeClient(str(tmp_path / "qd"))
+    assert not orphan.exists() and client.collection_exists("a")
+    client.close()
