@@ -161,7 +161,7 @@ class StoreConfig:
 
     qdrant_path: str | None = option(
         None,
-        help="folder of the embedded (local-mode) Qdrant store; default ./qdrant_data when no --qdrant-url is given",
+        help="folder of the embedded Qdrant store (see --embedded); default ./qdrant_data when no --qdrant-url is given",
     )
     qdrant_url: str | None = option(None, help="URL of a Qdrant server or cluster, e.g. http://localhost:6333")
     embedded: str | None = option(

@@ -71,6 +71,11 @@ class EdgeNotInstalledError(E5VConfigError):
     """``qdrant-edge-py`` is not installed but an Edge store was asked for."""
 
 
+#: Reciprocal rank fusion constant: score = sum of 1 / (k + rank); 2 is the Qdrant server's value, so Edge and a server
+#: fuse alike.
+RRF_K = 2
+
+
 def _qe():
     try:
         import qdrant_edge
@@ -176,6 +181,13 @@ def _vector_params(params: dict[str, Any]):
     return qe.EdgeVectorParams(**kwargs)
 
 
+def _sparse_params(params: dict[str, Any]):
+    """A sparse vector's Edge parameters; ``modifier: idf`` makes the engine weight query terms by their IDF."""
+    qe = _qe()
+    idf = _enum_name(params.get("modifier") or "none") == "idf"
+    return qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf if idf else None)
+
+
 def _distance(name: Any):
     qe = _qe()
     return {"cosine": qe.Distance.Cosine, "dot": qe.Distance.Dot, "euclid": qe.Distance.Euclid}[_enum_name(name)]
@@ -202,6 +214,7 @@ def _edge_config(spec: dict[str, Any]):
         hnsw["m"] = _DEFAULT_HNSW["m"]
     return qe.EdgeConfig(
         vectors={name: _vector_params(p) for name, p in spec["vectors"].items()},
+        sparse_vectors={name: _sparse_params(p) for name, p in (spec.get("sparse_vectors") or {}).items()} or None,
         hnsw_config=qe.HnswIndexConfig(
             m=int(hnsw["m"]),
             ef_construct=int(hnsw["ef_construct"]),
@@ -224,6 +237,10 @@ def _ids(values: Iterable[Any]) -> list[Any]:
 
 
 def _vector(value: Any) -> Any:
+    from qdrant_client import models
+
+    if isinstance(value, models.SparseVector):
+        return _qe().SparseVector(indices=list(value.indices), values=[float(v) for v in value.values])
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, dict):
@@ -330,11 +347,14 @@ def _search_params(params):
     return qe.SearchParams(hnsw_ef=params.hnsw_ef, exact=bool(params.exact), quantization=quantization)
 
 
-def _query_vector(query: Any) -> list[float]:
+def _query_vector(query: Any):
+    """A dense query vector as floats, or a sparse one as Edge's ``SparseVector``."""
     from qdrant_client import models
 
     if isinstance(query, models.NearestQuery):
         query = query.nearest
+    if isinstance(query, models.SparseVector):
+        return _vector(query)
     if hasattr(query, "tolist"):
         query = query.tolist()
     if not isinstance(query, list):
@@ -477,6 +497,7 @@ class EdgeClient:
         metadata: dict[str, Any] | None = None,
         hnsw_config=None,
         quantization_config=None,
+        sparse_vectors_config=None,
         **server_only: Any,
     ) -> bool:
         """Create a collection (one shard). Sharding/replication options are ignored (one embedded shard)."""
@@ -498,6 +519,9 @@ class EdgeClient:
             "quantization_config": quantization_config.model_dump(mode="json", exclude_none=True)
             if quantization_config
             else None,
+            "sparse_vectors": {
+                name: p.model_dump(mode="json", exclude_none=True) for name, p in (sparse_vectors_config or {}).items()
+            },
             "metadata": metadata or {},
             "payload_schema": {},
         }
@@ -734,6 +758,32 @@ class EdgeClient:
             with_vector=_with_vector(with_vector),
         )
 
+    def _fusion_request(self, query, prefetch, limit, offset, query_filter, with_payload, with_vector):
+        from qdrant_client import models
+
+        qe = _qe()
+        if not isinstance(query, models.FusionQuery):
+            raise E5VConfigError("the Edge engine fuses prefetches only with a FusionQuery (rrf or dbsf)")
+        fusion = qe.Fusion.Dbsf() if query.fusion == models.Fusion.DBSF else qe.Fusion.Rrf(k=RRF_K)
+        prefetches = [
+            qe.Prefetch(
+                limit=p.limit or 10,
+                query=qe.Query.Nearest(_query_vector(p.query), using=p.using or ""),
+                filter=_filter(p.filter),
+                params=_search_params(p.params),
+            )
+            for p in (prefetch if isinstance(prefetch, list) else [prefetch])
+        ]
+        return qe.QueryRequest(
+            limit=limit,
+            offset=offset,
+            query=fusion,
+            prefetches=prefetches,
+            filter=_filter(query_filter),
+            with_payload=_with_payload(with_payload),
+            with_vector=_with_vector(with_vector),
+        )
+
     def query_points(
         self,
         collection_name: str,
@@ -746,14 +796,19 @@ class EdgeClient:
         with_payload: Any = True,
         with_vectors: Any = False,
         score_threshold: float | None = None,
+        prefetch=None,
         **_: Any,
     ):
-        """Nearest points to a dense ``query`` vector (``prefetch``/fusion queries are not supported here)."""
+        """Nearest points to a dense or sparse ``query`` vector, or ``prefetch`` results fused by a ``FusionQuery``
+        (reciprocal rank fusion with Qdrant's k = 2, or distribution-based score fusion), as a server answers."""
         from qdrant_client.http import models as rest
 
-        request = self._request(
-            query, using, limit, offset, query_filter, search_params, score_threshold, with_payload, with_vectors
-        )
+        if prefetch is not None:
+            request = self._fusion_request(query, prefetch, limit, offset, query_filter, with_payload, with_vectors)
+        else:
+            request = self._request(
+                query, using, limit, offset, query_filter, search_params, score_threshold, with_payload, with_vectors
+            )
         return rest.QueryResponse(points=[_scored(p) for p in self._shard(collection_name).query(request)])
 
     def query_batch_points(self, collection_name: str, requests: Sequence[Any], **_: Any):

@@ -39,7 +39,10 @@ def cli(*argv) -> int:
     return main([str(a) for a in argv])
 
 
-def test_cli_hybrid_search_finds_the_rare_code_and_llamaindex_hybrid_too(tmp_path, replica_path, capsys):
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_cli_hybrid_search_finds_the_rare_code_and_llamaindex_hybrid_too(tmp_path, replica_path, capsys, engine):
+    """On both embedded engines through the CLI; then (local mode, which stock LlamaIndex reads) the stored sparse
+    vectors and LlamaIndex's own hybrid retrieval over the CLI-built collection."""
     from llama_index.core import VectorStoreIndex
     from llama_index.vector_stores.qdrant import QdrantVectorStore
 
@@ -48,10 +51,8 @@ def test_cli_hybrid_search_finds_the_rare_code_and_llamaindex_hybrid_too(tmp_pat
     notes = make_notes(tmp_path / "notes")
     draw_image(64, 48, seed=1).save(notes / "pic.png")
     qd = tmp_path / "qd"
-    assert (
-        cli("ingest", notes, "--collection", "docs", "--qdrant-path", qd, "--model", replica_path, *COMMON, "--hybrid")
-        == 0
-    )
+    ingest_args = ("ingest", notes, "--collection", "docs", "--qdrant-path", qd, "--model", replica_path, *COMMON)
+    assert cli(*ingest_args, "--hybrid", "--embedded", engine) == 0
     capsys.readouterr()
     for i, code in CODES.items():
         assert (
@@ -59,6 +60,8 @@ def test_cli_hybrid_search_finds_the_rare_code_and_llamaindex_hybrid_too(tmp_pat
         )
         hits = json.loads(capsys.readouterr().out)
         assert [h["source"] for h in hits] == [str(notes / f"note{i:02d}.txt")]
+    if engine != "local":
+        return
 
     client = QdrantClient(path=str(qd))
     try:
