@@ -97,3 +97,17 @@ def test_ingestion_arrows_point_down():
     assert "e5v_qdrant.ingest" not in graph["e5v_qdrant.ray_engine"]
     assert not graph["e5v_qdrant.pipeline"] & {"e5v_qdrant.ingest", "e5v_qdrant.ray_engine", "e5v_qdrant.reingest"}
     assert not graph["e5v_qdrant.sources"] & {"e5v_qdrant.pipeline", "e5v_qdrant.ingest"}
+
+
+def test_readme_layout_section_names_every_module_and_only_existing_ones():
+    """The README's "Layout" table is the map a newcomer reads: every module and sub-package is in it, and
+    everything it names exists."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+    named = set(re.findall(r"`([a-z_]+\.py|[a-z_]+/)`", table))
+    actual = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    actual |= {p.name + "/" for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert named == actual, {"missing from README": sorted(actual - named), "not in the tree": sorted(named - actual)}
