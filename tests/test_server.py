@@ -407,18 +407,17 @@ def test_thumbnails_only_for_image_points_of_the_collection(client, store, corpu
     assert client.get("/v1/thumbnails/docs/%2Fetc%2Fpasswd").status_code == 404
 
 
-def test_search_filters_not_in_this_search_are_refused_in_one_place(client):
-    response = client.post("/v1/search", json={"collection": "docs", "text": "a", "under": "/tmp", "where": ["k=v"]})
-    import inspect
-
-    from e5v_qdrant.search import search
-
-    missing = [n for n in ("under", "where") if n not in inspect.signature(search).parameters]
-    if missing:
-        assert response.status_code == 400
-        assert all(n in response.json()["error"]["message"] for n in missing)
-    else:
-        assert response.status_code == 200
+def test_search_filters_reach_search(client, corpus):
+    """under / where / score_threshold are forwarded to ``search.search`` and narrow the hits."""
+    text = TEXTS["recipe.txt"]
+    under = client.post("/v1/search", json={"collection": "docs", "text": text, "under": str(corpus / "red.png")})
+    assert [h["source"] for h in under.json()["data"]] == [str(corpus / "red.png")]
+    where = client.post("/v1/search", json={"collection": "docs", "text": text, "where": {"modality": "image"}})
+    assert {h["modality"] for h in where.json()["data"]} == {"image"} and len(where.json()["data"]) == len(COLOURS)
+    best = client.post("/v1/search", json={"collection": "docs", "text": text, "score_threshold": 0.999})
+    assert [h["source"] for h in best.json()["data"]] == [str(corpus / "recipe.txt")]
+    bad = client.post("/v1/search", json={"collection": "docs", "text": text, "where": ["modality=image"]})
+    assert bad.status_code == 400 and "where" in bad.json()["error"]["message"]
 
 
 # ---------------------------------------------------------------------- auth
