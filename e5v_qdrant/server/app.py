@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..anyres import image_token_count
 from ..config import ServeConfig
 from ..errors import E5VConfigError, E5VError, E5VInputError
-from ..filters import parse_where
 from ..media import IMAGE_SUFFIXES, load_image
 from ..search import search as search_collection
 from ..store import CollectionMismatchError
@@ -315,12 +314,8 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
 
 # ---------------------------------------------------------------------- helpers
 def _search_filters(body: SearchRequest) -> dict[str, Any]:
-    """The one place filter fields reach ``search.search``: ``where`` items (``KEY=VALUE``) become the mapping it
-    takes (a malformed item is an ``E5VConfigError``: 400), the others pass as given."""
-    given = {name: getattr(body, name) for name in SEARCH_FILTERS if getattr(body, name) is not None}
-    if "where" in given:
-        given["where"] = parse_where(given["where"])
-    return given
+    """The one place filter and hybrid fields reach ``search.search`` (``where`` is already a field → value mapping)."""
+    return {name: getattr(body, name) for name in SEARCH_FILTERS if getattr(body, name) is not None}
 
 
 def _hit_json(collection: str, hit) -> dict[str, Any]:

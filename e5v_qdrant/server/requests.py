@@ -97,7 +97,9 @@ class SearchRequest(BaseModel):
     top_k: int = Field(10, ge=1)
     modality: Literal["any", "text", "image"] = "any"
     under: str | None = Field(None, description="only hits whose source starts with this path prefix")
-    where: list[str] | None = Field(None, description="payload filters KEY=VALUE, all must match")
+    where: dict[str, Any] | None = Field(
+        None, description="payload field -> value, all must match (a list matches any of its values)"
+    )
     score_threshold: float | None = Field(None, description="only hits scoring at least this")
     hybrid: bool = Field(False, description="fuse dense and BM25 keyword results (a collection ingested with --hybrid)")
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid results are fused")
