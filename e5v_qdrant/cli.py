@@ -521,7 +521,7 @@ def _run_serve(args) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------- wiring
+# ---------------------------------------------------------------- migrate
 def _add_migrate(sub) -> Callable:
     from .config import StoreConfig
 
@@ -570,6 +570,7 @@ def _run_migrate(args) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- wiring
 _COMMANDS: list[Callable] = [
     _add_info,
     _add_ingest,

@@ -96,6 +96,9 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         title="e5v-qdrant",
         summary="E5-V embeddings (text, image, image + text) and search over Qdrant collections",
         lifespan=lifespan,
+        # the interactive docs pages load their scripts from a CDN in the user's browser: off; /openapi.json stays
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.batcher = batcher
     app.state.metrics = metrics
