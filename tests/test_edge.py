@@ -123,7 +123,7 @@ def test_edge_applies_storage_options_and_bulk_load_defers_then_builds(tmp_path)
         vector = info.config.params.vectors["text-dense"]
         assert (vector.datatype, vector.on_disk) == (models.Datatype.FLOAT16, True)
         assert isinstance(info.config.quantization_config, models.ScalarQuantization)
-        assert set(info.payload_schema) == {"modality", "source"}
+        assert set(info.payload_schema) == {"modality", "source", "folders", "page"}  # the search filters' fields
         points = _points(50)
         with bulk_load(store, "docs"):
             assert store.client.get_collection(physical).config.hnsw_config.m == 0
