@@ -88,6 +88,7 @@ def edge_points_now(store_dir, name: str) -> int:
     """Points of collection ``name`` in an Edge store another process may be writing: counted in a copy of the folder
     (what a crash at this instant would leave), 0 if there is none yet."""
     import shutil
+    import sys
     import tempfile
 
     from e5v_qdrant.edge import EdgeClient, read_manifest
@@ -103,7 +104,8 @@ def edge_points_now(store_dir, name: str) -> int:
             shutil.copytree(store_dir, copy)
             client = EdgeClient(copy)
         except Exception as exc:  # a file replaced while copying: try again at the next poll
-            print(f"edge_points_now({store_dir}): {exc!r}")
+            # stderr: the tests read the CLI's JSON from stdout
+            print(f"edge_points_now({store_dir}): {exc!r}", file=sys.stderr)
             return 0
         try:
             return client.count(name).count
