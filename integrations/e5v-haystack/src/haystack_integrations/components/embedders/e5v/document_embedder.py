@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
+from haystack import Document, component, default_to_dict
 
 from e5v_qdrant.config import DEFAULT_MODEL
 
@@ -75,11 +75,6 @@ class E5VDocumentEmbedder(EncoderBacked):
             embedding_separator=self.embedding_separator,
             progress_bar=self.progress_bar,
         )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> E5VDocumentEmbedder:
-        """Build the component from ``to_dict()`` output."""
-        return default_from_dict(cls, data)
 
     def text_to_embed(self, document: Document) -> str:
         """The text embedded for ``document``: chosen meta values and content, joined by the separator."""

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
+from haystack import Document, component, default_to_dict
 from tqdm.auto import tqdm
 
 from e5v_qdrant.config import DEFAULT_MODEL
@@ -94,11 +94,6 @@ class E5VDocumentImageEmbedder(EncoderBacked):
             pdf_dpi=self.pdf_dpi,
             progress_bar=self.progress_bar,
         )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> E5VDocumentImageEmbedder:
-        """Build the component from ``to_dict()`` output."""
-        return default_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from haystack import Document
+from haystack import Document, default_from_dict
 
 from e5v_qdrant.config import DEFAULT_MODEL, EncoderConfig
 from e5v_qdrant.encoder import E5VEncoder
@@ -47,6 +47,11 @@ class EncoderBacked:
         self.encoder_kwargs = dict(encoder_kwargs or {})
         self.encoder_config()  # validate now; the model itself loads in warm_up()
         self._encoder: E5VEncoder | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build the component from ``to_dict()`` output (each component's ``to_dict`` lists its own options)."""
+        return default_from_dict(cls, data)
 
     def encoder_config(self) -> EncoderConfig:
         """The validated ``EncoderConfig`` of these options.

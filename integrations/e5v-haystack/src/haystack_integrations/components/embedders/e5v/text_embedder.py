@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from haystack import component, default_from_dict, default_to_dict
+from haystack import component, default_to_dict
 
 from e5v_qdrant.config import DEFAULT_MODEL
 from e5v_qdrant.errors import E5VInputError
@@ -60,11 +60,6 @@ class E5VTextEmbedder(EncoderBacked):
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (its options; never the model)."""
         return default_to_dict(self, **self._encoder_parameters())
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> E5VTextEmbedder:
-        """Build the component from ``to_dict()`` output."""
-        return default_from_dict(cls, data)
 
     @component.output_types(embedding=list[float])
     def run(self, text: str) -> dict[str, Any]:
