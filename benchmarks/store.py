@@ -3,12 +3,18 @@
 Each case runs in its own child process (so peak RSS is its own) on the same synthetic E5-V-sized data: N unit
 4096-d float32 vectors (drawn around 200 random centres, like topical chunks) with ~1.6 KB chunk payloads. It measures
 
-- write: points/s of upserts in batches of 64 (``QdrantStore.upsert``; LlamaIndex: ``vector_store.add``), and the
-  close (Edge: flush + optimizer) in seconds;
+- write: points/s of the write calls alone (``QdrantStore.upsert``, which sends batches of 64; LlamaIndex:
+  ``vector_store.add``), given ``BATCH`` ready points or nodes per call (building them is the caller's work and not
+  timed), and the close (Edge: flush + optimizer, i.e. the HNSW build) in seconds;
 - reopen: seconds to open the folder again and count the points;
 - query p50 / p95 (ms) over ``--queries`` top-10 queries (stored vectors plus noise) and recall@10 against exact
   numpy cosine search;
-- peak RSS of the child (GiB) and the folder's size on disk (MiB).
+- memory (GiB): the child's peak RSS over its life; the peak anonymous (heap) part of it while writing and closing;
+  the peak RSS and anonymous part while reopening and querying; the baseline before the store opens (interpreter
+  and imports). The data set is generated batch by batch, so the child never holds it and these are the store's;
+- the folder's size on disk (MiB).
+
+``--on-disk`` and ``--float16`` set those vector options on the ``*-store`` cases' collection.
 
 Run (the machine is shared: run it once, niced):
     nice python benchmarks/store.py --points 10000
@@ -33,15 +39,45 @@ DIM = 4096
 CASES = ("local-store", "edge-store", "local-llamaindex", "edge-llamaindex")
 
 
-def _data(n: int, queries: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(200, DIM)).astype(np.float32)
-    x = centres[rng.integers(0, 200, size=n)] + 0.7 * rng.normal(size=(n, DIM)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    picked = rng.integers(0, n, size=queries)
-    q = x[picked] + 0.05 * rng.normal(size=(queries, DIM)).astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    return x, q
+BATCH = 256  # points per write call (the harness holds one batch of Python float lists at a time)
+
+
+class _Data:
+    """The data set, generated batch by batch from a seed so the process never holds it (its RSS stays the store's).
+
+    Vectors are unit 4096-d float32 drawn around 200 random centres (like topical chunks); batch ``s`` (points
+    ``s .. s+BATCH``) is a pure function of ``(seed, s)``. Queries are stored vectors plus a little noise.
+    """
+
+    def __init__(self, n: int, queries: int, seed: int = 0):
+        self.n, self.seed = n, seed
+        self.centres = np.random.default_rng(seed).normal(size=(200, DIM)).astype(np.float32)
+        rng = np.random.default_rng([seed, 1])
+        self.picked = rng.integers(0, n, size=queries)
+        q = np.stack([self.batch(p - p % BATCH)[p % BATCH] for p in self.picked])
+        q += 0.05 * rng.normal(size=q.shape).astype(np.float32)
+        self.queries = q / np.linalg.norm(q, axis=1, keepdims=True)
+
+    def batch(self, start: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 2, start])
+        size = min(self.n, start + BATCH) - start
+        x = self.centres[rng.integers(0, 200, size=size)] + 0.7 * rng.normal(size=(size, DIM)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def batches(self):
+        for start in range(0, self.n, BATCH):
+            yield start, self.batch(start)
+
+    def exact_top10(self) -> list[list[int]]:
+        """Exact cosine top-10 of every query, merged batch by batch."""
+        best_scores = np.full((len(self.queries), 0), -np.inf, dtype=np.float32)
+        best_ids = np.zeros((len(self.queries), 0), dtype=np.int64)
+        for start, x in self.batches():
+            scores = np.concatenate([best_scores, self.queries @ x.T], axis=1)
+            ids = np.concatenate([best_ids, np.broadcast_to(np.arange(start, start + len(x)), (len(scores), len(x)))], 1)
+            keep = np.argsort(-scores, axis=1)[:, :10]
+            best_scores, best_ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(ids, keep, 1)
+        return best_ids.tolist()
 
 
 def _payload(i: int) -> dict:
@@ -49,12 +85,43 @@ def _payload(i: int) -> dict:
     return {"source": f"/corpus/file{i // 20}.md", "modality": "text", "chunk_index": i % 20, "text": text}
 
 
-def _exact_top10(x: np.ndarray, q: np.ndarray) -> list[list[int]]:
-    out = []
-    for start in range(0, len(q), 16):
-        scores = q[start : start + 16] @ x.T
-        out.extend(np.argsort(-scores, axis=1)[:, :10].tolist())
-    return out
+class _MemoryWatch:
+    """Samples this process's resident memory (/proc/self/status) every 20 ms: total, anonymous and file-backed.
+
+    File-backed pages are Qdrant's mmapped segment files: they count in RSS while cached but the kernel can drop
+    them under pressure; anonymous pages are the heap it cannot.
+    """
+
+    FIELDS = ("VmRSS", "RssAnon", "RssFile")
+
+    def __init__(self):
+        import threading
+
+        self.peak = dict.fromkeys(self.FIELDS, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def sample(self) -> dict[str, int]:
+        now = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in self.FIELDS:
+                    now[key] = int(value.split()[0]) * 1024
+        for key, value in now.items():
+            self.peak[key] = max(self.peak[key], value)
+        return now
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.sample()
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return self.peak
 
 
 def _du(path: str) -> float:
@@ -64,38 +131,51 @@ def _du(path: str) -> float:
     return total / 2**20
 
 
-def _run_case(case: str, n: int, queries: int, folder: str) -> dict:
+def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = False, float16: bool = False) -> dict:
     from qdrant_client import models
 
     from e5v_qdrant.config import StoreConfig
     from e5v_qdrant.store import QdrantStore
 
-    x, q = _data(n, queries)
-    truth = _exact_top10(x, q)
+    data = _Data(n, queries)
+    q = data.queries
+    truth = data.exact_top10()
     engine, mode = case.split("-")
     ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)]
     index_of = {pid: i for i, pid in enumerate(ids)}
     result: dict = {"case": case, "points": n}
+    baseline = _MemoryWatch().stop()["VmRSS"]
+    watch = _MemoryWatch()
 
     if mode == "store":
         config = StoreConfig(qdrant_path=folder, embedded=engine, write_batch_size=64)
         start = time.perf_counter()
         store = QdrantStore(config)
         store.client.create_collection(
-            "bench", vectors_config={"text-dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)}
+            "bench",
+            vectors_config={
+                "text-dense": models.VectorParams(
+                    size=DIM,
+                    distance=models.Distance.COSINE,
+                    on_disk=on_disk or None,
+                    datatype=models.Datatype.FLOAT16 if float16 else None,
+                )
+            },
         )
-        for s in range(0, n, 1024):
-            store.upsert(
-                "bench",
-                [
-                    models.PointStruct(id=ids[i], vector={"text-dense": x[i].tolist()}, payload=_payload(i))
-                    for i in range(s, min(n, s + 1024))
-                ],
-            )
         written = time.perf_counter() - start
+        for s, x in data.batches():
+            points = [
+                models.PointStruct(id=ids[s + j], vector={"text-dense": v.tolist()}, payload=_payload(s + j))
+                for j, v in enumerate(x)
+            ]
+            start = time.perf_counter()
+            store.upsert("bench", points)
+            written += time.perf_counter() - start
         start = time.perf_counter()
         store.close()
         result["close_s"] = time.perf_counter() - start
+        write_peak = watch.stop()
+        watch = _MemoryWatch()
         start = time.perf_counter()
         store = QdrantStore(config)
         assert store.count("bench") == n
@@ -109,11 +189,11 @@ def _run_case(case: str, n: int, queries: int, folder: str) -> dict:
         from llama_index.core.schema import TextNode
         from llama_index.core.vector_stores.types import VectorStoreQuery
 
-        def nodes(s, e):
+        def nodes(s, x):
             return [
-                TextNode(id_=ids[i], text=_payload(i)["text"], metadata={"source": _payload(i)["source"]},
-                         embedding=x[i].tolist())
-                for i in range(s, e)
+                TextNode(id_=ids[s + j], text=_payload(s + j)["text"], metadata={"source": _payload(s + j)["source"]},
+                         embedding=v.tolist())
+                for j, v in enumerate(x)
             ]  # fmt: skip
 
         def open_vs():
@@ -134,12 +214,17 @@ def _run_case(case: str, n: int, queries: int, folder: str) -> dict:
 
         start = time.perf_counter()
         vs = open_vs()
-        for s in range(0, n, 1024):
-            vs.add(nodes(s, min(n, s + 1024)))
         written = time.perf_counter() - start
+        for s, x in data.batches():
+            batch = nodes(s, x)
+            start = time.perf_counter()
+            vs.add(batch)
+            written += time.perf_counter() - start
         start = time.perf_counter()
         close_vs(vs)
         result["close_s"] = time.perf_counter() - start
+        write_peak = watch.stop()
+        watch = _MemoryWatch()
         start = time.perf_counter()
         vs = open_vs()
         vs.query(VectorStoreQuery(query_embedding=q[0].tolist(), similarity_top_k=1))
@@ -164,7 +249,14 @@ def _run_case(case: str, n: int, queries: int, folder: str) -> dict:
     result["query_p50_ms"] = float(np.percentile(latencies, 50))
     result["query_p95_ms"] = float(np.percentile(latencies, 95))
     result["recall_at_10"] = hits / (10 * len(q))
+    query_peak = watch.stop()
+    gib = 2**30
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result["baseline_rss_gib"] = baseline / gib
+    result["write_rss_gib"] = write_peak["VmRSS"] / gib
+    result["write_anon_gib"] = write_peak["RssAnon"] / gib
+    result["query_rss_gib"] = query_peak["VmRSS"] / gib
+    result["query_anon_gib"] = query_peak["RssAnon"] / gib
     result["disk_mib"] = _du(folder)
     return result
 
@@ -174,18 +266,21 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--on-disk", action="store_true", help="*-store cases: vectors on disk (mmap)")
+    parser.add_argument("--float16", action="store_true", help="*-store cases: float16 vector storage")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         folder = tempfile.mkdtemp(prefix="e5v-bench-store-")
         try:
-            print(json.dumps(_run_case(args.child, args.points, args.queries, folder)))
+            print(json.dumps(_run_case(args.child, args.points, args.queries, folder, args.on_disk, args.float16)))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
     rows = []
     for case in args.cases:
         cmd = [sys.executable, __file__, "--child", case, "--points", str(args.points), "--queries", str(args.queries)]
+        cmd += ["--on-disk"] * args.on_disk + ["--float16"] * args.float16
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"done: {case}", file=sys.stderr, flush=True)
@@ -197,6 +292,10 @@ def main() -> None:
         "query_p95_ms",
         "recall_at_10",
         "peak_rss_gib",
+        "write_anon_gib",
+        "query_rss_gib",
+        "query_anon_gib",
+        "baseline_rss_gib",
         "disk_mib",
     ]
     print("| case | points | " + " | ".join(cols) + " |")

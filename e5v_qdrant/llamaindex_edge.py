@@ -167,11 +167,17 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         ids = []
         for start in range(0, len(nodes), self.batch_size):
             batch = nodes[start : start + self.batch_size]
+            # The node's payload is its JSON without the embedding (a shallow copy without it is not serialised
+            # only to be dropped); PointStruct.model_construct: the vector is not validated float by float again.
             points = [
-                models.PointStruct(
+                models.PointStruct.model_construct(
                     id=node.node_id,
                     vector={VECTOR_NAME: node.get_embedding()},
-                    payload=node_to_metadata_dict(node, remove_text=False, flat_metadata=self.flat_metadata),
+                    payload=node_to_metadata_dict(
+                        node.model_copy(update={"embedding": None}),
+                        remove_text=False,
+                        flat_metadata=self.flat_metadata,
+                    ),
                 )
                 for node in batch
             ]
