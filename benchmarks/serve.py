@@ -1,17 +1,23 @@
 """`e5v-qdrant serve` under load: 16 concurrent clients against one sequential client, same requests, same server.
 
-Run:  python benchmarks/serve.py [--quick]   (about 5 minutes on 2 idle CPU cores)
+Run:  python benchmarks/serve.py [--quick] [--replica scaled|tiny]   (about 5 minutes on 2 idle CPU cores)
 
 What it does
-- Builds the scaled E5-V replica of ``benchmarks/encoder.py`` (Llama hidden 512 × 4 layers, CLIP 336 px / patch 14,
-  so an image is the real 1.2k–2.9k tokens) and starts a real ``e5v-qdrant serve`` process on 127.0.0.1 (float32,
-  CPU, the server's default --max-batch-size 32 and --max-wait-ms 5; the encoder's --batch-size 16).
-- Texts: N single-text ``POST /v1/embeddings`` requests (queries of 3–30 words). "sequential" sends them one after
-  another from one client; "16 clients" sends the same requests from 16 threads, each its share in turn. Images: the
-  same with vLLM-style image messages (mixed sizes and aspect ratios).
+- Builds a replica and starts a real ``e5v-qdrant serve`` process on 127.0.0.1 (float32, CPU, the server's default
+  --max-batch-size 32 and --max-wait-ms 5; the encoder's --batch-size 16). ``--replica scaled`` (default) is the
+  replica of ``benchmarks/encoder.py`` (Llama hidden 512 × 4 layers, CLIP 336 px / patch 14, so an image is the real
+  1.2k–2.9k tokens): a forward pass is compute-bound, as the 8B model's is on a CPU. ``--replica tiny`` is the tests'
+  replica: a forward pass is mostly fixed per-call cost, as the 8B model's is on a GPU at batch 1 (bound by reading
+  16 GB of weights, not by arithmetic), which is the cost coalescing shares.
+- Texts: N single-text ``POST /v1/embeddings`` requests (queries of 3–30 words), asking for base64 vectors as the
+  openai client does by default. "sequential" sends them one after another from one client; "16 clients" sends the
+  same requests from 16 threads, each its share in turn. Images: the same with vLLM-style image messages (mixed sizes
+  and aspect ratios).
 - Each mode runs ``--repeats`` times, interleaved (order reversed every repeat); the table reports the median wall
   time, requests/s, and p50/p95 request latency over all repeats; the ratio is the median of per-repeat ratios.
-- Then it reads the server's /metrics: the mean number of inputs per encoder call shows the coalescing.
+- Around each run it reads the server's /metrics: the mean number of inputs per encoder call shows the coalescing.
+  With the server stopped, it times the encoder alone in this process on the same inputs, one per call against 16 per call: the
+  ceiling any batching server can reach on this machine and replica.
 """
 
 from __future__ import annotations
@@ -59,42 +65,54 @@ def images(n: int, seed: int = 0) -> list[str]:
     return urls
 
 
-def body(kind: str, item: str) -> dict:
+def body(kind: str, item: str, encoding_format: str) -> dict:
     if kind == "text":
-        return {"model": "e5-v", "input": item}
+        return {"model": "e5-v", "input": item, "encoding_format": encoding_format}
     return {
         "model": "e5-v",
+        "encoding_format": encoding_format,
         "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": item}}]}],
     }
 
 
-def run(url: str, kind: str, items: list[str], clients: int) -> tuple[float, list[float]]:
-    """Send every item as its own request from ``clients`` threads; returns wall seconds and per-request latencies."""
+def run(url: str, kind: str, items: list[str], clients: int, encoding_format: str) -> tuple[float, list[float]]:
+    """Send every item as its own request from ``clients`` threads; returns wall seconds and per-request latencies.
+
+    Each client connects (and sends one /health) before the clock starts and the threads start together, so the
+    wall time is the requests', not thread start-up and TCP connects (which dominated short runs before).
+    """
     import httpx
 
     latencies: list[float] = []
     lock = threading.Lock()
     errors: list[str] = []
+    sessions = [httpx.Client(base_url=url, timeout=600) for _ in range(clients)]
+    for c in sessions:
+        c.get("/health")
+    gate = threading.Barrier(clients + 1)
 
-    def worker(share: list[str]) -> None:
-        with httpx.Client(base_url=url, timeout=600) as c:
-            for item in share:
-                started = time.perf_counter()
-                r = c.post("/v1/embeddings", json=body(kind, item))
-                took = time.perf_counter() - started
-                if r.status_code != 200:
-                    errors.append(r.text)
-                with lock:
-                    latencies.append(took)
+    def worker(c, share: list[str]) -> None:
+        gate.wait()
+        for item in share:
+            started = time.perf_counter()
+            r = c.post("/v1/embeddings", json=body(kind, item, encoding_format))
+            took = time.perf_counter() - started
+            if r.status_code != 200:
+                errors.append(r.text)
+            with lock:
+                latencies.append(took)
 
     shares = [items[i::clients] for i in range(clients)]
-    threads = [threading.Thread(target=worker, args=(s,)) for s in shares]
-    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(c, s)) for c, s in zip(sessions, shares, strict=True)]
     for t in threads:
         t.start()
+    gate.wait()
+    started = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    for c in sessions:
+        c.close()
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
     return wall, latencies
@@ -105,6 +123,45 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def encoder_alone(replica: Path, workloads: dict[str, list[str]], args) -> dict[str, tuple[float, float]]:
+    """Seconds to embed each workload with the server's encoder settings one input per call and ``clients`` per call
+    (best of ``repeats``): the ceiling of what coalescing requests can gain, measured without any HTTP."""
+    from e5v_qdrant.encoder import E5VEncoder
+    from e5v_qdrant.server.requests import decode_image_url
+
+    encoder = E5VEncoder(str(replica), device="cpu", dtype="float32", batch_size=args.batch_size)
+    out = {}
+    for kind, items in workloads.items():
+        inputs = items if kind == "text" else [decode_image_url(u, max_pixels=None, name="bench") for u in items]
+        embed = encoder.embed_texts if kind == "text" else encoder.embed_images
+        embed(inputs[:4])  # warm-up
+        singles, grouped = [], []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            for x in inputs:
+                embed([x])
+            singles.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for i in range(0, len(inputs), args.clients):
+                embed(inputs[i : i + args.clients])
+            grouped.append(time.perf_counter() - started)
+        out[kind] = (min(singles), min(grouped))
+    return out
+
+
+def batch_counts(url: str, kind: str) -> tuple[float, float]:
+    """The server's encoder calls and inputs so far for ``kind`` (from /metrics: ``e5v_batch_inputs``)."""
+    import httpx
+
+    count = total = 0.0
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(f'e5v_batch_inputs_count{{kind="{kind}"}}'):
+            count = float(line.rsplit(" ", 1)[1])
+        if line.startswith(f'e5v_batch_inputs_sum{{kind="{kind}"}}'):
+            total = float(line.rsplit(" ", 1)[1])
+    return count, total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,14 +170,27 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=int, default=64, help="single-text requests per mode")
-    parser.add_argument("--images", type=int, default=8, help="single-image requests per mode")
+    parser.add_argument("--texts", type=int, default=256, help="single-text requests per mode")
+    parser.add_argument("--images", type=int, default=16, help="single-image requests per mode")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16, help="the encoder's --batch-size in the server")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's batching window")
     parser.add_argument(
         "--torch-threads", type=int, default=None, help="OMP_NUM_THREADS of the server (default: torch's, = cores)"
+    )
+    parser.add_argument(
+        "--encoding-format",
+        choices=("base64", "float"),
+        default="base64",
+        help="what the requests ask for (base64 is what the openai client sends unless told otherwise)",
+    )
+    parser.add_argument(
+        "--replica",
+        choices=("scaled", "tiny"),
+        default="scaled",
+        help="scaled: benchmarks/encoder.py's replica (a forward pass is compute-bound, as the 8B model is on a "
+        "CPU); tiny: the tests' replica (a forward pass is mostly fixed per-call cost, as the 8B model is on a GPU)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: few requests, one repeat")
     args = parser.parse_args()
@@ -133,7 +203,7 @@ def main() -> None:
 
     load = os.getloadavg()[0]  # other processes on the machine: the table is only as quiet as they are
     tmp = tempfile.mkdtemp(prefix="e5v-serve-bench-")
-    replica = build_replica(Path(tmp) / "replica", spec())
+    replica = build_replica(Path(tmp) / "replica", spec() if args.replica == "scaled" else None)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(Path(tmp) / "serve.log", "w")
@@ -160,14 +230,18 @@ def main() -> None:
         workloads = {"text": texts(args.texts), "image": images(args.images)}
         workloads = {kind: items for kind, items in workloads.items() if items}
         for kind, items in workloads.items():  # warm-up: first calls allocate and tune
-            run(url, kind, items[:4], 1)
+            run(url, kind, items[:4], 1, args.encoding_format)
         rows = []
         for kind, items in workloads.items():
             results = {"sequential": [], f"{args.clients} clients": []}
             modes = [("sequential", 1), (f"{args.clients} clients", args.clients)]
+            calls = {name: [0.0, 0.0] for name, _ in modes}  # encoder calls, inputs
             for r in range(args.repeats):
                 for name, clients in modes if r % 2 == 0 else modes[::-1]:
-                    results[name].append(run(url, kind, items, clients))
+                    before = batch_counts(url, kind)
+                    results[name].append(run(url, kind, items, clients, args.encoding_format))
+                    after = batch_counts(url, kind)
+                    calls[name] = [calls[name][i] + after[i] - before[i] for i in range(2)]
             ratios = [
                 seq[0] / con[0]
                 for seq, con in zip(results["sequential"], results[f"{args.clients} clients"], strict=True)
@@ -186,31 +260,30 @@ def main() -> None:
                         percentile(lat, 0.5) * 1000,
                         percentile(lat, 0.95) * 1000,
                         statistics.median(ratios) if name != "sequential" else 1.0,
+                        calls[name][1] / max(calls[name][0], 1),
                     )
                 )
-        metrics = httpx.get(url + "/metrics").text
     finally:
         server.terminate()
         server.wait(60)
+    ceiling = encoder_alone(replica, workloads, args)
     threads = f"OMP_NUM_THREADS={args.torch_threads}" if args.torch_threads else "torch default threads"
-    print(f"\nreplica: {spec()}\nserver: {' '.join(cmd[3:])} ({threads})")
+    print(f"\nreplica: {args.replica} {spec() if args.replica == 'scaled' else '(e5v_qdrant.testing default)'}")
+    print(f"server: {' '.join(cmd[3:])} ({threads}); responses: {args.encoding_format}")
     print(
         f"repeats: {args.repeats}, CPUs: {os.cpu_count()}, 1-min load average at start / end: {load:.1f} / {os.getloadavg()[0]:.1f}\n"
     )
-    print("| inputs | mode | requests | wall s | requests/s | p50 ms | p95 ms | throughput vs sequential |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for kind, name, n, wall, rps, p50, p95, ratio in rows:
-        print(f"| {kind} | {name} | {n} | {wall:.2f} | {rps:.1f} | {p50:.0f} | {p95:.0f} | {ratio:.2f}x |")
+    print("| inputs | mode | requests | wall s | requests/s | p50 ms | p95 ms | inputs per encoder call | throughput vs sequential |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, name, n, wall, rps, p50, p95, ratio, per_call in rows:
+        print(f"| {kind} | {name} | {n} | {wall:.2f} | {rps:.1f} | {p50:.0f} | {p95:.0f} | {per_call:.1f} | {ratio:.2f}x |")
     print()
-    for kind in ("text", "image"):
-        count = total = 0.0
-        for line in metrics.splitlines():
-            if line.startswith(f'e5v_batch_inputs_count{{kind="{kind}"}}'):
-                count = float(line.rsplit(" ", 1)[1])
-            if line.startswith(f'e5v_batch_inputs_sum{{kind="{kind}"}}'):
-                total = float(line.rsplit(" ", 1)[1])
-        if count:
-            print(f"{kind}: {int(total)} inputs in {int(count)} encoder calls, {total / count:.2f} inputs per call")
+    print("encoder alone, in this process after the server stopped (no HTTP): the same inputs one per call vs")
+    print(f"{args.clients} per call — the most batching can gain on this machine, whatever the server does")
+    print("| inputs | one per call s | batched s | batching gain |")
+    print("|---|---:|---:|---:|")
+    for kind, (single, grouped) in ceiling.items():
+        print(f"| {kind} | {single:.2f} | {grouped:.2f} | {single / grouped:.2f}x |")
 
 
 if __name__ == "__main__":

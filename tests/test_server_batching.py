@@ -57,6 +57,29 @@ async def test_concurrent_requests_share_one_call_and_get_their_own_rows():
     assert enc.threads == {"e5v-model_0"}  # never the event loop's thread
 
 
+async def test_images_of_one_batch_are_answered_one_by_one_texts_together():
+    """Images gain nothing from a shared forward pass, so each image request is its own encoder call and is answered
+    when its image is done; the texts collected with them still share one call."""
+    enc = Recorder(delay=0.2)
+    enc.embed_images = enc.embed_texts  # the recorder treats an "image" as its name
+    batcher = await started(enc, max_wait_ms=200)
+    done: dict[str, float] = {}
+
+    async def ask(kind, item):
+        out = await batcher.submit(kind, [item])
+        done[item] = time.perf_counter()
+        return out
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(ask("image", f"img {i}") for i in range(3)), ask("text", "a"), ask("text", "b"))
+    await batcher.close()
+    assert sorted(map(sorted, enc.calls)) == [["a", "b"], ["img 0"], ["img 1"], ["img 2"]]
+    for item, got in zip(["img 0", "img 1", "img 2", "a", "b"], results, strict=True):
+        np.testing.assert_array_equal(got, vector(item)[None])
+    first, last = sorted(done[f"img {i}"] - start for i in range(3))[::2]
+    assert last - first >= 0.3  # answered 0.2 s apart, not all at the end of one shared call
+
+
 async def test_batch_size_and_token_budget_bound_each_call():
     enc = Recorder()
     batcher = await started(enc, max_wait_ms=200, max_batch_size=4)

@@ -41,7 +41,9 @@ class DynamicBatcher:
     A collector task on the event loop takes the first waiting job, then keeps taking jobs until the batch holds
     ``max_batch_size`` inputs or ``max_batch_tokens`` tokens, or ``max_wait_ms`` has passed since it started
     collecting. The batch runs on a single worker thread (the event loop stays free for health checks and new
-    requests), one encoder call per kind present; requests arriving meanwhile form the next batch. If a call
+    requests): one encoder call for its texts, and one per image or composed request: an image is 1.2k–2.9k tokens,
+    which gains nothing from sharing a forward pass (see ``E5VEncoder._batches``), so a shared call would only hold
+    each answer until the last image of the call is done. Requests arriving meanwhile form the next batch. If a call
     fails on one bad input, each job of that call is retried alone so only the offending request fails.
 
     Args:
@@ -173,7 +175,13 @@ class DynamicBatcher:
         by_kind: dict[str, list[_Job]] = {}
         for job in batch:
             by_kind.setdefault(job.kind, []).append(job)
+        calls = []
         for kind, jobs in by_kind.items():
+            if kind == "text":
+                calls.append((kind, jobs))
+            else:  # the encoder runs every image in its own forward pass: one call per request answers each sooner
+                calls.extend((kind, [job]) for job in jobs)
+        for kind, jobs in calls:
             started = time.perf_counter()
             outcomes = await loop.run_in_executor(self._executor, self._embed_jobs, kind, jobs)
             if self.on_batch is not None:
