@@ -273,10 +273,14 @@ def main() -> None:
     print(
         f"repeats: {args.repeats}, CPUs: {os.cpu_count()}, 1-min load average at start / end: {load:.1f} / {os.getloadavg()[0]:.1f}\n"
     )
-    print("| inputs | mode | requests | wall s | requests/s | p50 ms | p95 ms | inputs per encoder call | throughput vs sequential |")
+    print(
+        "| inputs | mode | requests | wall s | requests/s | p50 ms | p95 ms | inputs per encoder call | throughput vs sequential |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, name, n, wall, rps, p50, p95, ratio, per_call in rows:
-        print(f"| {kind} | {name} | {n} | {wall:.2f} | {rps:.1f} | {p50:.0f} | {p95:.0f} | {per_call:.1f} | {ratio:.2f}x |")
+        print(
+            f"| {kind} | {name} | {n} | {wall:.2f} | {rps:.1f} | {p50:.0f} | {p95:.0f} | {per_call:.1f} | {ratio:.2f}x |"
+        )
     print()
     print("encoder alone, in this process after the server stopped (no HTTP): the same inputs one per call vs")
     print(f"{args.clients} per call — the most batching can gain on this machine, whatever the server does")

@@ -74,7 +74,9 @@ class _Data:
         best_ids = np.zeros((len(self.queries), 0), dtype=np.int64)
         for start, x in self.batches():
             scores = np.concatenate([best_scores, self.queries @ x.T], axis=1)
-            ids = np.concatenate([best_ids, np.broadcast_to(np.arange(start, start + len(x)), (len(scores), len(x)))], 1)
+            ids = np.concatenate(
+                [best_ids, np.broadcast_to(np.arange(start, start + len(x)), (len(scores), len(x)))], 1
+            )
             keep = np.argsort(-scores, axis=1)[:, :10]
             best_scores, best_ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(ids, keep, 1)
         return best_ids.tolist()

@@ -18,6 +18,9 @@ on top so ``QdrantStore``, ingest, reingest, search, evaluation and the Ray writ
   ``INDEX_EVERY_POINTS`` written points and when a client that wrote is closed, unless indexing is deferred
   (``update_collection(hnsw_config=HnswConfigDiff(m=0))``, what ``store.bulk_load`` sends); restoring ``m`` builds
   the index once. Segments smaller than ``INDEXING_THRESHOLD_KB`` stay plain (exact brute force, see the README).
+- Edge truncates its write-ahead log only up to what a flush persisted, so ``EdgeClient`` flushes a shard every
+  ``FLUSH_EVERY_POINTS`` written points and before each optimizer run (the log is memory-mapped: unflushed, it stays
+  resident).
 
 Everything that touches the ``qdrant_edge`` module lives in this file, so a change of its beta API touches one file.
 
@@ -472,11 +475,15 @@ class EdgeClient:
     def _after_write(self, physical: str, count: int) -> None:
         self._written[physical] = self._written.get(physical, 0) + count
         self._unflushed[physical] = self._unflushed.get(physical, 0) + count
-        if self._unflushed[physical] >= FLUSH_EVERY_POINTS:
-            self._shard(physical).flush()
-            self._unflushed[physical] = 0
         if self._written[physical] >= INDEX_EVERY_POINTS and not self._deferred(physical):
-            self._optimize(physical)
+            self._optimize(physical)  # flushes first
+        elif self._unflushed[physical] >= FLUSH_EVERY_POINTS:
+            self._flush(physical)
+
+    def _flush(self, physical: str) -> None:
+        """Persist the shard's segments, which lets Edge truncate its (memory-mapped) write-ahead log."""
+        self._shard(physical).flush()
+        self._unflushed[physical] = 0
 
     def _deferred(self, physical: str) -> bool:
         return (self._manifest["collections"][physical].get("hnsw_config") or {}).get("m") == 0
@@ -484,8 +491,7 @@ class EdgeClient:
     def _optimize(self, physical: str) -> None:
         shard = self._shard(physical)
         logger.info("Qdrant Edge: optimizing %s (building indexes over large segments)", physical)
-        shard.flush()  # persist and truncate the log first: its mapped pages are not held through the index build
-        self._unflushed[physical] = 0
+        self._flush(physical)  # truncate the log first: its mapped pages are not held through the index build
         shard.optimize()
         self._written[physical] = 0
 

@@ -179,7 +179,7 @@ class DynamicBatcher:
         for kind, jobs in by_kind.items():
             if kind == "text":
                 calls.append((kind, jobs))
-            else:  # the encoder runs every image in its own forward pass: one call per request answers each sooner
+            else:  # one call per image / composed request: each is answered when its image is done
                 calls.extend((kind, [job]) for job in jobs)
         for kind, jobs in calls:
             started = time.perf_counter()
