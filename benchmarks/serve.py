@@ -16,8 +16,8 @@ What it does
 - Each mode runs ``--repeats`` times, interleaved (order reversed every repeat); the table reports the median wall
   time, requests/s, and p50/p95 request latency over all repeats; the ratio is the median of per-repeat ratios.
 - Around each run it reads the server's /metrics: the mean number of inputs per encoder call shows the coalescing.
-  With the server stopped, it times the encoder alone in this process on the same inputs, one per call against 16 per call: the
-  ceiling any batching server can reach on this machine and replica.
+  With the server stopped, it times the encoder alone in this process on the same inputs, one per call against 16
+  per call: the ceiling any batching server can reach on this machine and replica.
 """
 
 from __future__ import annotations
@@ -152,14 +152,14 @@ def encoder_alone(replica: Path, workloads: dict[str, list[str]], args) -> dict[
 def batch_counts(url: str, kind: str) -> tuple[float, float]:
     """The server's encoder calls and inputs so far for ``kind`` (from /metrics: ``e5v_batch_inputs``)."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
-    count = total = 0.0
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(f'e5v_batch_inputs_count{{kind="{kind}"}}'):
-            count = float(line.rsplit(" ", 1)[1])
-        if line.startswith(f'e5v_batch_inputs_sum{{kind="{kind}"}}'):
-            total = float(line.rsplit(" ", 1)[1])
-    return count, total
+    found = {"e5v_batch_inputs_count": 0.0, "e5v_batch_inputs_sum": 0.0}
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name in found and sample.labels.get("kind") == kind:
+                found[sample.name] = sample.value
+    return found["e5v_batch_inputs_count"], found["e5v_batch_inputs_sum"]
 
 
 def free_port() -> int:

@@ -191,12 +191,12 @@ def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = Fals
         from llama_index.core.schema import TextNode
         from llama_index.core.vector_stores.types import VectorStoreQuery
 
+        def node(i, v):
+            payload = _payload(i)
+            return TextNode(id_=ids[i], text=payload["text"], metadata={"source": payload["source"]}, embedding=v)
+
         def nodes(s, x):
-            return [
-                TextNode(id_=ids[s + j], text=_payload(s + j)["text"], metadata={"source": _payload(s + j)["source"]},
-                         embedding=v.tolist())
-                for j, v in enumerate(x)
-            ]  # fmt: skip
+            return [node(s + j, v.tolist()) for j, v in enumerate(x)]
 
         def open_vs():
             if engine == "edge":

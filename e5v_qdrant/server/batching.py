@@ -172,15 +172,9 @@ class DynamicBatcher:
 
     async def _run(self, batch: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
-        by_kind: dict[str, list[_Job]] = {}
-        for job in batch:
-            by_kind.setdefault(job.kind, []).append(job)
-        calls = []
-        for kind, jobs in by_kind.items():
-            if kind == "text":
-                calls.append((kind, jobs))
-            else:  # one call per image / composed request: each is answered when its image is done
-                calls.extend((kind, [job]) for job in jobs)
+        texts = [job for job in batch if job.kind == "text"]
+        # the texts share one call; each image / composed request is its own, answered when its image is done
+        calls = [("text", texts)] * bool(texts) + [(job.kind, [job]) for job in batch if job.kind != "text"]
         for kind, jobs in calls:
             started = time.perf_counter()
             outcomes = await loop.run_in_executor(self._executor, self._embed_jobs, kind, jobs)
