@@ -9,9 +9,10 @@ Each case runs in its own child process (so peak RSS is its own) on the same syn
 - reopen: seconds to open the folder again and count the points;
 - query p50 / p95 (ms) over ``--queries`` top-10 queries (stored vectors plus noise) and recall@10 against exact
   numpy cosine search;
-- memory (GiB): the child's peak RSS over its life; the peak anonymous (heap) part of it while writing and closing;
-  the peak RSS and anonymous part while reopening and querying; the baseline before the store opens (interpreter
-  and imports). The data set is generated batch by batch, so the child never holds it and these are the store's;
+- memory (GiB): the child's peak RSS over its life (``ru_maxrss``); its peak PSS and peak anonymous (heap) part,
+  sampled by the parent every 0.5 s; the peak RSS and anonymous part while reopening and querying; the baseline
+  before the store opens (interpreter and imports). The data set is generated batch by batch and each batch is
+  let go once written, so the child never holds it and these are the store's;
 - the folder's size on disk (MiB).
 
 ``--on-disk`` and ``--float16`` set those vector options on the ``*-store`` cases' collection.
@@ -88,35 +89,48 @@ def _payload(i: int) -> dict:
 
 
 class _MemoryWatch:
-    """Samples this process's resident memory (/proc/self/status) every 20 ms: total, anonymous and file-backed.
+    """Samples a process's memory from a thread: RSS and its anonymous part, or also PSS (``pss=True``).
 
     File-backed pages are Qdrant's mmapped segment files: they count in RSS while cached but the kernel can drop
-    them under pressure; anonymous pages are the heap it cannot.
+    them under pressure; anonymous pages are the heap it cannot. RSS counts a page once per mapping, PSS once
+    (a page mapped twice counts half per mapping): the memory the process really holds. They differ when a file
+    is mapped twice, as Qdrant does with vector files unless ``QDRANT_NO_MULTI_MMAP`` is set (the store sets it;
+    see e5v_qdrant/edge.py).
+
+    RSS comes from ``/proc/<pid>/status`` (cheap, every 20 ms). PSS needs ``/proc/<pid>/smaps_rollup``, a walk of
+    the page tables under the process's memory lock that slows a 3 GB process down, so it is read every 0.5 s.
+    qdrant-edge-py holds the GIL through ``EdgeShard.optimize`` (the HNSW build), so a thread inside the measured
+    process takes no samples then: the lifetime peaks are sampled by the parent, from outside.
     """
 
-    FIELDS = ("VmRSS", "RssAnon", "RssFile")
-
-    def __init__(self):
+    def __init__(self, pid: int | str = "self", pss: bool = False):
         import threading
 
-        self.peak = dict.fromkeys(self.FIELDS, 0)
+        if pss:
+            self.path, self.every, self.fields = f"/proc/{pid}/smaps_rollup", 0.5, ("Rss", "Pss", "Anonymous")
+        else:
+            self.path, self.every, self.fields = f"/proc/{pid}/status", 0.02, ("VmRSS", "RssAnon")
+        self.peak = dict.fromkeys(self.fields, 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def sample(self) -> dict[str, int]:
+        try:
+            with open(self.path) as f:
+                lines = f.readlines()
+        except (FileNotFoundError, ProcessLookupError):  # the measured child has exited
+            return {}
         now = {}
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in self.FIELDS:
-                    now[key] = int(value.split()[0]) * 1024
-        for key, value in now.items():
-            self.peak[key] = max(self.peak[key], value)
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key in self.fields:
+                now[key] = int(value.split()[0]) * 1024
+                self.peak[key] = max(self.peak[key], now[key])
         return now
 
     def _run(self):
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(self.every):
             self.sample()
 
     def stop(self) -> dict[str, int]:
@@ -147,7 +161,6 @@ def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = Fals
     index_of = {pid: i for i, pid in enumerate(ids)}
     result: dict = {"case": case, "points": n}
     baseline = _MemoryWatch().stop()["VmRSS"]
-    watch = _MemoryWatch()
 
     if mode == "store":
         config = StoreConfig(qdrant_path=folder, embedded=engine, write_batch_size=64)
@@ -173,11 +186,11 @@ def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = Fals
             start = time.perf_counter()
             store.upsert("bench", points)
             written += time.perf_counter() - start
+            del points  # the caller lets go of each batch: what stays resident is the store's
         start = time.perf_counter()
         store.close()
         result["close_s"] = time.perf_counter() - start
-        write_peak = watch.stop()
-        watch = _MemoryWatch()
+        watch = _MemoryWatch()  # reopening and querying
         start = time.perf_counter()
         store = QdrantStore(config)
         assert store.count("bench") == n
@@ -222,11 +235,11 @@ def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = Fals
             start = time.perf_counter()
             vs.add(batch)
             written += time.perf_counter() - start
+            del batch
         start = time.perf_counter()
         close_vs(vs)
         result["close_s"] = time.perf_counter() - start
-        write_peak = watch.stop()
-        watch = _MemoryWatch()
+        watch = _MemoryWatch()  # reopening and querying
         start = time.perf_counter()
         vs = open_vs()
         vs.query(VectorStoreQuery(query_embedding=q[0].tolist(), similarity_top_k=1))
@@ -255,8 +268,6 @@ def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = Fals
     gib = 2**30
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     result["baseline_rss_gib"] = baseline / gib
-    result["write_rss_gib"] = write_peak["VmRSS"] / gib
-    result["write_anon_gib"] = write_peak["RssAnon"] / gib
     result["query_rss_gib"] = query_peak["VmRSS"] / gib
     result["query_anon_gib"] = query_peak["RssAnon"] / gib
     result["disk_mib"] = _du(folder)
@@ -283,8 +294,15 @@ def main() -> None:
     for case in args.cases:
         cmd = [sys.executable, __file__, "--child", case, "--points", str(args.points), "--queries", str(args.queries)]
         cmd += ["--on-disk"] * args.on_disk + ["--float16"] * args.float16
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        watch = _MemoryWatch(child.pid, pss=True)
+        out, _ = child.communicate()
+        life = watch.stop()
+        if child.returncode:
+            raise SystemExit(f"case {case} failed (exit {child.returncode})")
+        row = json.loads(out.strip().splitlines()[-1])
+        row["peak_pss_gib"], row["peak_anon_gib"] = life["Pss"] / 2**30, life["Anonymous"] / 2**30
+        rows.append(row)
         print(f"done: {case}", file=sys.stderr, flush=True)
     cols = [
         "write_pts_s",
@@ -294,7 +312,8 @@ def main() -> None:
         "query_p95_ms",
         "recall_at_10",
         "peak_rss_gib",
-        "write_anon_gib",
+        "peak_pss_gib",
+        "peak_anon_gib",
         "query_rss_gib",
         "query_anon_gib",
         "baseline_rss_gib",
@@ -309,10 +328,10 @@ def main() -> None:
         a, b = by.get(f"local-{mode}"), by.get(f"edge-{mode}")
         if a and b:
             write, query = b["write_pts_s"] / a["write_pts_s"], a["query_p50_ms"] / b["query_p50_ms"]
-            rss, reopen = a["peak_rss_gib"] / b["peak_rss_gib"], a["reopen_s"] / b["reopen_s"]
+            rss, pss = a["peak_rss_gib"] / b["peak_rss_gib"], a["peak_pss_gib"] / b["peak_pss_gib"]
             print(
-                f"{mode}: Edge vs local mode: write {write:.1f}x faster, query p50 {query:.1f}x faster, "
-                f"peak RSS {rss:.1f}x lower, reopen {reopen:.1f}x faster"
+                f"{mode}: Edge vs local mode: write {write:.2f}x faster, query p50 {query:.2f}x faster, "
+                f"peak RSS {rss:.2f}x lower (PSS {pss:.2f}x), reopen {a['reopen_s'] / b['reopen_s']:.2f}x faster"
             )
 
 

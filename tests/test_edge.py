@@ -165,3 +165,33 @@ def test_the_write_ahead_log_stays_bounded_while_a_large_collection_is_written(t
     assert logged <= written * 0.6, f"the log holds {logged >> 20} MiB after {written >> 20} MiB written"
     assert client.count("big").count == n
     client.close()
+
+
+_MAPS = """
+import collections, sys
+from qdrant_client import models
+from e5v_qdrant.edge import EdgeClient
+client = EdgeClient(sys.argv[1])
+client.create_collection("docs", {"text-dense": models.VectorParams(size=16, distance="Cosine")})
+client.upsert("docs", [models.PointStruct(id=i, vector={"text-dense": [i + 1.0] * 16}) for i in range(10)])
+with open("/proc/self/maps") as maps:
+    files = collections.Counter(l.split()[-1] for l in maps if "/vector_storage-" in l and l.rstrip().endswith(".mmap"))
+print(len(files), max(files.values()))
+client.close()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@pytest.mark.parametrize(("setting", "maps_per_file"), [(None, 1), ("", 2)])
+def test_vector_files_are_mapped_once_unless_the_caller_keeps_qdrants_second_map(tmp_path, setting, maps_per_file):
+    """Qdrant maps an appendable segment's vector files twice (read-write and read-only for sequential reads); while
+    the optimizer copies a segment, RSS counts its vectors twice. The store turns that off through Qdrant's own
+    ``QDRANT_NO_MULTI_MMAP`` unless the caller set the variable (empty: keep both maps)."""
+    env = {k: v for k, v in os.environ.items() if k != "QDRANT_NO_MULTI_MMAP"}
+    if setting is not None:
+        env["QDRANT_NO_MULTI_MMAP"] = setting
+    out = subprocess.run(
+        [sys.executable, "-c", _MAPS, str(tmp_path / "qd")], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    files, most = int(out[0]), int(out[1])
+    assert files >= 1 and most == maps_per_file
