@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -94,6 +95,7 @@ RRF_K = 2
 _SINGLE_MMAP_ENV = "QDRANT_NO_MULTI_MMAP"
 
 
+@functools.cache
 def _qe():
     os.environ.setdefault(_SINGLE_MMAP_ENV, "1")
     try:
