@@ -174,7 +174,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         texts = [job for job in batch if job.kind == "text"]
         # the texts share one call; each image / composed request is its own, answered when its image is done
-        calls = [("text", texts)] * bool(texts) + [(job.kind, [job]) for job in batch if job.kind != "text"]
+        calls = ([("text", texts)] if texts else []) + [(job.kind, [job]) for job in batch if job.kind != "text"]
         for kind, jobs in calls:
             started = time.perf_counter()
             outcomes = await loop.run_in_executor(self._executor, self._embed_jobs, kind, jobs)
