@@ -115,19 +115,16 @@ class _MemoryWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def sample(self) -> dict[str, int]:
+    def sample(self) -> None:
         try:
             with open(self.path) as f:
                 lines = f.readlines()
         except (FileNotFoundError, ProcessLookupError):  # the measured child has exited
-            return {}
-        now = {}
+            return
         for line in lines:
             key, _, value = line.partition(":")
             if key in self.fields:
-                now[key] = int(value.split()[0]) * 1024
-                self.peak[key] = max(self.peak[key], now[key])
-        return now
+                self.peak[key] = max(self.peak[key], int(value.split()[0]) * 1024)
 
     def _run(self):
         while not self._stop.wait(self.every):
