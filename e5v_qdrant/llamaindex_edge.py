@@ -57,7 +57,8 @@ def _warn_about_local_mode_data(edge: EdgeClient) -> None:
 
 class _EdgeAsQdrantClient:
     """An ``EdgeClient`` with the ``QdrantClient`` behaviour the stock store relies on: ``collection_exists`` follows
-    aliases (as local mode and servers do) and ``upload_points`` exists. Everything else is the ``EdgeClient``."""
+    aliases (as local mode and servers do), ``query_points`` without a query lists points, ``upload_points`` exists.
+    Everything else is the ``EdgeClient``."""
 
     def __init__(self, edge: EdgeClient):
         self.edge = edge
@@ -71,6 +72,28 @@ class _EdgeAsQdrantClient:
         except ValueError:
             return False
         return True
+
+    def query_points(self, collection_name: str, query: Any = None, **kwargs: Any) -> Any:
+        """Without a query (and prefetch), the first ``limit`` points in id order with score 1.0, as local mode
+        answers (``VectorStoreQuery(query_embedding=None, filters=...)``); otherwise the ``EdgeClient``'s search."""
+        if query is not None or kwargs.get("prefetch") is not None:
+            return self.edge.query_points(collection_name, query=query, **kwargs)
+        from qdrant_client.http import models
+
+        offset, limit = kwargs.get("offset") or 0, kwargs.get("limit", 10)
+        records, _ = self.edge.scroll(
+            collection_name,
+            scroll_filter=kwargs.get("query_filter"),
+            limit=offset + limit,
+            with_payload=kwargs.get("with_payload", True),
+            with_vectors=kwargs.get("with_vectors", False),
+        )
+        return models.QueryResponse(
+            points=[
+                models.ScoredPoint(id=r.id, version=0, score=1.0, payload=r.payload, vector=r.vector)
+                for r in records[offset:]
+            ]
+        )
 
     def upload_points(self, collection_name: str, points: Any, batch_size: int = 64, **_: Any) -> None:
         for batch in iter_batch(list(points), batch_size):

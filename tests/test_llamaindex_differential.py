@@ -309,6 +309,19 @@ def test_top_k_order_and_scores_match_exact_cosine(built, read_pair, query_vecto
 
 def test_query_modes_without_hybrid(read_pair, query_vectors):
     stock, edge = read_pair
+    # a raw Qdrant filter (the stock store's qdrant_filters=) and search params
+    from qdrant_client import models
+
+    raw = models.Filter(must=[models.FieldCondition(key="modality", match=models.MatchValue(value="image"))])
+    query = VectorStoreQuery(query_embedding=query_vectors["random"], similarity_top_k=5)
+    kwargs = {"qdrant_filters": raw, "search_params": {"exact": True}}
+    a, b = stock.query(query, **kwargs), edge.query(query, **kwargs)
+    _same_result(a, b)
+    assert len(b.ids) == 3 and {n.metadata["modality"] for n in b.nodes} == {"image"}
+    # no query vector: the first points in id order (score 1.0), within the filters
+    for filters in (None, FILTERS["or"][0]):
+        query = VectorStoreQuery(query_embedding=None, similarity_top_k=5, filters=filters)
+        _same_result(stock.query(query), edge.query(query))
     for mode in (VectorStoreQueryMode.MMR, VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.DEFAULT):
         query = VectorStoreQuery(query_embedding=query_vectors["text"], similarity_top_k=4, mode=mode, query_str="fox")
         _same_result(stock.query(query), edge.query(query))
