@@ -487,6 +487,26 @@ def test_add_to_the_cli_collection_and_to_a_new_one(built, tmp_path, encoder):
                 ]
                 assert store.add(nodes) == [n.node_id for n in nodes]
             _same_nodes(target[0].get_nodes(), target[1].get_nodes())
+            added = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(len(texts))]
+            stored = [
+                {
+                    str(r.id): (r.payload, r.vector)
+                    for r in s.client.retrieve(s.collection_name, added, with_vectors=True)
+                }
+                for s in target
+            ]
+            assert stored[1].keys() == stored[0].keys() == set(added)
+            for pid in added:  # the same payload and the same (unit) vectors, sparse ones included
+                assert stored[1][pid][0] == stored[0][pid][0]
+                a, b = stored[0][pid][1], stored[1][pid][1]
+                a, b = (a, b) if isinstance(a, dict) else ({"": a}, {"": b})
+                assert a.keys() == b.keys()
+                for name in a:
+                    if hasattr(a[name], "indices"):
+                        assert b[name].indices == a[name].indices
+                        np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-6)
+                    else:
+                        np.testing.assert_allclose(b[name], a[name], atol=1e-6)
             for mode in ("default", "hybrid"):
                 if mode == "hybrid" and target[0] is fresh_stock:
                     continue
