@@ -110,7 +110,8 @@ def _qe():
 
 # ---------------------------------------------------------------- folder: engine detection, manifest
 def detect_engine(path: str) -> str | None:
-    """The engine of an embedded store folder: ``"edge"``, ``"local"`` (qdrant-client local mode) or ``None`` (new)."""
+    """The engine of an embedded store folder: ``"edge"``, ``"local"`` (qdrant-client local mode) or ``None`` (new).
+    The Edge manifest decides first: ``QdrantClient(path=...)`` opened on an Edge folder writes a ``meta.json`` there."""
     if os.path.isfile(os.path.join(path, MANIFEST)):
         return "edge"
     if os.path.isfile(os.path.join(path, "meta.json")) or os.path.isdir(os.path.join(path, "collection")):
@@ -388,17 +389,32 @@ def _out_id(value: Any) -> int | str:
     return value if isinstance(value, int) else str(value)
 
 
+def _out_vector(value: Any) -> Any:
+    """Edge's vectors as ``qdrant_client`` ones (a sparse vector becomes ``models.SparseVector``)."""
+    from qdrant_client import models
+
+    if isinstance(value, dict):
+        return {name: _out_vector(v) for name, v in value.items()}
+    if isinstance(value, _qe().SparseVector):
+        return models.SparseVector(indices=list(value.indices), values=list(value.values))
+    return value
+
+
 def _record(rec):
     from qdrant_client import models
 
-    return models.Record(id=_out_id(rec.id), payload=rec.payload, vector=rec.vector)
+    return models.Record(id=_out_id(rec.id), payload=rec.payload, vector=_out_vector(rec.vector))
 
 
 def _scored(point):
     from qdrant_client import models
 
     return models.ScoredPoint(
-        id=_out_id(point.id), version=point.version, score=point.score, payload=point.payload, vector=point.vector
+        id=_out_id(point.id),
+        version=point.version,
+        score=point.score,
+        payload=point.payload,
+        vector=_out_vector(point.vector),
     )
 
 
@@ -603,7 +619,12 @@ class EdgeClient:
             payload_schema=dict(spec.get("payload_schema") or {}),
             config=SimpleNamespace(
                 params=SimpleNamespace(
-                    vectors={n: models.VectorParams.model_validate(p) for n, p in spec["vectors"].items()}
+                    vectors={n: models.VectorParams.model_validate(p) for n, p in spec["vectors"].items()},
+                    sparse_vectors={
+                        n: models.SparseVectorParams.model_validate(p)
+                        for n, p in (spec.get("sparse_vectors") or {}).items()
+                    }
+                    or None,
                 ),
                 hnsw_config=models.HnswConfig(**hnsw),
                 quantization_config=quantization,
