@@ -24,7 +24,9 @@ from e5v_qdrant.testing import ReplicaSpec, build_replica, draw_image
 CHAT = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
 TEXT = CHAT.format("{}\nSummary above sentence in one word: ")
 IMAGE = CHAT.format("<image>\nSummary above image in one word: ")
-COMPOSED = CHAT.format('<image>Modify this image with "{}", desribe modified image in one word: ')
+COMPOSED = CHAT.format(
+    '<image>Modify this image with "{}", desribe modified image in one word:'
+)  # no trailing space (issue 27)
 
 TEXTS = [
     "A cat.",
