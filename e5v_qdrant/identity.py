@@ -157,13 +157,14 @@ def stored_prompts_digest(prompts: PromptSet, kinds: tuple[str, ...] = _STORED_K
 
 
 def stamp_id(record: dict[str, Any], options: dict[str, Any]) -> str | None:
-    """The id, by today's formula, of the vectors a collection stamp describes; ``None`` if it cannot be told.
+    """The id, by today's formula, of the vectors a collection stamp describes (else the id it records).
 
     ``record`` is the stamp's fingerprint, ``options`` its encoder options. A stamp written since the split (it has
     ``query_prompts``) carries that id. An older one hashed every prompt body, query-time ones included, and its
     preset bodies as then released (each ending in a space): the recorded preset and query prompt are rebuilt that
-    way, checked against the recorded digest, and the id is recomputed from the stored bodies alone. No stamp is
-    rewritten: an old collection keeps working as it is.
+    way, checked against the recorded digest, and the id is recomputed from the stored bodies alone; a stamp that
+    cannot be rebuilt so keeps its recorded id (only an equal id is compatible). No stamp is rewritten: an old
+    collection keeps working as it is.
     """
     if "query_prompts" in record:
         return record.get("id")
@@ -172,9 +173,9 @@ def stamp_id(record: dict[str, Any], options: dict[str, Any]) -> str | None:
             get_prompts(options.get("prompts") or "e5v", query=options.get("query_prompt"))
         )
     except E5VConfigError:
-        return None
+        return record.get("id")
     if stored_prompts_digest(legacy, kinds=("text", "image", "composed", "query")) != record.get("prompts"):
-        return None  # not the strings we can rebuild: only an equal id is compatible
+        return record.get("id")  # not strings we can rebuild
     identity = {k: v for k, v in record.items() if k not in ("adapter", "id")}
     identity["model"] = None if record.get("model_digest") else record.get("model")
     identity["prompts"] = stored_prompts_digest(legacy)

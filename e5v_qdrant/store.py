@@ -310,8 +310,7 @@ def _differences(stamp: CollectionStamp, encoder) -> str:
     lines = [f"{k} {recorded[k]!r} (collection) vs {v!r} (now)" for k, v in current.items() if recorded[k] != v]
     if not lines:  # same options, other stored prompt strings (a preset's bodies changed between releases)
         lines.append(f"stored prompts of preset {encoder.config.prompts!r} differ from the collection's")
-    theirs = stamp_id(stamp.fingerprint, stamp.encoder) or stamp.fingerprint.get("id")
-    fingerprints = f"fingerprint {theirs} (collection) vs {encoder.fingerprint['id']} (now)"
+    fingerprints = f"fingerprint {stamp.fingerprint.get('id')} (collection) vs {encoder.fingerprint['id']} (now)"
     return "; ".join(lines + [fingerprints])
 
 

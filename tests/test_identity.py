@@ -214,5 +214,5 @@ def test_old_stamp_of_a_changed_stored_prompt_is_refused(tmp_path, replica_path,
         stamp = store.stamp(physical).to_metadata()["e5v_qdrant"]
         old = old_stamp(stamp, None, image="<image>\n Describe this image in one word: ")  # as released before
         _rewrite_stamp(store, physical, old)
-        with pytest.raises(CollectionMismatchError, match="reingest"):
+        with pytest.raises(CollectionMismatchError, match="stored prompts of preset .e5v-cirr-target. differ"):
             store.check_compatible("docs", physical, facts)
