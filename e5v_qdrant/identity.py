@@ -43,6 +43,7 @@ __all__ = [
     "fingerprint",
     "stored_prompts_digest",
     "stamp_id",
+    "differences",
     "QUERY_TIME_FIELDS",
     "model_dim",
     "folder_digest",
@@ -180,6 +181,19 @@ def stamp_id(record: dict[str, Any], options: dict[str, Any]) -> str | None:
     identity["model"] = None if record.get("model_digest") else record.get("model")
     identity["prompts"] = stored_prompts_digest(legacy)
     return _id(identity)
+
+
+def differences(record: dict[str, Any], options: dict[str, Any], config: EncoderConfig, current: dict[str, Any]) -> str:
+    """What differs between a stamp (``record`` fingerprint, recorded ``options``) and ``config`` with its fingerprint
+    ``current``, option by option, for mismatch messages. Query-time prompts are never listed: they never mismatch."""
+    digests = ("model_digest", "adapter_digest", "dim")
+    names = [k for k in vector_fields() if k not in QUERY_TIME_FIELDS]
+    recorded = {k: options.get(k) for k in names} | {k: record.get(k) for k in digests}
+    now = {k: getattr(config, k) for k in names} | {k: current.get(k) for k in digests}
+    lines = [f"{k} {recorded[k]!r} (collection) vs {v!r} (now)" for k, v in now.items() if recorded[k] != v]
+    if not lines:  # same options, other stored prompt strings (a preset's bodies changed between releases)
+        lines.append(f"stored prompts of preset {config.prompts!r} differ from the collection's")
+    return "; ".join([*lines, f"fingerprint {record.get('id')} (collection) vs {current['id']} (now)"])
 
 
 def _as_released_before_split(prompts: PromptSet) -> PromptSet:

@@ -29,7 +29,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from .config import StoreConfig, check_collection_name
 from .errors import E5VConfigError, E5VError
-from .identity import QUERY_TIME_FIELDS, stamp_id, vector_fields, vector_options
+from .identity import differences, stamp_id, vector_options
 from .sparse import SPARSE_VECTOR_NAME
 
 __all__ = [
@@ -301,19 +301,6 @@ def encoder_record(encoder) -> dict[str, Any]:
     return vector_options(encoder.config)
 
 
-def _differences(stamp: CollectionStamp, encoder) -> str:
-    """What differs between a collection's stamp and ``encoder``, option by option (for mismatch messages)."""
-    digests = ("model_digest", "adapter_digest", "dim")
-    options = [k for k in vector_fields() if k not in QUERY_TIME_FIELDS]  # query-time prompts are never a mismatch
-    recorded = {k: stamp.encoder.get(k) for k in options} | {k: stamp.fingerprint.get(k) for k in digests}
-    current = {k: getattr(encoder.config, k) for k in options} | {k: encoder.fingerprint.get(k) for k in digests}
-    lines = [f"{k} {recorded[k]!r} (collection) vs {v!r} (now)" for k, v in current.items() if recorded[k] != v]
-    if not lines:  # same options, other stored prompt strings (a preset's bodies changed between releases)
-        lines.append(f"stored prompts of preset {encoder.config.prompts!r} differ from the collection's")
-    fingerprints = f"fingerprint {stamp.fingerprint.get('id')} (collection) vs {encoder.fingerprint['id']} (now)"
-    return "; ".join(lines + [fingerprints])
-
-
 class QdrantStore:
     """One Qdrant connection and the operations the pipelines need, every request retried on transient errors.
 
@@ -425,7 +412,7 @@ class QdrantStore:
         if stamp_id(stamp.fingerprint, stamp.encoder) != fingerprint["id"]:  # stamps from before issue 27 too
             raise CollectionMismatchError(
                 f"collection {name!r} ({physical}) holds vectors of another model or options: "
-                f"{_differences(stamp, encoder)}. {remedy}"
+                f"{differences(stamp.fingerprint, stamp.encoder, encoder.config, encoder.fingerprint)}. {remedy}"
             )
 
     def create_physical(
