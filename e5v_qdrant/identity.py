@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 #: Fields whose identity is not their value: a local folder counts by its files' digest (so path spelling does not
-#: matter), an adapter by its ``adapter_*`` files, prompts by the resolved strings of the stored prompts (``stored_prompts_digest``).
+#: matter), an adapter by its ``adapter_*`` files, prompts by the resolved strings of the stored prompts
+#: (``stored_prompts_digest``).
 _FOLDER_FIELDS = ("model", "adapter")
 _PROMPT_FIELDS = ("prompts", "query_prompt")
 #: ``EncoderConfig`` fields that shape query vectors only: recorded (search reuses them), never a mismatch.
