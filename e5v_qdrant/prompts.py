@@ -36,7 +36,7 @@ class PromptSet:
 
     text: str = "{text}\nSummary above sentence in one word: "
     image: str = "<image>\nSummary above image in one word: "
-    composed: str = '<image>Modify this image with "{text}", desribe modified image in one word: '
+    composed: str = '<image>Modify this image with "{text}", desribe modified image in one word:'
     query: str | None = None
     chat: str = LLAMA3_CHAT
 
@@ -92,18 +92,18 @@ PROMPT_PRESETS: dict[str, PromptSet] = {
     "e5v": _AUTHORS,
     # The authors' composed prompt with its "desribe" typo fixed. Not what the model was evaluated with.
     "e5v-typofix": replace(
-        _AUTHORS, composed='<image>Modify this image with "{text}", describe modified image in one word: '
+        _AUTHORS, composed='<image>Modify this image with "{text}", describe modified image in one word:'
     ),
     # The authors' CIRR target-image prompt for images (reference §1).
-    "e5v-cirr-target": replace(_AUTHORS, image="<image>\n Describe this image in one word: "),
+    "e5v-cirr-target": replace(_AUTHORS, image="<image>\n Describe this image in one word:"),
     # FashionIQ (retrieval.py of the authors' repository): catalogue images get the category's target prompt, a
     # reference image plus its change text gets the category's query prompt. "toptee" uses the word "shirt".
     **{
         f"fashioniq-{category}": replace(
             _AUTHORS,
-            image=f"<image>\n Describe this {noun} in one word based on its style: ",
+            image=f"<image>\n Describe this {noun} in one word based on its style:",
             composed=f"<image> change the style of this {noun} to {{text}}\n Desribe this modified {noun} in one word "
-            "based on its style: ",
+            "based on its style:",
         )
         for category, noun in (("dress", "dress"), ("shirt", "shirt"), ("toptee", "shirt"))
     },

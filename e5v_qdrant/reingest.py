@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import E5VConfigError, E5VImageError, E5VInputError
+from .identity import stamp_id
 from .media import load_image
 from .pipeline import FileWork, embed_points
 from .sources import PDF_SUFFIXES, Item, render_pdf_page
@@ -182,11 +183,12 @@ def reingest(
     target = physical_name(alias, fingerprint["id"])
     report.target_collection = target
 
-    if source == target:
-        report.already_current = True
+    if source == target or (stamp is not None and stamp_id(stamp.fingerprint, stamp.encoder) == fingerprint["id"]):
+        report.already_current = True  # (a collection stamped before issue 27 may be named by its old id)
         report.points = store.count(source)
+        report.target_collection = source
         if drop_old:
-            report.dropped_old = _drop_others(store, alias, keep=target)
+            report.dropped_old = _drop_others(store, alias, keep=source)
         report.seconds = time.perf_counter() - started
         return report
 

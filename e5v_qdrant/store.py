@@ -29,7 +29,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from .config import StoreConfig, check_collection_name
 from .errors import E5VConfigError, E5VError
-from .identity import vector_fields, vector_options
+from .identity import differences, stamp_id, vector_options
 from .sparse import SPARSE_VECTOR_NAME
 
 __all__ = [
@@ -301,16 +301,6 @@ def encoder_record(encoder) -> dict[str, Any]:
     return vector_options(encoder.config)
 
 
-def _differences(stamp: CollectionStamp, encoder) -> str:
-    """What differs between a collection's stamp and ``encoder``, option by option (for mismatch messages)."""
-    digests = ("model_digest", "adapter_digest", "dim")
-    recorded = {k: stamp.encoder.get(k) for k in vector_fields()} | {k: stamp.fingerprint.get(k) for k in digests}
-    current = vector_options(encoder.config) | {k: encoder.fingerprint.get(k) for k in digests}
-    lines = [f"{k} {recorded[k]!r} (collection) vs {v!r} (now)" for k, v in current.items() if recorded[k] != v]
-    fingerprints = f"fingerprint {stamp.fingerprint.get('id')} (collection) vs {encoder.fingerprint['id']} (now)"
-    return "; ".join(lines + [fingerprints])
-
-
 class QdrantStore:
     """One Qdrant connection and the operations the pipelines need, every request retried on transient errors.
 
@@ -396,7 +386,8 @@ class QdrantStore:
         return vectors.size if vectors is not None else None
 
     def check_compatible(self, name: str, physical: str, encoder) -> None:
-        """Refuse to mix models: the stamp's fingerprint id and the vector size must match ``encoder``.
+        """Refuse to mix models: the stamp's fingerprint id (``identity.stamp_id``: stored prompts only, old stamps
+        included) and the vector size must match ``encoder``.
 
         Raises:
             CollectionMismatchError: naming both models and the remedies.
@@ -418,10 +409,10 @@ class QdrantStore:
                 f"collection {name!r} ({physical}) was not created by e5v-qdrant (no model fingerprint stamp); "
                 f"its vectors may come from another model. {remedy}"
             )
-        if stamp.fingerprint.get("id") != fingerprint["id"]:
+        if stamp_id(stamp.fingerprint, stamp.encoder) != fingerprint["id"]:  # stamps from before issue 27 too
             raise CollectionMismatchError(
                 f"collection {name!r} ({physical}) holds vectors of another model or options: "
-                f"{_differences(stamp, encoder)}. {remedy}"
+                f"{differences(stamp.fingerprint, stamp.encoder, encoder.config, encoder.fingerprint)}. {remedy}"
             )
 
     def create_physical(

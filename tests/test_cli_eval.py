@@ -215,6 +215,15 @@ def test_eval_composed_end_to_end(replica_path, dataset, tmp_path):
     assert rep["image_tokens"]["images"] == 4
     assert rep["qdrant"]["metrics"]["composed_to_image"] == {k: v for k, v in metrics.items() if k.startswith("R@")}
     assert any("e5v-cirr-target" in n for n in rep["notes"])
+    # the exact strings the model got, as repr (written out from issue 27, not derived from the code)
+    assert rep["prompts"]["query"] == (
+        '\'<|start_header_id|>user<|end_header_id|>\\n\\n<image>Modify this image with "{text}", desribe modified '
+        "image in one word:<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n \\n'"
+    )
+    assert rep["prompts"]["candidates"] == (
+        "'<|start_header_id|>user<|end_header_id|>\\n\\n<image>\\nSummary above image in one word: <|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\\n\\n \\n'"
+    )
 
 
 def test_eval_sts_end_to_end(replica_path, encoder, dataset, tmp_path):

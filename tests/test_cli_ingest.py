@@ -133,8 +133,8 @@ def test_other_model_is_refused_with_exit_2(tmp_path, replica_path, capsys):
     qd = tmp_path / "qd"
     assert run_ingest([root / "food.md"], qd, replica_path) == 0
     capsys.readouterr()
-    # other prompts = other vectors, even with the same weights
-    assert run_ingest([root / "food.md"], qd, replica_path, "--prompts", "e5v-typofix") == 2
+    # other stored prompts (image body) = other vectors, even with the same weights
+    assert run_ingest([root / "food.md"], qd, replica_path, "--prompts", "e5v-cirr-target") == 2
     err = capsys.readouterr().err
     assert "new collection" in err and "e5v-qdrant reingest" in err
 

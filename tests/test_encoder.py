@@ -24,7 +24,9 @@ from e5v_qdrant.testing import ReplicaSpec, build_replica, draw_image
 CHAT = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
 TEXT = CHAT.format("{}\nSummary above sentence in one word: ")
 IMAGE = CHAT.format("<image>\nSummary above image in one word: ")
-COMPOSED = CHAT.format('<image>Modify this image with "{}", desribe modified image in one word: ')
+COMPOSED = CHAT.format(
+    '<image>Modify this image with "{}", desribe modified image in one word:'
+)  # no trailing space (issue 27)
 
 TEXTS = [
     "A cat.",
@@ -267,8 +269,10 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 def test_fingerprint_tracks_what_changes_vectors(replica_path, encoder):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        typo = E5VEncoder(replica_path, device="cpu", prompts="e5v-typofix")
-    assert typo.fingerprint["id"] != encoder.fingerprint["id"]
+        target = E5VEncoder(replica_path, device="cpu", prompts="e5v-cirr-target")  # another image body
+        typo = E5VEncoder(replica_path, device="cpu", prompts="e5v-typofix")  # another composed body: query-time only
+    assert target.fingerprint["id"] != encoder.fingerprint["id"]
+    assert typo.fingerprint["id"] == encoder.fingerprint["id"]  # issue 27: stored vectors are the same
     assert encoder.fingerprint["dim"] == encoder.dim == 64
 
 

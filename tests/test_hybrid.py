@@ -133,7 +133,7 @@ def test_reingest_keeps_the_collection_hybrid(tmp_path, encoder, replica_path):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            other = E5VEncoder(replica_path, prompts="e5v-typofix", device="cpu", dtype="float32", batch_size=4)
+            other = E5VEncoder(replica_path, prompts="e5v-cirr-target", device="cpu", dtype="float32", batch_size=4)
         report = reingest("docs", other, store)
         assert report.swapped and report.target_collection != report.source_collection
         assert store.resolve("docs") == report.target_collection

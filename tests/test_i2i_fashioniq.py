@@ -124,10 +124,10 @@ def test_fashioniq_prompt_strings_are_byte_equal_to_the_issue():
     chat_tail = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
     for category, noun in (("dress", "dress"), ("shirt", "shirt"), ("toptee", "shirt")):
         p = get_prompts(f"fashioniq-{category}")
-        assert p.image == f"<image>\n Describe this {noun} in one word based on its style: "
+        assert p.image == f"<image>\n Describe this {noun} in one word based on its style:"  # no trailing space
         assert p.for_composed("TEXT") == (
             chat_head + f"<image> change the style of this {noun} to TEXT\n Desribe this modified {noun} in one word "
-            "based on its style: " + chat_tail
+            "based on its style:" + chat_tail
         )
         assert p.text == get_prompts("e5v").text  # texts keep the authors' text prompt
 
@@ -267,6 +267,18 @@ def test_eval_composed_fashioniq_equals_independent_recall(replica_path, dress_e
     assert rep["model"]["prompt_preset"] == "fashioniq-dress"  # the category's preset without --prompts
     assert not any("prompt preset" in w for w in rep["warnings"])
     assert rep["data"]["counts"]["references_among_candidates"] == 3
+    head, tail = (
+        "'<|start_header_id|>user<|end_header_id|>\\n\\n",
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n \\n'",
+    )
+    assert rep["prompts"]["query"] == (
+        head
+        + "<image> change the style of this dress to {text}\\n Desribe this modified dress in one word based on its"
+        " style:" + tail
+    )
+    assert (
+        rep["prompts"]["candidates"] == head + "<image>\\n Describe this dress in one word based on its style:" + tail
+    )
     # independent: raw vectors for each caption order, summed, normalised; all six images are candidates
     cands = dress_encoder.embed_images([str(root / "img" / f"{i}.png") for i in ids])
     queries = []

@@ -114,8 +114,55 @@ def test_default_options_reproduce_transformers_4_41_composed(paper, golden):
     together = paper.embed_composed(images, texts)
     alone = np.concatenate([paper.embed_composed([i], [t]) for i, t in zip(images, texts, strict=True)])
     for ours in (together, alone):
-        assert _cos(ours, golden["composed_single"]).min() >= 0.9999
-        assert _cos(ours, golden["composed_batched"]).min() >= 0.9999
+        # tight: on this replica the pre-issue-27 body (one more space) is only 1 - cos = 2e-6 .. 4e-5 away
+        assert _cos(ours, golden["composed_single"]).min() >= 1 - 1e-9
+        assert _cos(ours, golden["composed_batched"]).min() >= 1 - 1e-9
+
+
+# The CIRR query as the authors' retrieval.py writes it, and the two replace calls it applies for the Llama-3 checkpoint
+# before wrapping it in the chat template (issue 27): the body loses the space before "[/INST]".
+AUTHORS_CIRR_QUERY = '[INST] <image>Modify this image with "{}", desribe modified image in one word: [/INST]'
+LLAMA3_CHAT = (
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+)
+
+
+def test_golden_composed_vectors_used_the_stripped_body():
+    assert FACTS["composed_body"] == '<image>Modify this image with "{}", desribe modified image in one word:'
+
+
+def test_llava_next_composed_equals_the_authors_recipe_with_the_stripped_body(llava_next):
+    """The E5-V README recipe written out on today's transformers (processor + model forward + last position of the
+    final hidden states, normalised), with the composed body the authors' code builds; the embedding table is grown by
+    one row for the <image> id (the checkpoint's trap), the processor given the settings its old config lacks."""
+    from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
+
+    replica = GOLDEN / "replica"
+    config = json.loads((replica / "config.json").read_text())
+    processor = LlavaNextProcessor.from_pretrained(
+        replica, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1
+    )
+    processor.tokenizer.padding_side = "left"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LlavaNextForConditionalGeneration.from_pretrained(replica, dtype=torch.float32).eval()
+    model.resize_token_embeddings(config["image_token_index"] + 1, mean_resizing=False)
+    images = [Image.open(GOLDEN / "images" / c["image"]).convert("RGB") for c in FACTS["composed"]]
+    texts = [c["text"] for c in FACTS["composed"]]
+
+    def recipe(template):
+        prompts = [LLAMA3_CHAT.format(template.format(t)) for t in texts]
+        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            hidden = model(**inputs, output_hidden_states=True, return_dict=True).hidden_states[-1]
+        return torch.nn.functional.normalize(hidden[:, -1, :], dim=-1).numpy()
+
+    expected = recipe(AUTHORS_CIRR_QUERY.replace("[INST] ", "").replace(" [/INST]", ""))
+    ours = llava_next.embed_composed([GOLDEN / "images" / c["image"] for c in FACTS["composed"]], texts)
+    assert _cos(ours, expected).min() >= 1 - 1e-9
+    # the check can fail: the body as released before issue 27 (space kept) is farther than the tolerance, for every
+    # query (1 - cos = 1.5e-7 .. 6e-6 on this tiny replica)
+    assert _cos(ours, recipe(AUTHORS_CIRR_QUERY.replace("[INST] ", "").replace("[/INST]", ""))).max() < 1 - 1e-8
 
 
 def test_paper_pixels_equal_the_4_41_image_processor(golden):

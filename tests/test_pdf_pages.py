@@ -151,7 +151,7 @@ def test_cli_where_page_and_reingest_of_page_images(tmp_path, replica_path, enco
     # reingest re-renders page images from the PDFs (checked against their content hash) and keeps every point
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        other = E5VEncoder(replica_path, prompts="e5v-typofix", device="cpu", dtype="float32", batch_size=4)
+        other = E5VEncoder(replica_path, prompts="e5v-cirr-target", device="cpu", dtype="float32", batch_size=4)
     with QdrantStore(StoreConfig(qdrant_path=str(qd))) as store:
         before = {str(r.id) for r in store.scroll("docs")}
         report = reingest("docs", other, store)

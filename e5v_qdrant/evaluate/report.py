@@ -81,7 +81,11 @@ AUTHORS_TRANSFORMERS = "4.41.2"
 
 @dataclass
 class EvalReport:
-    """One evaluation's numbers and everything that changes them. ``to_dict()`` is what ``--report`` writes."""
+    """One evaluation's numbers and everything that changes them. ``to_dict()`` is what ``--report`` writes.
+
+    ``prompts`` (composed tasks): the exact strings the model was given, as Python ``repr`` so a trailing space or a
+    newline shows; ``{text}`` marks where each query's modification text went.
+    """
 
     task: str
     metrics: dict[str, dict[str, float | None]]
@@ -94,6 +98,7 @@ class EvalReport:
     qdrant: dict[str, Any] | None = None
     paper: dict[str, Any] | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    prompts: dict[str, str] | None = None
     tie_policy: str = TIE_POLICY
     units: str = "percent (recall@k = % of queries with a relevant candidate in the top k; correlations × 100)"
 
@@ -195,6 +200,19 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def composed_prompts(encoder: E5VEncoder, *, pairs: bool = False) -> dict[str, str]:
+    """The exact prompts of a composed-retrieval run (``repr``): the query's (``{text}`` marks the modification text;
+    ``pairs``: FashionIQ's two captions, ``embed_composed_pairs``) and the candidates'."""
+    fill = "the query's modification text"
+    if pairs:
+        fill = "the two captions stripped of '.?, ' joined 'a, b' and 'b, a' (raw vectors summed, then normalised)"
+    return {
+        "query": repr(encoder.prompts.for_composed("{text}")),
+        "candidates": repr(encoder.prompts.for_image()),
+        "text": fill,
+    }
+
+
 def model_facts(encoder: E5VEncoder) -> dict[str, Any]:
     facts = dict(encoder.describe())
     cfg = encoder.config
@@ -253,10 +271,10 @@ def diagnose(encoder: E5VEncoder, task: str, *, limited: bool = False) -> tuple[
             "transformers does, not as in the authors' environment (transformers 4.41.2) where the paper's image "
             "numbers were measured; use --image-layout paper to compare with them"
         )
-    if task == "composed" and encoder.prompts.image != "<image>\n Describe this image in one word: ":
+    if task == "composed" and encoder.prompts.image != "<image>\n Describe this image in one word:":
         notes.append(
             "the authors embed CIRR candidate images with the prompt preset 'e5v-cirr-target' "
-            "('<image>\\n Describe this image in one word: '); this run used the plain image prompt"
+            "('<image>\\n Describe this image in one word:'); this run used the plain image prompt"
         )
     if task == "sts":
         notes.append(

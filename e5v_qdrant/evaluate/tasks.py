@@ -34,6 +34,7 @@ from .report import (
     PAPER_RESULTS,
     Clock,
     EvalReport,
+    composed_prompts,
     data_facts,
     diagnose,
     environment,
@@ -290,6 +291,7 @@ def _composed_report(
         qdrant=qdrant,
         paper=paper,
         environment=environment(),
+        prompts=composed_prompts(encoder, pairs=isinstance(data, FashionIQSet)),
     )
 
 

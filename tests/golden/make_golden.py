@@ -14,7 +14,8 @@ their requirements.txt, github.com/kongds/E5-V). Self-contained on purpose: it i
 3. It writes the replica, the test images (PNG), the vectors (``golden.npz``) and what 4.41 reported about every
    image — best resolution, tile count, image-token count, a subsample of its pixel tiles — (``golden.json``).
 
-Usage: ``python make_golden.py OUTPUT_DIR``
+Usage: ``python make_golden.py OUTPUT_DIR`` (everything), or ``python make_golden.py --composed-only FIXTURE_DIR``
+(recompute the composed vectors of an existing fixture in place, every other array kept byte for byte).
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ LLAMA3_TEMPLATE = (
 )
 TEXT_BODY = "{}\nSummary above sentence in one word: "
 IMAGE_BODY = "<image>\nSummary above image in one word: "
-COMPOSED_BODY = '<image>Modify this image with "{}", desribe modified image in one word: '
+# The authors' retrieval.py writes the CIRR query as "[INST] ... [/INST]" and, for the Llama-3 checkpoint, strips the
+# markers with exactly these two replace calls: the body ends with no trailing space (unlike the two above).
+COMPOSED_BODY = '[INST] <image>Modify this image with "{}", desribe modified image in one word: [/INST]'.replace(
+    "[INST] ", ""
+).replace(" [/INST]", "")
 PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # (height, width), as in E5-V's config
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 CORPUS = [
@@ -176,6 +181,65 @@ def build_replica(path: Path) -> None:
     LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
 
 
+def readme_recipe(replica: Path):
+    """The E5-V README recipe on ``replica``, device and dtype changed (cpu, float32): ``embed(prompts, images)`` →
+    (normalised last-position final hidden states, processor inputs, sequence length)."""
+    processor = LlavaNextProcessor.from_pretrained(replica)
+    model = LlavaNextForConditionalGeneration.from_pretrained(replica, torch_dtype=torch.float32).eval()
+    processor.tokenizer.padding_side = "left"  # as the authors' retrieval.py sets it for batches
+
+    def embed(prompts, images=None):
+        inputs = processor(prompts, images, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            hidden = model(**inputs, output_hidden_states=True, return_dict=True).hidden_states[-1]
+        return F.normalize(hidden[:, -1, :], dim=-1).numpy(), inputs, hidden.shape[1]
+
+    return embed
+
+
+def composed_vectors(embed, images) -> dict[str, np.ndarray]:
+    """The composed queries (``COMPOSED``) one at a time and in one batch."""
+    prompts = [LLAMA3_TEMPLATE.format(COMPOSED_BODY.format(t)) for _, t in COMPOSED]
+    chosen = [images[i] for i, _ in COMPOSED]
+    return {
+        "composed_single": np.concatenate([embed([p], [im])[0] for p, im in zip(prompts, chosen, strict=True)]),
+        "composed_batched": embed(prompts, chosen)[0],
+    }
+
+
+def file_digests(out: Path) -> dict[str, str]:
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "golden.json"
+    }
+
+
+def update_composed(out: Path) -> None:
+    """Recompute only the composed vectors of the fixture in ``out`` (its replica and images as they are); every other
+    array is copied byte for byte. For a change of ``COMPOSED_BODY``: a full run on another CPU reproduces the text and
+    image vectors only to ~1e-7, and those need not move."""
+    manifest = json.loads((out / "golden.json").read_text())
+    if manifest["transformers"] != transformers.__version__:
+        raise SystemExit(
+            f"the fixture was made with transformers {manifest['transformers']}, this is {transformers.__version__}"
+        )
+    images = [Image.open(out / "images" / f["file"]).convert("RGB") for f in manifest["images"]]
+    with np.load(out / "golden.npz") as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays.update(composed_vectors(readme_recipe(out / "replica"), images))
+    np.savez_compressed(out / "golden.npz.tmp.npz", **arrays)
+    (out / "golden.npz.tmp.npz").replace(out / "golden.npz")
+    manifest.update(
+        composed_body=COMPOSED_BODY,
+        composed=[{"image": manifest["images"][i]["file"], "text": t} for i, t in COMPOSED],
+        composed_by={"transformers": transformers.__version__, "torch": torch.__version__},
+        files=file_digests(out),
+    )
+    (out / "golden.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"updated the composed vectors of {out} ({len(COMPOSED)} queries)")
+
+
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     replica, image_dir = out / "replica", out / "images"
@@ -187,30 +251,14 @@ def main(out: Path) -> None:
         draw(w, h, seed=100 + i).save(image_dir / name, optimize=True)
         names.append(name)
 
-    # ---- the E5-V README recipe, device and dtype changed (cpu, float32)
-    processor = LlavaNextProcessor.from_pretrained(replica)
-    model = LlavaNextForConditionalGeneration.from_pretrained(replica, torch_dtype=torch.float32).eval()
-    processor.tokenizer.padding_side = "left"  # as the authors' retrieval.py sets it for batches
-
-    def embed(prompts, images=None):
-        inputs = processor(prompts, images, return_tensors="pt", padding=True)
-        with torch.no_grad():
-            hidden = model(**inputs, output_hidden_states=True, return_dict=True).hidden_states[-1]
-        return F.normalize(hidden[:, -1, :], dim=-1).numpy(), inputs, hidden.shape[1]
-
+    embed = readme_recipe(replica)
     images = [Image.open(image_dir / n).convert("RGB") for n in names]
     text_prompts = [LLAMA3_TEMPLATE.format(TEXT_BODY.format(t)) for t in TEXTS]
     image_prompt = LLAMA3_TEMPLATE.format(IMAGE_BODY)
-    composed_prompts = [LLAMA3_TEMPLATE.format(COMPOSED_BODY.format(t)) for _, t in COMPOSED]
-    composed_images = [images[i] for i, _ in COMPOSED]
-
     vectors = {
         "texts_single": np.concatenate([embed([p])[0] for p in text_prompts]),
         "texts_batched": embed(text_prompts)[0],
-        "composed_single": np.concatenate(
-            [embed([p], [im])[0] for p, im in zip(composed_prompts, composed_images, strict=True)]
-        ),
-        "composed_batched": embed(composed_prompts, composed_images)[0],
+        **composed_vectors(embed, images),
     }
     singles, facts, pixels = [], [], {}
     for name, image in zip(names, images, strict=True):
@@ -252,11 +300,7 @@ def main(out: Path) -> None:
         "images": facts,
         "images_batched_split": half,
         "pixel_stride": PIXEL_STRIDE,
-        "files": {
-            p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-            for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != "golden.json"
-        },
+        "files": file_digests(out),
     }
     (out / "golden.json").write_text(json.dumps(manifest, indent=1) + "\n")
     covered = {tuple(f["best_resolution"]) for f in facts}
@@ -267,6 +311,9 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if sys.argv[1:2] == ["--composed-only"] and len(sys.argv) == 3:
+        update_composed(Path(sys.argv[2]))
+    elif len(sys.argv) == 2:
+        main(Path(sys.argv[1]))
+    else:
         raise SystemExit(__doc__)
-    main(Path(sys.argv[1]))
