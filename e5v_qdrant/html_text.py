@@ -60,6 +60,7 @@ _ENDS_SIBLING = {
     "td": ({"td", "th"}, {"tr", "table"}),
     "th": ({"td", "th"}, {"tr", "table"}),
     "option": ({"option"}, {"select", "datalist"}),
+    "body": ({"head"}, set()),  # a head left open ends where the body starts
 }
 #: Elements without content (never pushed on the open-element stack).
 _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())

@@ -174,6 +174,7 @@ def test_pages_leaving_out_end_tags_or_nesting_deeply_are_read_without_recursion
     assert html_to_text("<p>line" * 5000).splitlines() == ["line"] * 5000
     assert html_to_text("<b>" * 20000 + "deep") == "deep"
     assert html_to_text("<td>a<td>b<tr><td>c") == "a\nb\nc"  # cells no longer glue their words together
+    assert html_to_text("<html><head><title>T</title><body><p>Body text") == "Body text"  # </head> left out
 
 
 def test_noindex_pages_are_ignored_with_the_rule_and_how_to_index_them(tmp_path):
