@@ -84,7 +84,7 @@ PAYLOAD_KEYS = ("modality", "source", "content_hash", "chunk_index", FOLDERS_KEY
 #: Why a page marked not-to-be-indexed is skipped, and what to do instead.
 NOINDEX_REASON = (
     'HTML page marked <meta name="robots" content="noindex"> (a generated duplicate such as mdBook\'s print.html, '
-    "or a redirect stub): not indexed; to index it, remove that tag from the file"
+    "or a redirect stub), so not indexed; to index it, remove that tag from the file"
 )
 #: What ``pdf_pages`` may be (see the module docstring).
 PDF_PAGES_MODES = ("auto", "images", "text", "both")
