@@ -1,7 +1,7 @@
 """The text of an HTML page's main content, without its navigation, menus, sidebars, headers and footers.
 
-``html_page(html)`` parses a page with the standard library's ``html.parser`` into a small element tree and returns
-an ``HtmlPage``: its text and whether it asks not to be indexed.
+``html_page(html)`` reads a page in one pass of the standard library's ``html.parser`` (memory: the text, not a
+tree) and returns an ``HtmlPage``: its text and whether it asks not to be indexed.
 
 - **Main content.** The page's ``<main>`` elements and elements with ``role="main"`` (mdBook, rustdoc and Sphinx pages
   mark their content so); if it has none, its ``<article>`` elements; if none either, the whole ``<body>``.
@@ -10,6 +10,7 @@ an ``HtmlPage``: its text and whether it asks not to be indexed.
   every reader, ``button``, ``select``, ``script``, ``style``, ``noscript``, ``template``, ``svg`` and the ``head``.
   ``header`` and ``footer`` are dropped when they belong to the page (banner and footer), not when they are inside an
   ``article``, ``section``, ``main`` or ``aside`` (an article's own title block), as HTML's accessibility mapping says.
+  On pages without ``main`` or ``article``, blocks whose class or id is a navigation name (``_CHROME_NAMES``) go too.
 - **Text.** Block elements (paragraphs, headings, list items, table cells, ...) start new lines; whitespace inside a
   line is collapsed; blank lines are dropped. Character references are decoded.
 - **Not to be indexed.** ``noindex`` is true when the page carries ``<meta name="robots" content="noindex">`` (also
@@ -21,15 +22,14 @@ The result depends only on the page's text, so a file always gives the same chun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 
 __all__ = ["HtmlPage", "html_page", "html_to_text"]
 
-#: Elements whose content is never page text.
-_SKIP = frozenset({"head", "script", "style", "noscript", "template", "svg", "button", "select"})
-#: Elements that are navigation or side content wherever they are.
-_CHROME_TAGS = frozenset({"nav", "aside"})
+#: Elements whose content is never main text: not text at all (scripts, styles, controls, the head) or navigation
+#: and side content wherever they are.
+_DROPPED = frozenset({"head", "script", "style", "noscript", "template", "svg", "button", "select", "nav", "aside"})
 _CHROME_ROLES = frozenset(
     {"navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar", "dialog"}
 )
@@ -66,17 +66,6 @@ _ENDS_SIBLING = {
 _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 
 
-@dataclass(eq=False)  # compared by identity: elements nest thousands deep
-class _Element:
-    tag: str
-    attrs: dict[str, str]
-    children: list[_Element | str] = field(default_factory=list)
-
-    @property
-    def role(self) -> str:
-        return self.attrs.get("role", "").strip().lower()
-
-
 @dataclass(frozen=True)
 class HtmlPage:
     """What indexing needs from an HTML page: the text of its main content and whether it asks not to be indexed."""
@@ -85,15 +74,44 @@ class HtmlPage:
     noindex: bool
 
 
-class _TreeBuilder(HTMLParser):
-    """A forgiving element tree: an end tag closes the nearest open element of that name (and any left open inside
-    it); an end tag with no open element of its name is ignored; elements still open at the end are closed."""
+@dataclass(slots=True)
+class _Open:
+    """An open element and what it inherits: whether its text is dropped (``chrome``: navigation, scripts, ...) or
+    dropped on landmark-less pages (``named``), whether it is inside a sectioning element, ``main``, ``article``."""
+
+    tag: str
+    block: bool = False
+    chrome: bool = False
+    named: bool = False
+    sectioned: bool = False
+    in_main: bool = False
+    in_article: bool = False
+
+
+class _MainText(HTMLParser):
+    """One streaming pass that keeps an open-element stack and sends each piece of text to the main, article and
+    body texts it belongs to; ``text`` then picks the first landmark kind the page has. Memory is the text only.
+
+    Forgiving like browsers: an end tag closes the nearest open element of that name (and any left open inside it),
+    an end tag with no open element of its name is ignored, and start tags end what HTML lets them end (``<p>``,
+    ``<li>``, ``<td>``, ...) so pages leaving out optional end tags do not nest ever deeper."""
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.root = _Element("#document", {})
-        self.stack = [self.root]
+        self.stack = [_Open("#document")]
         self.noindex = False
+        self.parts: dict[str, list[str]] = {"main": [], "article": [], "body": []}
+        self.landmarks: set[str] = set()
+
+    def _emit(self, text: str, where: _Open) -> None:
+        if where.chrome:
+            return
+        if where.in_main:
+            self.parts["main"].append(text)
+        if where.in_article:
+            self.parts["article"].append(text)
+        if not where.named:
+            self.parts["body"].append(text)
 
     def handle_starttag(self, tag, attrs):
         values = {name: value or "" for name, value in attrs}
@@ -101,13 +119,29 @@ class _TreeBuilder(HTMLParser):
             tokens = {t.strip().lower() for t in values.get("content", "").split(",")}
             self.noindex = self.noindex or bool(tokens & {"noindex", "none"})
         self._end_implied(tag)
-        element = _Element(tag, values)
-        self.stack[-1].children.append(element)
+        parent, role = self.stack[-1], values.get("role", "").strip().lower()
+        hidden = "hidden" in values and values["hidden"].lower() != "until-found"
+        page_level = tag in ("header", "footer") and not parent.sectioned and role not in ("main", "article")
+        chrome = parent.chrome or hidden or page_level or tag in _DROPPED or role in _CHROME_ROLES
+        names = {values.get("id", "").lower(), *values.get("class", "").lower().split()}
+        starts_main = not chrome and not parent.in_main and (tag == "main" or role == "main")
+        starts_article = not chrome and not parent.in_article and tag == "article"
+        self.landmarks |= {"main"} if starts_main else {"article"} if starts_article else set()
+        element = _Open(
+            tag,
+            block=tag in _BLOCK or starts_main or starts_article,
+            chrome=chrome,
+            named=parent.named or bool(names & _CHROME_NAMES),
+            sectioned=parent.sectioned or tag in _SECTIONING,
+            in_main=parent.in_main or starts_main,
+            in_article=parent.in_article or starts_article,
+        )
+        if element.block:
+            self._emit("\n", element)
         if tag not in _VOID:
             self.stack.append(element)
 
     def _end_implied(self, tag: str) -> None:
-        """Close what ``tag`` implicitly ends, so that pages leaving out optional end tags do not nest deeper."""
         if tag in _ENDS_SIBLING:
             ended, containers = _ENDS_SIBLING[tag]
         elif tag in _ENDS_P:
@@ -117,86 +151,45 @@ class _TreeBuilder(HTMLParser):
         for depth in range(len(self.stack) - 1, 0, -1):
             name = self.stack[depth].tag
             if name in ended:
-                del self.stack[depth:]
+                self._close(depth)
                 return
             if name in containers:
                 return
 
+    def _close(self, depth: int) -> None:
+        """Close the open elements from ``depth`` up, innermost first."""
+        while len(self.stack) > depth:
+            element = self.stack.pop()
+            if element.block:
+                self._emit("\n", element)
+
     def handle_startendtag(self, tag, attrs):
         self.handle_starttag(tag, attrs)
-        if tag not in _VOID and self.stack[-1].tag == tag:
-            self.stack.pop()
+        if tag not in _VOID:
+            self.handle_endtag(tag)
 
     def handle_endtag(self, tag):
         for depth in range(len(self.stack) - 1, 0, -1):
             if self.stack[depth].tag == tag:
-                del self.stack[depth:]
+                self._close(depth)
                 return
 
     def handle_data(self, data):
-        self.stack[-1].children.append(data)
+        self._emit(data, self.stack[-1])
 
-
-def _is_chrome(element: _Element, sectioned: bool, by_name: bool) -> bool:
-    if (
-        by_name
-        and {element.attrs.get("id", "").lower(), *element.attrs.get("class", "").lower().split()} & _CHROME_NAMES
-    ):
-        return True
-    if element.tag in _SKIP or element.tag in _CHROME_TAGS or element.role in _CHROME_ROLES:
-        return True
-    if "hidden" in element.attrs and element.attrs["hidden"].lower() != "until-found":
-        return True
-    return element.tag in ("header", "footer") and not sectioned and element.role not in ("main", "article")
-
-
-def _main_roots(root: _Element) -> list[_Element]:
-    """The outermost ``main`` / ``role=main`` elements, else the outermost ``article``s, else ``body`` or the page."""
-
-    def outermost(match) -> list[_Element]:
-        found, todo = [], [root]
-        while todo:  # depth first, in document order, without recursion (pages may nest thousands deep)
-            node = todo.pop()
-            if node is not root and match(node):
-                found.append(node)
-            else:
-                todo += [c for c in reversed(node.children) if isinstance(c, _Element) and c.tag not in _SKIP]
-        return found
-
-    return (
-        outermost(lambda e: e.tag == "main" or e.role == "main")
-        or outermost(lambda e: e.tag == "article")
-        or outermost(lambda e: e.tag == "body")
-        or [root]
-    )
-
-
-def _text(roots: list[_Element], by_name: bool) -> str:
-    parts: list[str] = []
-    root_ids = {id(r) for r in roots}
-    todo: list[tuple[_Element | str, bool]] = [(r, r.tag in _SECTIONING) for r in reversed(roots)]
-    while todo:
-        node, sectioned = todo.pop()
-        if isinstance(node, str):
-            parts.append(node)
-            continue
-        inner = sectioned or node.tag in _SECTIONING
-        children = [(c, inner) for c in node.children if isinstance(c, str) or not _is_chrome(c, inner, by_name)]
-        if node.tag in _BLOCK or id(node) in root_ids:
-            children = [("\n", inner), *children, ("\n", inner)]
-        todo += reversed(children)
-    lines = (" ".join(line.split()) for line in "".join(parts).splitlines())
-    return "\n".join(line for line in lines if line)
+    def text(self) -> str:
+        """The main elements' text, else the articles', else the body's without navigation class names."""
+        kind = "main" if "main" in self.landmarks else "article" if "article" in self.landmarks else "body"
+        lines = (" ".join(line.split()) for line in "".join(self.parts[kind]).splitlines())
+        return "\n".join(line for line in lines if line)
 
 
 def html_page(html: str) -> HtmlPage:
     """The main content's text of ``html`` and its robots ``noindex`` flag (see the module docstring)."""
-    builder = _TreeBuilder()
-    builder.feed(html)
-    builder.close()
-    roots = _main_roots(builder.root)
-    landmark = any(r.tag in ("main", "article") or r.role == "main" for r in roots)
-    return HtmlPage(_text(roots, by_name=not landmark), builder.noindex)
+    parser = _MainText()
+    parser.feed(html)
+    parser.close()
+    return HtmlPage(parser.text(), parser.noindex)
 
 
 def html_to_text(html: str) -> str:
