@@ -87,7 +87,7 @@ def mdbook_like_page(*, print_page: bool = False) -> str:
         <h1 class="menu-title">The Harbour Book</h1>
         <div class="right-buttons"><a href="print.html" title="Print this book"><i class="fa fa-print"></i></a></div>
       </div>
-      <div id="search-wrapper" class="hidden" role="search">
+      <div id="search-wrapper" class="hidden">
         <form id="searchbar-outer"><input type="search" id="searchbar" placeholder="Search this book ..."></form>
         <p class="searchresults-header">Search this book</p>
       </div>
