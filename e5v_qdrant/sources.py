@@ -363,7 +363,7 @@ def _read_pdf_pages(data: bytes) -> list[str]:
     try:
         from pypdf import PdfReader
     except ImportError as exc:
-        raise _Skip("PDF support needs pypdf: pip install 'e5v-qdrant[pdf]'") from exc
+        raise _Skip("reading PDFs needs pypdf, a dependency that is missing here (pip install pypdf)") from exc
     try:
         return [page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages]
     except Exception as exc:  # pypdf raises many types on malformed files
@@ -374,7 +374,9 @@ def _pdfium():
     try:
         import pypdfium2
     except ImportError as exc:
-        raise _Skip("rendering PDF pages as images needs pypdfium2: pip install 'e5v-qdrant[pdf]'") from exc
+        raise _Skip(
+            "rendering PDF pages needs pypdfium2, a dependency that is missing here (pip install pypdfium2)"
+        ) from exc
     return pypdfium2
 
 

@@ -166,4 +166,4 @@ def test_pdf_without_pypdf_is_skipped_with_install_hint(tmp_path, monkeypatch):
     path = tmp_path / "doc.pdf"
     path.write_bytes(_minimal_pdf("hello"))
     result = read_source(SourceFile(str(path), "pdf"), Chunker())
-    assert isinstance(result, SkippedInput) and "e5v-qdrant[pdf]" in result.reason
+    assert isinstance(result, SkippedInput) and "pip install pypdf" in result.reason
