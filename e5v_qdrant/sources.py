@@ -2,14 +2,13 @@
 
 Supported inputs:
 
-- text: ``.txt``, ``.md``, ``.markdown``, ``.rst``, ``.html``, ``.htm`` (tags stripped with the standard library's
-  ``html.parser``; ``script`` / ``style`` dropped);
-- PDFs (``pip install 'e5v-qdrant[pdf]'``: ``pypdf`` reads the text layer, ``pypdfium2`` renders pages; without
-  them PDFs are skipped with that reason), by ``pdf_pages``: ``text`` = text chunks of each page's text layer;
-  ``images`` = one page image per page; ``both``; ``auto`` (default) = text chunks plus a page image for each page
-  with little or no text (fewer than ``MIN_PAGE_TEXT_CHARS`` non-space characters: scans, slides, figures). Text is
-  chunked page by page, so every chunk and page image records its 1-based ``page``. A PDF yielding nothing is skipped
-  with the reason (e.g. a scan with ``pdf_pages=text``), never silently;
+- text: ``.txt``, ``.md``, ``.markdown``, ``.rst``, ``.html``, ``.htm`` (HTML: the main content's text, ``html_text``;
+  a page marked ``<meta name="robots" content="noindex">`` is ``ignored``);
+- PDFs (``pypdf`` reads the text layer, ``pypdfium2`` renders pages), by ``pdf_pages``: ``text`` = text chunks of each
+  page's text layer; ``images`` = one page image per page; ``both``; ``auto`` (default) = text chunks plus a page
+  image for each page with little or no text (fewer than ``MIN_PAGE_TEXT_CHARS`` non-space characters: scans, slides,
+  figures). Text is chunked page by page, so every chunk and page image records its 1-based ``page``. A PDF yielding
+  nothing is skipped with the reason (e.g. a scan with ``pdf_pages=text``), never silently;
 - images: ``.jpg``, ``.jpeg``, ``.png``, ``.webp``, ``.gif`` (first frame), ``.bmp``, ``.tif``, ``.tiff``.
 
 Text files may be compressed (``.gz``, ``.bz2``, ``.xz``: ``notes.md.gz``, ``changelog.gz``); they are decompressed
@@ -44,10 +43,10 @@ import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Any
 
 from .filters import FOLDERS_KEY, ancestor_folders
+from .html_text import html_page, html_to_text
 from .media import IMAGE_SUFFIXES
 from .store import document_id, point_id
 
@@ -82,6 +81,11 @@ MAX_TEXT_BYTES = 64 * 1024 * 1024
 #: added by the ingest pipeline; ``folders`` lists the folders containing the source, for ``search --under``; PDF
 #: points also have ``page``).
 PAYLOAD_KEYS = ("modality", "source", "content_hash", "chunk_index", FOLDERS_KEY)
+#: Why a page marked not-to-be-indexed is skipped, and what to do instead.
+NOINDEX_REASON = (
+    'HTML page marked <meta name="robots" content="noindex"> (a generated duplicate such as mdBook\'s print.html, '
+    "or a redirect stub), so not indexed; to index it, remove that tag from the file"
+)
 #: What ``pdf_pages`` may be (see the module docstring).
 PDF_PAGES_MODES = ("auto", "images", "text", "both")
 #: ``pdf_pages=auto``: a page whose text layer has fewer non-whitespace characters than this also becomes an image.
@@ -343,58 +347,6 @@ def supported_types() -> str:
 
 
 # ---------------------------------------------------------------- reading
-class _HTMLText(HTMLParser):
-    _SKIP = {"script", "style", "noscript", "template", "head"}
-    _BLOCK = {
-        "p",
-        "div",
-        "br",
-        "li",
-        "tr",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "section",
-        "article",
-        "pre",
-        "table",
-        "title",
-    }
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip_depth = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self._SKIP:
-            self._skip_depth += 1
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self._SKIP:
-            self._skip_depth = max(0, self._skip_depth - 1)
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if not self._skip_depth:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML document (tags, scripts and styles removed, block elements on their own lines)."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(line for line in lines if line)
-
-
 def _decode_text(data: bytes) -> tuple[str, list[str]]:
     warnings: list[str] = []
     try:
@@ -411,7 +363,7 @@ def _read_pdf_pages(data: bytes) -> list[str]:
     try:
         from pypdf import PdfReader
     except ImportError as exc:
-        raise _Skip("PDF support needs pypdf: pip install 'e5v-qdrant[pdf]'") from exc
+        raise _Skip("reading PDFs needs pypdf, a dependency that is missing here (pip install pypdf)") from exc
     try:
         return [page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages]
     except Exception as exc:  # pypdf raises many types on malformed files
@@ -422,7 +374,9 @@ def _pdfium():
     try:
         import pypdfium2
     except ImportError as exc:
-        raise _Skip("rendering PDF pages as images needs pypdfium2: pip install 'e5v-qdrant[pdf]'") from exc
+        raise _Skip(
+            "rendering PDF pages needs pypdfium2, a dependency that is missing here (pip install pypdfium2)"
+        ) from exc
     return pypdfium2
 
 
@@ -697,7 +651,10 @@ def read_source(
             return SkippedInput(source, "binary content (NUL bytes) in a text file")
         text, warnings = _decode_text(data)
         if os.path.splitext(name)[1].lower() in (".html", ".htm"):
-            text = html_to_text(text)
+            page = html_page(text)
+            if page.noindex:
+                return SkippedInput(source, NOINDEX_REASON, "ignored")
+            text = page.text
     except _Skip as exc:
         return SkippedInput(source, str(exc))
     except OSError as exc:
