@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .store import CollectionMismatchError, CollectionStamp, QdrantStore, StoreError, collection_create_kwargs
+from .identity import stamp_id
+from .store import CollectionMismatchError, CollectionStamp, QdrantStore, StoreError
 
 __all__ = ["MigrationReport", "plan_migration", "migrate"]
 
@@ -60,8 +61,8 @@ def plan_migration(name: str, source: QdrantStore, target: QdrantStore) -> Migra
     if not target.exists(physical):
         return MigrationReport(name, physical, count, 0)
     other = target.stamp(physical)
-    mine = (stamp.fingerprint.get("id") if stamp else None), source.dimension(physical)
-    theirs = (other.fingerprint.get("id") if other else None), target.dimension(physical)
+    mine = (stamp_id(stamp.fingerprint, stamp.encoder) if stamp else None), source.dimension(physical)
+    theirs = (stamp_id(other.fingerprint, other.encoder) if other else None), target.dimension(physical)
     if mine != theirs:
         raise CollectionMismatchError(
             f"target collection {physical!r} holds vectors of fingerprint/dimension {theirs}, the source {mine}: "
@@ -88,23 +89,12 @@ def migrate(
     physical = report.physical
     stamp = source.stamp(physical)
     if not target.exists(physical):
-        kwargs = collection_create_kwargs(target.config, source.dimension(physical), server=target.honours_options)
-        target.call(
-            f"creating collection {physical!r}",
-            target.client.create_collection,
-            collection_name=physical,
-            metadata=stamp.to_metadata() if stamp else None,
-            **kwargs,
-        )
-        if target.honours_options:
-            for field in ("modality", "source"):
-                target.call(
-                    f"indexing payload field {field!r}",
-                    target.client.create_payload_index,
-                    collection_name=physical,
-                    field_name=field,
-                    field_schema=models.PayloadSchemaType.KEYWORD,
-                )
+        if stamp is None:
+            raise StoreError(
+                f"collection {physical!r} has no e5v-qdrant stamp (not made by e5v-qdrant): nothing says how to create "
+                f"its copy; copy it with Qdrant's own snapshot tools instead"
+            )
+        target.create_stamped(physical, stamp, source.dimension(physical))
         report.created = True
     bar = tqdm(total=report.source_points, desc=f"migrate {name}", unit="pt", disable=not progress)
     batch: list = []

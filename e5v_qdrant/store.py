@@ -426,8 +426,15 @@ class QdrantStore:
         stamp = CollectionStamp(
             fingerprint=encoder.fingerprint, encoder=encoder_record(encoder), alias=alias, sparse=sparse
         )
+        self.create_stamped(physical, stamp, encoder.dim)
+
+    def create_stamped(self, physical: str, stamp: CollectionStamp, dim: int) -> None:
+        """Create ``physical`` for ``dim``-d vectors as ``stamp`` describes it: the dense vector, the sparse one when
+        the stamp records a sparse encoder (hybrid), this store's storage options and the search filters' payload
+        indexes. ``create_physical`` and ``migrate`` both create collections here, so a copy is built like the
+        original."""
         kwargs = collection_create_kwargs(
-            self.config, encoder.dim, server=self.honours_options, sparse=sparse is not None
+            self.config, dim, server=self.honours_options, sparse=stamp.sparse is not None
         )
         self.call(
             f"creating collection {physical!r}",
@@ -451,10 +458,11 @@ class QdrantStore:
                     wait=True,
                 )
         logger.info(
-            "created collection %s (%d-d, cosine, model fingerprint %s)",
+            "created collection %s (%d-d, cosine, model fingerprint %s%s)",
             physical,
-            encoder.dim,
-            encoder.fingerprint["id"],
+            dim,
+            stamp.fingerprint.get("id"),
+            ", hybrid" if stamp.sparse is not None else "",
         )
 
     def sparse_spec(self, physical: str) -> dict[str, Any] | None:

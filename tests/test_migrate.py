@@ -136,3 +136,36 @@ def test_migrate_to_a_live_server_and_back(tmp_path):  # pragma: no cover - need
         finally:
             server.client.delete_collection(report.physical)
             server.close()
+
+
+@pytest.mark.parametrize("source_engine,target_engine", [("edge", "local"), ("local", "edge")])
+def test_a_migrated_hybrid_collection_still_finds_a_rare_code(
+    tmp_path, replica_path, capsys, source_engine, target_engine
+):
+    """Issue 25: the copy gets the sparse side (vector config, stamp, vectors) and the filter indexes, so `search
+    --hybrid` on the target finds a rare part code exactly as on the source."""
+    from test_hybrid import CODES, COMMON, make_notes
+
+    notes = make_notes(tmp_path / "notes")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    base = ("--collection", "docs", "--qdrant-path")
+    argv = ["ingest", notes, *base, src, "--model", replica_path, *COMMON, "--hybrid", "--embedded", source_engine]
+    assert main([str(a) for a in argv]) == 0
+    argv = ["migrate", *base, src, "--to-path", dst, "--to-embedded", target_engine]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    for i, code in CODES.items():
+        for store in (src, dst):
+            argv = ["search", code, *base, store, "--hybrid", "--top-k", "1", "--json"]
+            assert main([str(a) for a in argv]) == 0
+            assert [h["source"] for h in json.loads(capsys.readouterr().out)] == [str(notes / f"note{i:02d}.txt")]
+    with QdrantStore(StoreConfig(qdrant_path=str(src))) as a, QdrantStore(StoreConfig(qdrant_path=str(dst))) as b:
+        assert b.engine == target_engine
+        physical = a.resolve("docs")
+        assert b.resolve("docs") == physical
+        assert b.stamp(physical).to_metadata() == a.stamp(physical).to_metadata()
+        sparse = {str(r.id): r.vector.get("text-sparse-new") for r in b.scroll("docs", with_vectors=True)}
+        original = {str(r.id): r.vector.get("text-sparse-new") for r in a.scroll("docs", with_vectors=True)}
+        assert sparse.keys() == original.keys() and all(v is not None for v in sparse.values())
+        for key, vector in original.items():
+            assert (sparse[key].indices, pytest.approx(sparse[key].values)) == (vector.indices, vector.values)
