@@ -36,8 +36,9 @@ def serve(config: ServeConfig, encoder_config: EncoderConfig, store_config: Stor
         raise E5VConfigError("the server needs its extra: pip install 'e5v-qdrant[serve]'") from exc
     from ..encoder import E5VEncoder
     from ..store import QdrantStore
+    from .exposure import check_exposure, server_key
 
-    config.api_key  # noqa: B018 - fail on an unset key variable before the slow model load
+    check_exposure(config, server_key(config))  # before the slow model load
     encoder = E5VEncoder(config=encoder_config)
     store = QdrantStore(store_config) if store_config is not None else None
     try:

@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import E5VInputError
 from ..media import load_image
+from .limits import lone_surrogate
 
 __all__ = [
     "EmbeddingRequest",
@@ -20,6 +21,7 @@ __all__ = [
     "ParsedConversation",
     "decode_image_url",
     "parse_messages",
+    "message_texts",
     "SEARCH_FILTERS",
 ]
 
@@ -52,7 +54,19 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart]
 
 
-class EmbeddingRequest(BaseModel):
+class _UnicodeBody(BaseModel):
+    """A request body whose every string (keys included) is Unicode text: a lone surrogate gets a 400 naming where."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_values(cls, data: Any) -> Any:
+        problem = lone_surrogate(data)
+        if problem is not None:
+            raise ValueError(f"{problem}; send valid Unicode text (a surrogate pair cut in half is not)")
+        return data
+
+
+class EmbeddingRequest(_UnicodeBody):
     """``POST /v1/embeddings``: OpenAI's ``input`` or vLLM's chat-style ``messages`` (exactly one of them)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -86,13 +100,13 @@ class EmbeddingRequest(BaseModel):
         return value
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(_UnicodeBody):
     """``POST /v1/search``: a text, an image (data URL), or both (composed query) against a collection."""
 
     model_config = ConfigDict(extra="forbid")
 
     collection: str = Field(min_length=1)
-    text: str | None = None
+    text: str | None = Field(None, min_length=1, description="the query text (an empty string is refused)")
     image: str | None = Field(None, description="data:image/...;base64,... URL")
     top_k: int = Field(10, ge=1)
     modality: Literal["any", "text", "image"] = "any"
@@ -100,7 +114,7 @@ class SearchRequest(BaseModel):
     where: dict[str, Any] | None = Field(
         None, description="payload field -> value, all must match (a list matches any of its values)"
     )
-    score_threshold: float | None = Field(None, description="only hits scoring at least this")
+    score_threshold: float | None = Field(None, allow_inf_nan=False, description="only hits scoring at least this")
     hybrid: bool = Field(False, description="fuse dense and BM25 keyword results (a collection ingested with --hybrid)")
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid results are fused")
 
@@ -147,6 +161,17 @@ def decode_image_url(url: str, *, max_pixels: int | None, name: str) -> Any:
     except (binascii.Error, ValueError) as exc:
         raise E5VInputError(name, f"invalid base64 image data ({exc})") from None
     return load_image(data, max_pixels=max_pixels, name=name)
+
+
+def message_texts(messages: list[ChatMessage]) -> list[str]:
+    """The text parts of chat ``messages``, in order (cheap: no image is decoded), for limits checked first."""
+    texts: list[str] = []
+    for message in messages:
+        if isinstance(message.content, str):
+            texts.append(message.content)
+        else:
+            texts.extend(part.text for part in message.content if part.type == "text" and part.text is not None)
+    return texts
 
 
 def parse_messages(messages: list[ChatMessage], *, max_pixels: int | None) -> ParsedConversation:
