@@ -7,7 +7,9 @@ Memory is the server process's resident set read from outside through ``/proc/<p
 
 from __future__ import annotations
 
+import base64
 import http.client
+import io
 import json
 import os
 import socket
@@ -15,8 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -26,7 +31,21 @@ from e5v_qdrant.ingest import ingest  # noqa: E402
 from e5v_qdrant.store import QdrantStore  # noqa: E402
 
 KEY = "hardening-key-5b2e"
-TEXTS = {"harbour.txt": "Fishing boats rest in the harbour while gulls circle the old lighthouse at dawn."}
+TEXTS = {
+    "harbour.txt": "Fishing boats rest in the harbour while gulls circle the old lighthouse at dawn.",
+    "will_change.txt": "The recipe calls for two eggs, flour and a pinch of salt.",
+}
+BIG_SIDE = 9300  # 86.5 megapixels, under the 89.5-megapixel default limit
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def big_png() -> bytes:
+    return png(Image.new("RGB", (BIG_SIDE, BIG_SIDE), (90, 140, 200)))  # ~250 KB on disk, 260 MB decoded
 
 
 def free_port() -> int:
@@ -136,6 +155,9 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     for name, text in TEXTS.items():
         (root / name).write_text(text)
+    (root / "transparent.png").write_bytes(png(Image.new("RGBA", (40, 30), (0, 0, 0, 0))))
+    (root / "will_change.png").write_bytes(png(Image.new("RGB", (40, 30), (200, 30, 30))))
+    (root / "big.png").write_bytes(big_png())
     return root
 
 
@@ -228,6 +250,96 @@ def test_attack_matrix_4xx_and_the_connection_stays_usable(server):
     assert "Traceback" not in server.output()
 
 
+def search_hits(conn, text: str) -> list[dict]:
+    body = json.dumps({"collection": "docs", "text": text, "top_k": 20}).encode()
+    status, data, _ = call(conn, "POST", "/v1/search", body)
+    assert status == 200, data
+    return json.loads(data)["data"]
+
+
+def test_changed_files_get_no_thumbnail_and_no_snippet(server, corpus):
+    conn = server.connection()
+    try:
+        hits = {os.path.basename(h["source"]): h for h in search_hits(conn, "eggs")}
+        assert hits["will_change.txt"]["snippet"] == TEXTS["will_change.txt"]
+        assert hits["will_change.txt"]["changed_since_ingest"] is False
+        url = hits["will_change.png"]["thumbnail_url"]
+        status, jpeg, _ = call(conn, "GET", url)
+        assert status == 200 and Image.open(io.BytesIO(jpeg)).format == "JPEG"
+
+        (corpus / "will_change.png").write_bytes(png(Image.new("RGB", (40, 30), (10, 10, 240))))  # another picture
+        (corpus / "will_change.txt").write_text("Now this file holds something else entirely.")
+        status, data, _ = call(conn, "GET", url)
+        assert status == 409 and "changed since ingest" in json.loads(data)["error"]["message"]
+        changed = {os.path.basename(h["source"]): h for h in search_hits(conn, "eggs")}
+        assert changed["will_change.txt"]["snippet"] is None
+        assert changed["will_change.txt"]["changed_since_ingest"] is True
+        assert changed["harbour.txt"]["snippet"] == TEXTS["harbour.txt"]  # unchanged files keep theirs
+
+        (corpus / "will_change.png").unlink()
+        status, data, _ = call(conn, "GET", url)
+        assert status == 404 and "no longer readable" in json.loads(data)["error"]["message"]
+    finally:
+        conn.close()
+
+
+def test_transparent_png_thumbnail_is_on_white(server):
+    conn = server.connection()
+    try:
+        hits = {os.path.basename(h["source"]): h for h in search_hits(conn, "a picture")}
+        status, jpeg, _ = call(conn, "GET", hits["transparent.png"]["thumbnail_url"])
+        assert status == 200
+        pixel = Image.open(io.BytesIO(jpeg)).convert("RGB").getpixel((20, 15))
+        assert min(pixel) > 245, pixel  # white, as a browser shows transparency, not the black RGB underneath
+    finally:
+        conn.close()
+
+
+def test_six_concurrent_thumbnails_of_an_86_megapixel_png_cost_one_decode(server):
+    with closing(server.connection()) as conn:
+        url = next(h for h in search_hits(conn, "big") if h["source"].endswith("big.png"))["thumbnail_url"]
+    results = []
+
+    def one():
+        with closing(server.connection()) as c:
+            results.append(call(c, "GET", url)[0])
+
+    with PeakRSS(server.proc.pid) as rss:
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert results == [200] * 6
+    print(f"6 thumbnails of an 86-megapixel PNG: peak RSS growth {rss.growth / 2**20:.0f} MiB")
+    assert rss.growth < 0.5 * 2**30
+
+
+def test_three_concurrent_86_megapixel_images_stay_under_1_2_gb(server):
+    message = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(big_png()).decode()}}
+    ]}]}  # fmt: skip
+    body = json.dumps(message).encode()
+    results = []
+
+    def one():
+        with closing(server.connection(timeout=300)) as c:
+            status, data, _ = call(c, "POST", "/v1/embeddings", body)
+            results.append((status, len(json.loads(data)["data"][0]["embedding"]) if status == 200 else data))
+
+    with PeakRSS(server.proc.pid) as rss:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=one) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        seconds = time.perf_counter() - started
+    assert [r[0] for r in results] == [200] * 3, results
+    print(f"3 concurrent 86-megapixel images: {seconds:.1f} s, peak RSS growth {rss.growth / 2**20:.0f} MiB")
+    assert rss.growth < 1.2 * 2**30
+
+
 def test_a_30_mb_text_is_refused_fast_and_cheaply(server):
     body = json.dumps({"input": "lorem ipsum " * 2_600_000}).encode()  # 31.2 MB, under the 32 MiB body limit
     assert 25_000_000 < len(body) < 35_000_000
@@ -283,3 +395,40 @@ def test_a_key_of_only_whitespace_is_refused(monkeypatch):
         server_key(ServeConfig(api_key_env="E5V_BLANK_KEY"))
     monkeypatch.setenv("E5V_BLANK_KEY", "  abc\n")
     assert server_key(ServeConfig(api_key_env="E5V_BLANK_KEY")) == "abc"
+
+
+def test_thumbnail_of_a_big_jpeg_is_decoded_small_and_matches_a_full_decode():
+    from e5v_qdrant.media import load_thumbnail
+
+    side = 6000  # 36 megapixels: 108 MB decoded in full, ~1.7 MB at the 1/8 scale draft mode picks
+    gradient = Image.linear_gradient("L").resize((side, side))
+    source = Image.merge(
+        "RGB", (gradient, gradient.transpose(Image.Transpose.ROTATE_90), Image.new("L", (side, side), 90))
+    )
+    out = io.BytesIO()
+    source.save(out, "JPEG", quality=90)
+    data = out.getvalue()
+    del source, gradient
+    reference = Image.open(io.BytesIO(data))
+    reference.load()
+    reference.thumbnail((256, 256))
+    with PeakRSS(os.getpid()) as rss:
+        thumb = load_thumbnail(data, size=256, max_pixels=None, name="big.jpg")
+    assert thumb.size == reference.size == (256, 256) and thumb.mode == "RGB"
+    diff = np.abs(np.asarray(thumb, dtype=np.int16) - np.asarray(reference, dtype=np.int16))
+    assert diff.mean() < 3  # the same picture, to JPEG noise
+    assert rss.growth < 40 * 2**20, rss.growth  # a full decode alone is 108 MB
+
+
+def test_image_size_reads_the_upright_size_from_the_header():
+    from e5v_qdrant.media import image_size, load_image
+
+    image = Image.new("RGB", (64, 32), (10, 200, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: stored 64 wide, shown 32 wide
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    decoded = load_image(out.getvalue())
+    assert image_size(out.getvalue(), max_pixels=None, name="x") == (decoded.height, decoded.width) == (64, 32)
+    plain = png(image)
+    assert image_size(plain, max_pixels=None, name="x") == (32, 64)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-import io
 import logging
-import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -24,18 +22,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..anyres import image_token_count
 from ..config import ServeConfig
 from ..errors import E5VConfigError, E5VError, E5VInputError
-from ..media import IMAGE_SUFFIXES, load_image
+from ..media import IMAGE_SUFFIXES
 from ..search import search as search_collection
 from ..store import CollectionMismatchError
 from .batching import DynamicBatcher, QueueFullError
 from .exposure import server_key
+from .indexed_files import CHANGED, StaleFileError, Thumbnails, unchanged_since_ingest
 from .limits import TextLimits, shown
 from .metrics import Metrics
 from .requests import (
     SEARCH_FILTERS,
     EmbeddingRequest,
+    InlineImage,
     SearchRequest,
-    decode_image_url,
+    inline_image,
     message_texts,
     parse_messages,
 )
@@ -83,6 +83,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
     max_pixels = encoder.config.max_image_pixels
     limits = TextLimits.for_encoder(encoder, max_tokens=config.max_input_tokens, max_chars=config.max_input_chars)
     metrics = Metrics()
+    thumbnails = Thumbnails(size=THUMBNAIL_SIZE, max_pixels=max_pixels)
     batcher = DynamicBatcher(
         encoder,
         max_batch_size=config.max_batch_size,
@@ -228,7 +229,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
             else:
                 tokens = [await run_in_threadpool(_image_tokens, encoder, convo.image, convo.text)]
                 limits.check_tokens(tokens[0], "messages")
-                item = convo.image if convo.text is None else (convo.image, convo.text)
+                item = convo.image.data if convo.text is None else (convo.image.data, convo.text)
                 vectors = await batcher.submit(convo.kind, [item], tokens=tokens[0])
             metrics.items.labels(convo.kind).inc()
         data = [
@@ -282,7 +283,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
             limits.check_chars(body.text, "text")
         image = None
         if body.image is not None:
-            image = await run_in_threadpool(decode_image_url, body.image, max_pixels=max_pixels, name="image")
+            image = await run_in_threadpool(inline_image, body.image, max_pixels=max_pixels, name="image")
         if image is not None:
             limits.check_tokens(await run_in_threadpool(_image_tokens, encoder, image, body.text), "query")
         elif body.text is not None:
@@ -291,24 +292,25 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
 
         def run():
             known_collection(body.collection)
-            return search_collection(
+            found = search_collection(
                 s,
                 encoder,
                 body.collection,
                 text=body.text,
-                image=image,
+                image=None if image is None else image.data,
                 top_k=body.top_k,
                 modality=body.modality,
                 **filters,
             )
+            return found, _unchanged_ids(s, body.collection, found) if found else set()
 
-        hits = await on_model_thread(run)
+        hits, current = await on_model_thread(run)
         return {
             "object": "list",
             "collection": body.collection,
             "model": model_name,
             "seconds": round(time.perf_counter() - started, 4),
-            "data": [_hit_json(body.collection, h) for h in hits],
+            "data": [_hit_json(body.collection, h, h.id in current) for h in hits],
         }
 
     @app.get("/v1/thumbnails/{collection}/{point_id}", dependencies=guarded)
@@ -333,8 +335,13 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         source = payload.get("source")
         if not records or payload.get("modality") != "image" or not _is_image_file(source):
             raise APIError(404, f"no image point {point_id} in collection {shown(collection)}", "not_found")
+        indexed_hash = payload.get("content_hash")
+        if not isinstance(indexed_hash, str):
+            raise APIError(404, f"point {point_id} records no content_hash; re-ingest its file", "not_found")
         try:
-            jpeg = await run_in_threadpool(_thumbnail, source, max_pixels)
+            jpeg = await thumbnails.get(source, indexed_hash)
+        except StaleFileError:
+            raise APIError(409, f"the image file of point {point_id} has {CHANGED}", "changed_since_ingest") from None
         except E5VInputError as exc:
             raise APIError(404, f"image of point {point_id} is no longer readable: {exc.reason}", "not_found") from None
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
@@ -348,10 +355,18 @@ def _search_filters(body: SearchRequest) -> dict[str, Any]:
     return {name: getattr(body, name) for name in SEARCH_FILTERS if getattr(body, name) is not None}
 
 
-def _hit_json(collection: str, hit) -> dict[str, Any]:
+def _unchanged_ids(store, collection: str, hits) -> set[str]:
+    """Ids of the ``hits`` whose file still has the stat recorded at ingest (``unchanged_since_ingest``)."""
+    records = store.retrieve(collection, [h.id for h in hits])
+    return {str(r.id) for r in records if unchanged_since_ingest(r.payload or {})}
+
+
+def _hit_json(collection: str, hit, unchanged: bool) -> dict[str, Any]:
+    """A hit as JSON; the snippet only while its file is unchanged since ingest (else ``changed_since_ingest``)."""
     row = hit.to_dict()
     text = row.pop("text", None)
-    row["snippet"] = " ".join(text.split())[:400] if text else None
+    row["snippet"] = " ".join(text.split())[:400] if text and unchanged else None
+    row["changed_since_ingest"] = not unchanged
     row["page"] = getattr(hit, "page", None)
     row["thumbnail_url"] = (
         f"/v1/thumbnails/{quote(collection, safe='')}/{hit.id}"
@@ -363,16 +378,6 @@ def _hit_json(collection: str, hit) -> dict[str, Any]:
 
 def _is_image_file(source: Any) -> bool:
     return isinstance(source, str) and source.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _thumbnail(path: str, max_pixels: int | None) -> bytes:
-    if not os.path.isfile(path):
-        raise E5VInputError(path, "no such file")
-    image = load_image(path, max_pixels=max_pixels)
-    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 def _text_tokens(encoder, texts: list[str]) -> list[int]:
@@ -389,11 +394,11 @@ def _query_tokens(encoder, text: str) -> int:
     return len(encoder.text_input_ids(text, query=True))
 
 
-def _image_tokens(encoder, image, text: str | None) -> int:
+def _image_tokens(encoder, image: InlineImage, text: str | None) -> int:
     """Tokens the model reads for an image (or image + text) input: the prompt with ``<image>`` expanded to the
     image's placeholder tokens under the encoder's ``image_layout``."""
     prompt = encoder.prompts.for_image() if text is None else encoder.prompts.for_composed(text)
-    placeholders = image_token_count((image.height, image.width), encoder.geometry, encoder.config.image_layout)
+    placeholders = image_token_count(image.size, encoder.geometry, encoder.config.image_layout)
     return len(encoder.tokenizer(prompt)["input_ids"]) - 1 + placeholders
 
 
