@@ -174,10 +174,11 @@ def qdrant_path(encoder, corpus, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(replica_path, qdrant_path, tmp_path_factory):
-    # the key is exported with a trailing newline, as `export KEY=$(cat keyfile)` leaves it: stripped, clients work
+    # no --model: the one recorded in the collection (the replica) is served, as `search` would use it.
+    # The key is exported with a trailing newline, as `export KEY=$(cat keyfile)` leaves it: stripped, clients work.
     s = Server(
-        ["--model", str(replica_path), "--device", "cpu", "--dtype", "float32", "--qdrant-path", str(qdrant_path),
-         "--api-key-env", "E5V_HARDENING_KEY"],
+        ["--device", "cpu", "--dtype", "float32", "--qdrant-path", str(qdrant_path), "--api-key-env",
+         "E5V_HARDENING_KEY"],
         tmp_path_factory.mktemp("log") / "serve.log",
         {"E5V_HARDENING_KEY": KEY + "\n"},
     )  # fmt: skip
@@ -223,6 +224,38 @@ ATTACKS = [
     ("no key", "POST", "/v1/embeddings", b'{"input": "a"}', 401, "API key"),
     ("openapi without the key", "GET", "/openapi.json", None, 401, "API key"),
 ]  # fmt: skip
+
+
+def test_serve_without_model_serves_the_collections_recorded_model(server, replica_path):
+    with closing(server.connection()) as conn:
+        status, data, _ = call(conn, "GET", "/v1/models")
+    assert status == 200 and json.loads(data)["data"][0]["id"] == str(replica_path)
+
+
+def test_collections_of_different_models_need_an_explicit_model():
+    from types import SimpleNamespace
+
+    from e5v_qdrant.errors import E5VConfigError
+    from e5v_qdrant.server.served_model import served_encoder_config
+
+    class Store:  # two collections stamped with different models
+        def __init__(self, models):
+            self.models = models
+
+        def aliases(self):
+            return {alias: alias + "-phys" for alias in self.models}
+
+        def resolve(self, name):
+            return self.aliases().get(name)
+
+        def stamp(self, physical):
+            return SimpleNamespace(encoder={"model": self.models[physical.removesuffix("-phys")], "adapter": None})
+
+    with pytest.raises(E5VConfigError, match=r"docs: org/model-a; pics: org/model-b.*--model"):
+        served_encoder_config(Store({"docs": "org/model-a", "pics": "org/model-b"}), {})
+    assert served_encoder_config(Store({"docs": "org/a", "pics": "org/b"}), {"model": "org/b"}).model == "org/b"
+    assert served_encoder_config(Store({"docs": "org/a", "pics": "org/a"}), {}).model == "org/a"
+    assert served_encoder_config(Store({}), {}).model == "royokong/e5-v"
 
 
 def test_attack_matrix_4xx_and_the_connection_stays_usable(server):
