@@ -373,6 +373,39 @@ def test_three_concurrent_86_megapixel_images_stay_under_1_2_gb(server):
     assert rss.growth < 1.2 * 2**30
 
 
+@pytest.mark.slow
+def test_a_two_word_request_is_not_held_behind_a_250k_token_one(server):
+    """32 texts of ~7.6k tokens (~245k tokens) in one request; 2 words sent 1 s later finish in <= 25% of its time."""
+    big = json.dumps({"input": ["word " * 7600] * 32}).encode()
+    outcome = {}
+
+    def run_big():
+        with closing(server.connection(timeout=600)) as c:
+            started = time.perf_counter()
+            status, data, _ = call(c, "POST", "/v1/embeddings", big)
+            outcome["big"] = (status, time.perf_counter() - started, json.loads(data))
+
+    thread = threading.Thread(target=run_big)
+    thread.start()
+    time.sleep(1.0)
+    with closing(server.connection()) as conn:
+        started = time.perf_counter()
+        status, data, _ = call(conn, "POST", "/v1/embeddings", b'{"input": "two words"}')
+        small_seconds = time.perf_counter() - started
+        assert status == 200
+    thread.join(600)
+    big_status, big_seconds, body = outcome["big"]
+    assert big_status == 200 and len(body["data"]) == 32 and body["usage"]["prompt_tokens"] > 240_000
+    with closing(server.connection()) as conn:  # a new one: uvicorn closes connections idle for 5 s
+        _, metrics, _ = call(conn, "GET", "/metrics")
+    print(
+        f"2-word request {small_seconds:.2f} s while a {body['usage']['prompt_tokens']}-token one took {big_seconds:.1f} s"
+    )
+    assert small_seconds <= 0.25 * big_seconds
+    text = metrics.decode()
+    assert 'e5v_queue_wait_seconds_count{size="<=512"}' in text and 'e5v_queue_wait_seconds_count{size=">32k"}' in text
+
+
 def test_a_30_mb_text_is_refused_fast_and_cheaply(server):
     body = json.dumps({"input": "lorem ipsum " * 2_600_000}).encode()  # 31.2 MB, under the 32 MiB body limit
     assert 25_000_000 < len(body) < 35_000_000

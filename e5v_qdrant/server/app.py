@@ -91,6 +91,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         max_batch_tokens=config.max_coalesced_tokens,
         max_queue=config.max_queue,
         on_batch=metrics.observe_batch,
+        on_wait=metrics.observe_wait,
     )
     metrics.track_queue(lambda: batcher.waiting)
     created = int(time.time())
@@ -217,7 +218,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
             tokens = await run_in_threadpool(_text_tokens, encoder, texts)
             for i, count in enumerate(tokens):
                 limits.check_tokens(count, f"input[{i}]")
-            vectors = await batcher.submit("text", texts, tokens=sum(tokens))
+            vectors = await batcher.submit("text", texts, tokens=tokens)
             metrics.items.labels("text").inc(len(texts))
         else:
             limits.check_chars("\n".join(message_texts(body.messages)), "messages text")
