@@ -498,3 +498,40 @@ def test_image_size_reads_the_upright_size_from_the_header():
     assert image_size(out.getvalue(), max_pixels=None, name="x") == (decoded.height, decoded.width) == (64, 32)
     plain = png(image)
     assert image_size(plain, max_pixels=None, name="x") == (32, 64)
+
+
+def test_an_unexpected_error_is_a_500_on_a_connection_that_stays_open(encoder, caplog):
+    """A bug (here: a store that raises) answers 500 and the keep-alive connection serves the next request."""
+    import uvicorn
+
+    from e5v_qdrant.server import create_app
+
+    class BrokenStore:
+        def aliases(self):
+            raise RuntimeError("disk on fire")
+
+    app = create_app(encoder, store=BrokenStore(), config=ServeConfig())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        conn = http.client.HTTPConnection("127.0.0.1", sock.getsockname()[1], timeout=30)
+        conn.auto_open = 0
+        conn.connect()
+        with caplog.at_level("ERROR"):
+            status, data, connection = call(conn, "GET", "/v1/collections", key=None)
+        assert status == 500 and "RuntimeError" in json.loads(data)["error"]["message"]
+        assert "disk on fire" not in data.decode()  # the exception's text stays in the log
+        assert "disk on fire" in caplog.text
+        assert call(conn, "GET", "/health", key=None)[0] == 200  # same connection
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
