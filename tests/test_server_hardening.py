@@ -535,3 +535,29 @@ def test_an_unexpected_error_is_a_500_on_a_connection_that_stays_open(encoder, c
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+async def test_thumbnail_cache_makes_each_content_once_and_stays_bounded(tmp_path):
+    import asyncio
+    import hashlib
+
+    from e5v_qdrant.server.indexed_files import StaleFileError, Thumbnails
+
+    paths, hashes = [], []
+    for i, colour in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+        data = png(Image.new("RGB", (300, 200), colour))
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(data)
+        paths.append(str(path))
+        hashes.append(hashlib.sha256(data).hexdigest())
+    thumbs = Thumbnails(max_pixels=None, max_cache_bytes=1)  # room for one thumbnail only
+    got = await asyncio.gather(*(thumbs.get(paths[0], hashes[0]) for _ in range(6)))
+    assert thumbs.made == 1 and len(set(got)) == 1  # six concurrent requests, one decode
+    assert Image.open(io.BytesIO(got[0])).size == (256, 171)
+    await thumbs.get(paths[0], hashes[0])
+    assert thumbs.made == 1  # cached
+    await thumbs.get(paths[1], hashes[1])
+    await thumbs.get(paths[0], hashes[0])
+    assert thumbs.made == 3  # the bound dropped the first when the second came
+    with pytest.raises(StaleFileError, match="changed since ingest"):
+        await thumbs.get(paths[2], hashes[0])  # a file whose content is not the indexed one
