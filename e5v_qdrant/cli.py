@@ -497,7 +497,12 @@ def _add_serve(sub) -> Callable:
         description=_SERVE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_arguments(p, EncoderConfig, group="model")
+    add_arguments(
+        p,
+        EncoderConfig,
+        group="model",
+        recorded_default="as recorded in the collections served, else the value `e5v-qdrant info --help` shows",
+    )
     add_arguments(p, ServeConfig, group="server")
     store = p.add_argument_group("store searched by /v1/search and the page (optional; default: search off)")
     add_arguments(store, StoreConfig, exclude=("api_key_env",))
@@ -517,7 +522,8 @@ def _run_serve(args) -> int:
     store_config = None
     if getattr(args, "qdrant_path", None) or getattr(args, "qdrant_url", None):
         store_config = from_namespace(StoreConfig, args, api_key_env=args.qdrant_api_key_env)
-    serve(from_namespace(ServeConfig, args), from_namespace(EncoderConfig, args), store_config)
+    # encoder options not typed come from the served collections' stamps (as for `search`), else the defaults
+    serve(from_namespace(ServeConfig, args), namespace_options(EncoderConfig, args), store_config)
     return EXIT_OK
 
 

@@ -552,14 +552,31 @@ class ServeConfig:
     )
     max_queue: int = option(4096, help="most inputs waiting for the model; beyond it requests get 503 (back-pressure)")
     max_top_k: int = option(100, help="largest top_k a /v1/search request may ask for")
+    # hardening (issue 28): cheap limits before expensive work, no unauthenticated exposure by accident
+    max_input_tokens: int | None = option(
+        None,
+        help="most tokens one input may have (the prompted text; with an image, its tokens too); more gets 400 "
+        "naming the limit. Default: the model's context (max_position_embeddings)",
+    )
+    max_input_chars: int | None = option(
+        None,
+        help="most characters one text may have, checked before any tokenizing; more gets 400 naming the limit. "
+        "Default: 16 x max_input_tokens",
+    )
+    allow_unauthenticated: bool = option(
+        False,
+        help="serve without an API key on a --host other than loopback (a warning is logged); without it such a "
+        "server refuses to start",
+    )
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise E5VConfigError(f"port must be in 0..65535, got {self.port}")
         if self.max_wait_ms < 0:
             raise E5VConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        for name in ("max_batch_size", "max_coalesced_tokens", "max_items", "max_body_bytes", "max_queue", "max_top_k"):
-            if getattr(self, name) < 1:
+        for name in ("max_batch_size", "max_coalesced_tokens", "max_items", "max_body_bytes", "max_queue", "max_top_k",
+                     "max_input_tokens", "max_input_chars"):  # fmt: skip
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise E5VConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.api_key_env is not None and not self.api_key_env:
             raise E5VConfigError("api_key_env must name an environment variable, e.g. E5V_API_KEY")

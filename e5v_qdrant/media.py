@@ -8,11 +8,19 @@ import os
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import E5VImageError
 
-__all__ = ["ImageInput", "load_image", "describe_source", "DEFAULT_MAX_IMAGE_PIXELS", "IMAGE_SUFFIXES"]
+__all__ = [
+    "ImageInput",
+    "load_image",
+    "load_thumbnail",
+    "image_size",
+    "describe_source",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "IMAGE_SUFFIXES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +65,7 @@ def load_image(
     """
     label = name or describe_source(source)
     if isinstance(source, Image.Image):
-        return _finish(source, label, max_pixels)
+        return _finish(source, label, max_pixels, owned=False)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if isinstance(text, str) and text.startswith(("http://", "https://")):
@@ -83,6 +91,60 @@ def load_image(
         raise E5VImageError(
             label, f"unsupported image input type {type(source).__name__}; pass a path, bytes, BytesIO or PIL image"
         )
+    return _decoded(data, label, lambda image: _finish(image, label, max_pixels, owned=True), max_pixels)
+
+
+def load_thumbnail(data: bytes, *, size: int, max_pixels: int | None, name: str) -> Image.Image:
+    """An RGB thumbnail (at most ``size`` px a side) of encoded image ``data``, decoded as small as the format
+    allows: JPEGs at 1/2, 1/4 or 1/8 scale (Pillow's ``draft``, the decoder's DCT scaling), so a 86-megapixel JPEG
+    costs a few megabytes; other formats are decoded in full, then reduced. EXIF orientation is applied; transparent
+    pixels are shown on white (as browsers show them), not on the black their RGB values usually hold.
+
+    Raises:
+        E5VImageError: as ``load_image``.
+    """
+
+    def shrink(image: Image.Image) -> Image.Image:
+        if getattr(image, "is_animated", False):
+            image.seek(0)
+        image.draft("RGB", (size, size))  # JPEG only; a no-op for other formats
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode not in ("RGB", "RGBA", "L", "LA"):  # palette, bilevel, 16-bit, CMYK: to a mode that resizes
+            image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+        image.thumbnail((size, size))
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, image.convert("RGBA"))
+        return image.convert("RGB") if image.mode != "RGB" else image
+
+    return _decoded(data, name, shrink, max_pixels)
+
+
+def image_size(data: bytes, *, max_pixels: int | None, name: str) -> tuple[int, int]:
+    """``(height, width)`` of encoded image ``data`` as ``load_image`` would return it (EXIF orientation applied),
+    read from the header without decoding pixels; the format and the pixel limit are checked as ``load_image`` does.
+
+    Raises:
+        E5VImageError: not an image, or too many pixels.
+    """
+
+    def probe(image: Image.Image) -> tuple[int, int]:
+        width, height = image.size
+        if image.format == "PNG":  # Pillow's PNG getexif() decodes the image to find a late eXIf chunk: header only
+            exif = Image.Exif()
+            if "exif" in image.info:
+                exif.load(image.info["exif"])
+        else:
+            exif = image.getexif()
+        swapped = exif.get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+        return (width, height) if swapped else (height, width)
+
+    return _decoded(data, name, probe, max_pixels)
+
+
+def _decoded(data: bytes, label: str, finish, max_pixels: int | None):
+    """``finish(image)`` on the opened ``data`` after the pixel check, Pillow's errors turned into ``E5VImageError``."""
     if not data:
         raise E5VImageError(label, "empty (zero bytes)")
     try:
@@ -91,7 +153,7 @@ def load_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_size(image, label, max_pixels)
-            image = _finish(image, label, max_pixels)
+            image = finish(image)
         for seen in {str(w.message) for w in caught}:
             logger.warning("%s: %s", label, seen)
         return image
@@ -116,10 +178,15 @@ def _check_size(image: Image.Image, label: str, max_pixels: int | None) -> None:
         )
 
 
-def _finish(image: Image.Image, label: str, max_pixels: int | None) -> Image.Image:
+def _finish(image: Image.Image, label: str, max_pixels: int | None, *, owned: bool) -> Image.Image:
+    """Decoded, upright, RGB. ``owned``: the image was opened here, so it is transposed in place (a caller's image is
+    copied instead); an 86-megapixel RGB picture then costs one full-size buffer, not three."""
     _check_size(image, label, max_pixels)
     if getattr(image, "is_animated", False):
         image.seek(0)
     image.load()
-    image = ImageOps.exif_transpose(image)
-    return image.convert("RGB") if image.mode != "RGB" else image.copy()
+    if owned:
+        ImageOps.exif_transpose(image, in_place=True)
+    else:
+        image = ImageOps.exif_transpose(image)  # a new image, transposed or copied
+    return image.convert("RGB") if image.mode != "RGB" else image

@@ -144,3 +144,55 @@ async def test_queue_bound_refuses_with_queue_full():
         await batcher.submit("text", ["e"])
     await asyncio.gather(first, *waiting)
     await batcher.close()
+
+
+def test_split_chunks_bounds_inputs_and_tokens():
+    from e5v_qdrant.server.batching import split_chunks
+
+    assert split_chunks([10, 10, 10, 10, 10], max_items=2, max_tokens=100) == [(0, 2), (2, 4), (4, 5)]
+    assert split_chunks([60, 50, 30, 500, 5], max_items=8, max_tokens=100) == [(0, 1), (1, 3), (3, 4), (4, 5)]
+    assert split_chunks([], max_items=8, max_tokens=100) == []
+
+
+class TokenTimed(Recorder):
+    """Takes 10 microseconds per character of its inputs (a character stands for a token here)."""
+
+    def embed_texts(self, texts):
+        self.delay = 1e-5 * sum(map(len, texts))
+        return super().embed_texts(texts)
+
+
+async def test_a_short_request_is_not_held_behind_a_big_one():
+    """32 texts of 7.7k tokens (246k tokens, ~2.5 s here) run as a series of budget-sized calls; a 2-word request
+    sent meanwhile joins the next call and is answered in a fraction of the big request's time."""
+    enc = TokenTimed()
+    waits = []
+    batcher = await started(enc, max_wait_ms=5, max_batch_tokens=16384, on_wait=lambda t, s: waits.append((t, s)))
+    big_texts = [f"{i:02d}" + "x" * 7698 for i in range(32)]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    big = asyncio.create_task(batcher.submit("text", big_texts, tokens=[7700] * 32))
+    await asyncio.sleep(0.3)
+    t1 = loop.time()
+    small = await batcher.submit("text", ["two words"], tokens=[2])
+    small_seconds = loop.time() - t1
+    big_vectors = await big
+    big_seconds = loop.time() - t0
+    await batcher.close()
+    np.testing.assert_array_equal(small[0], vector("two words"))
+    np.testing.assert_array_equal(big_vectors, np.stack([vector(t) for t in big_texts]))  # all, in order
+    assert max(len(c) for c in enc.calls) <= 3  # never the 32 texts in one call
+    assert small_seconds <= 0.25 * big_seconds, (small_seconds, big_seconds)
+    assert sorted(t for t, _ in waits) == [2, 32 * 7700]
+
+
+async def test_a_failing_chunk_fails_its_whole_request_once():
+    enc = Recorder()
+    batcher = await started(enc, max_wait_ms=5, max_batch_size=2)
+    outcome, other = await asyncio.gather(
+        batcher.submit("text", ["a", "b", "c BAD", "d", "e"]), batcher.submit("text", ["fine"]), return_exceptions=True
+    )
+    await batcher.close()
+    assert isinstance(outcome, E5VInputError)
+    np.testing.assert_array_equal(other[0], vector("fine"))
+    assert batcher.waiting == 0

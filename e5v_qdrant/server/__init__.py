@@ -5,6 +5,9 @@ Needs the ``serve`` extra: ``pip install 'e5v-qdrant[serve]'`` (FastAPI, uvicorn
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..config import EncoderConfig, ServeConfig, StoreConfig
 
 __all__ = ["create_app", "serve"]
@@ -17,16 +20,27 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None):
     return build(encoder, store=store, config=config)
 
 
-def serve(config: ServeConfig, encoder_config: EncoderConfig, store_config: StoreConfig | None = None) -> None:
+def serve(
+    config: ServeConfig,
+    encoder_config: EncoderConfig | Mapping[str, Any],
+    store_config: StoreConfig | None = None,
+) -> None:
     """Load the model (and open the store, if given) and serve until SIGINT/SIGTERM, finishing in-flight requests.
 
     Args:
         config: where to listen, batching and limits, the optional bearer key's environment variable.
-        encoder_config: the model to serve.
+        encoder_config: the model to serve, or the encoder options given (a mapping, as the command line passes
+            them): the others then come from the collections of the store, as ``search`` takes them
+            (``served_model.served_encoder_config``).
         store_config: the Qdrant store searched by ``/v1/search`` and the page; ``None`` turns search off.
+
+    Raises:
+        E5VConfigError: a non-loopback ``host`` without a key (and no ``allow_unauthenticated``), an unset key
+            variable, or collections built with different models and no model given; all before the model loads.
 
     Example:
         >>> serve(ServeConfig(port=8000), EncoderConfig(model="royokong/e5-v"))  # doctest: +SKIP
+        >>> serve(ServeConfig(), {}, StoreConfig(qdrant_path="qdrant_data"))  # the collections' model  # doctest: +SKIP
     """
     try:
         import uvicorn
@@ -36,11 +50,15 @@ def serve(config: ServeConfig, encoder_config: EncoderConfig, store_config: Stor
         raise E5VConfigError("the server needs its extra: pip install 'e5v-qdrant[serve]'") from exc
     from ..encoder import E5VEncoder
     from ..store import QdrantStore
+    from .exposure import check_exposure, server_key
+    from .served_model import served_encoder_config
 
-    config.api_key  # noqa: B018 - fail on an unset key variable before the slow model load
-    encoder = E5VEncoder(config=encoder_config)
+    check_exposure(config, server_key(config))  # before the slow model load
     store = QdrantStore(store_config) if store_config is not None else None
     try:
+        if not isinstance(encoder_config, EncoderConfig):
+            encoder_config = served_encoder_config(store, encoder_config)
+        encoder = E5VEncoder(config=encoder_config)
         app = create_app(encoder, store=store, config=config)
         uvicorn.run(app, host=config.host, port=config.port, log_level="info")
     finally:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-import io
 import logging
-import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -24,12 +22,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..anyres import image_token_count
 from ..config import ServeConfig
 from ..errors import E5VConfigError, E5VError, E5VInputError
-from ..media import IMAGE_SUFFIXES, load_image
+from ..media import IMAGE_SUFFIXES
 from ..search import search as search_collection
 from ..store import CollectionMismatchError
 from .batching import DynamicBatcher, QueueFullError
+from .exposure import server_key
+from .indexed_files import CHANGED, StaleFileError, Thumbnails, unchanged_since_ingest
+from .limits import TextLimits, shown
 from .metrics import Metrics
-from .requests import SEARCH_FILTERS, EmbeddingRequest, SearchRequest, decode_image_url, parse_messages
+from .requests import (
+    SEARCH_FILTERS,
+    EmbeddingRequest,
+    InlineImage,
+    SearchRequest,
+    inline_image,
+    message_texts,
+    parse_messages,
+)
 
 __all__ = ["create_app", "APIError"]
 
@@ -69,10 +78,12 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
     config = config or ServeConfig()
-    api_key = config.api_key
+    api_key = server_key(config)
     model_name = config.served_model_name or encoder.config.model
     max_pixels = encoder.config.max_image_pixels
+    limits = TextLimits.for_encoder(encoder, max_tokens=config.max_input_tokens, max_chars=config.max_input_chars)
     metrics = Metrics()
+    thumbnails = Thumbnails(size=THUMBNAIL_SIZE, max_pixels=max_pixels)
     batcher = DynamicBatcher(
         encoder,
         max_batch_size=config.max_batch_size,
@@ -80,6 +91,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         max_batch_tokens=config.max_coalesced_tokens,
         max_queue=config.max_queue,
         on_batch=metrics.observe_batch,
+        on_wait=metrics.observe_wait,
     )
     metrics.track_queue(lambda: batcher.waiting)
     created = int(time.time())
@@ -96,13 +108,14 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         title="e5v-qdrant",
         summary="E5-V embeddings (text, image, image + text) and search over Qdrant collections",
         lifespan=lifespan,
-        # the interactive docs pages load their scripts from a CDN in the user's browser: off; /openapi.json stays
+        # the interactive docs pages load their scripts from a CDN in the user's browser: off; /openapi.json is
+        # served below, behind the key like every route but /health and the page
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.batcher = batcher
     app.state.metrics = metrics
-    app.add_middleware(_Guard, max_body_bytes=config.max_body_bytes, metrics=metrics)
 
     # ------------------------------------------------------------------ errors: always a 4xx/5xx JSON body
     def error_response(status: int, message: str, kind: str) -> JSONResponse:
@@ -124,7 +137,9 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         kind = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http")
         message = str(exc.detail)
         if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
-            message = f"{message}: {request.method} {request.url.path} (see /docs for the API)"
+            message = f"{message}: {request.method} {shown(request.url.path)} (the API: GET /openapi.json)"
+        elif exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's, on bad UTF-8
+            message = "request body is not valid JSON (it must be UTF-8 text)"
         return error_response(exc.status_code, message, kind)
 
     @app.exception_handler(E5VInputError)
@@ -144,10 +159,11 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         status = 400 if isinstance(exc, E5VConfigError) else 500
         return error_response(status, str(exc), "invalid_request_error" if status == 400 else "server_error")
 
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
+    def crash(path: str, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", path, exc_info=exc)
         return error_response(500, f"internal error ({type(exc).__name__}); the server is still up", "server_error")
+
+    app.add_middleware(_Guard, max_body_bytes=config.max_body_bytes, metrics=metrics, on_crash=crash)
 
     # ------------------------------------------------------------------ auth
     async def authorized(request: Request) -> None:
@@ -178,6 +194,10 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files(__package__).joinpath("static/index.html").read_text("utf-8"))
@@ -194,17 +214,23 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
             texts = body.input
             if len(texts) > config.max_items:
                 raise APIError(413, f"'input' has {len(texts)} items, more than max_items={config.max_items}")
+            limits.check_chars(texts, "input")
             tokens = await run_in_threadpool(_text_tokens, encoder, texts)
-            vectors = await batcher.submit("text", texts, tokens=sum(tokens))
+            for i, count in enumerate(tokens):
+                limits.check_tokens(count, f"input[{i}]")
+            vectors = await batcher.submit("text", texts, tokens=tokens)
             metrics.items.labels("text").inc(len(texts))
         else:
+            limits.check_chars("\n".join(message_texts(body.messages)), "messages text")
             convo = await run_in_threadpool(parse_messages, body.messages, max_pixels=max_pixels)
             if convo.image is None:
                 tokens = await run_in_threadpool(_text_tokens, encoder, [convo.text])
+                limits.check_tokens(tokens[0], "messages")
                 vectors = await batcher.submit("text", [convo.text], tokens=tokens[0])
             else:
                 tokens = [await run_in_threadpool(_image_tokens, encoder, convo.image, convo.text)]
-                item = convo.image if convo.text is None else (convo.image, convo.text)
+                limits.check_tokens(tokens[0], "messages")
+                item = convo.image.data if convo.text is None else (convo.image.data, convo.text)
                 vectors = await batcher.submit(convo.kind, [item], tokens=tokens[0])
             metrics.items.labels(convo.kind).inc()
         data = [
@@ -236,11 +262,8 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
 
     def known_collection(name: str) -> None:
         if need_store().resolve(name) is None:
-            raise APIError(
-                404,
-                f"collection {name!r} does not exist; create it with `e5v-qdrant ingest PATH --collection {name}`",
-                "not_found",
-            )
+            hint = f"`e5v-qdrant ingest PATH --collection {name}`" if len(name) <= 80 else "`e5v-qdrant ingest`"
+            raise APIError(404, f"collection {shown(name)} does not exist; create it with {hint}", "not_found")
 
     @app.get("/v1/collections", dependencies=guarded)
     async def collections() -> dict[str, Any]:
@@ -257,31 +280,38 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         if body.top_k > config.max_top_k:
             raise APIError(400, f"top_k={body.top_k} is over max_top_k={config.max_top_k}")
         filters = _search_filters(body)
+        if body.text is not None:
+            limits.check_chars(body.text, "text")
         image = None
         if body.image is not None:
-            image = await run_in_threadpool(decode_image_url, body.image, max_pixels=max_pixels, name="image")
+            image = await run_in_threadpool(inline_image, body.image, max_pixels=max_pixels, name="image")
+        if image is not None:
+            limits.check_tokens(await run_in_threadpool(_image_tokens, encoder, image, body.text), "query")
+        elif body.text is not None:
+            limits.check_tokens(await run_in_threadpool(_query_tokens, encoder, body.text), "text")
         started = time.perf_counter()
 
         def run():
             known_collection(body.collection)
-            return search_collection(
+            found = search_collection(
                 s,
                 encoder,
                 body.collection,
                 text=body.text,
-                image=image,
+                image=None if image is None else image.data,
                 top_k=body.top_k,
                 modality=body.modality,
                 **filters,
             )
+            return found, _unchanged_ids(s, body.collection, found) if found else set()
 
-        hits = await on_model_thread(run)
+        hits, current = await on_model_thread(run)
         return {
             "object": "list",
             "collection": body.collection,
             "model": model_name,
             "seconds": round(time.perf_counter() - started, 4),
-            "data": [_hit_json(body.collection, h) for h in hits],
+            "data": [_hit_json(body.collection, h, h.id in current) for h in hits],
         }
 
     @app.get("/v1/thumbnails/{collection}/{point_id}", dependencies=guarded)
@@ -295,7 +325,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         try:
             point_id = str(uuid.UUID(point_id))
         except ValueError:
-            raise APIError(404, f"{point_id!r} is not a point id (a UUID)", "not_found") from None
+            raise APIError(404, f"{shown(point_id)} is not a point id (a UUID)", "not_found") from None
 
         def lookup():
             known_collection(collection)
@@ -305,9 +335,14 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         payload = (records[0].payload or {}) if records else {}
         source = payload.get("source")
         if not records or payload.get("modality") != "image" or not _is_image_file(source):
-            raise APIError(404, f"no image point {point_id} in collection {collection!r}", "not_found")
+            raise APIError(404, f"no image point {point_id} in collection {shown(collection)}", "not_found")
+        indexed_hash = payload.get("content_hash")
+        if not isinstance(indexed_hash, str):
+            raise APIError(404, f"point {point_id} records no content_hash; re-ingest its file", "not_found")
         try:
-            jpeg = await run_in_threadpool(_thumbnail, source, max_pixels)
+            jpeg = await thumbnails.get(source, indexed_hash)
+        except StaleFileError:
+            raise APIError(409, f"the image file of point {point_id} has {CHANGED}", "changed_since_ingest") from None
         except E5VInputError as exc:
             raise APIError(404, f"image of point {point_id} is no longer readable: {exc.reason}", "not_found") from None
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
@@ -321,10 +356,18 @@ def _search_filters(body: SearchRequest) -> dict[str, Any]:
     return {name: getattr(body, name) for name in SEARCH_FILTERS if getattr(body, name) is not None}
 
 
-def _hit_json(collection: str, hit) -> dict[str, Any]:
+def _unchanged_ids(store, collection: str, hits) -> set[str]:
+    """Ids of the ``hits`` whose file still has the stat recorded at ingest (``unchanged_since_ingest``)."""
+    records = store.retrieve(collection, [h.id for h in hits])
+    return {str(r.id) for r in records if unchanged_since_ingest(r.payload or {})}
+
+
+def _hit_json(collection: str, hit, unchanged: bool) -> dict[str, Any]:
+    """A hit as JSON; the snippet only while its file is unchanged since ingest (else ``changed_since_ingest``)."""
     row = hit.to_dict()
     text = row.pop("text", None)
-    row["snippet"] = " ".join(text.split())[:400] if text else None
+    row["snippet"] = " ".join(text.split())[:400] if text and unchanged else None
+    row["changed_since_ingest"] = not unchanged
     row["page"] = getattr(hit, "page", None)
     row["thumbnail_url"] = (
         f"/v1/thumbnails/{quote(collection, safe='')}/{hit.id}"
@@ -338,16 +381,6 @@ def _is_image_file(source: Any) -> bool:
     return isinstance(source, str) and source.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _thumbnail(path: str, max_pixels: int | None) -> bytes:
-    if not os.path.isfile(path):
-        raise E5VInputError(path, "no such file")
-    image = load_image(path, max_pixels=max_pixels)
-    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
-
-
 def _text_tokens(encoder, texts: list[str]) -> list[int]:
     """Tokens the model reads for each text: the prompted text (chat template included), as vLLM counts usage.
 
@@ -357,11 +390,16 @@ def _text_tokens(encoder, texts: list[str]) -> list[int]:
     return [len(encoder.text_input_ids(t)) for t in texts]
 
 
-def _image_tokens(encoder, image, text: str | None) -> int:
+def _query_tokens(encoder, text: str) -> int:
+    """Tokens the model reads for a search text (the query prompt, as ``search`` embeds it)."""
+    return len(encoder.text_input_ids(text, query=True))
+
+
+def _image_tokens(encoder, image: InlineImage, text: str | None) -> int:
     """Tokens the model reads for an image (or image + text) input: the prompt with ``<image>`` expanded to the
     image's placeholder tokens under the encoder's ``image_layout``."""
     prompt = encoder.prompts.for_image() if text is None else encoder.prompts.for_composed(text)
-    placeholders = image_token_count((image.height, image.width), encoder.geometry, encoder.config.image_layout)
+    placeholders = image_token_count(image.size, encoder.geometry, encoder.config.image_layout)
     return len(encoder.tokenizer(prompt)["input_ids"]) - 1 + placeholders
 
 
@@ -388,10 +426,12 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 class _Guard:
-    """ASGI middleware: refuse bodies over ``max_body_bytes`` (413) and record per-route request metrics."""
+    """ASGI middleware: refuse bodies over ``max_body_bytes`` (413), record per-route request metrics, and answer an
+    unexpected error with ``on_crash(path, exc)``'s 500 on the same connection (Starlette's own last-resort handler
+    re-raises after answering, and uvicorn then drops the keep-alive connection)."""
 
-    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics):
-        self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
+    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics, on_crash):
+        self.app, self.max_body_bytes, self.metrics, self.on_crash = app, max_body_bytes, metrics, on_crash
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -428,10 +468,16 @@ class _Guard:
         async def recording_send(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                started_response["yes"] = True
             await send(message)
 
+        started_response = {"yes": False}
         try:
             await self.app(scope, limited_receive, recording_send)
+        except Exception as exc:
+            if started_response["yes"]:
+                raise
+            await self.on_crash(scope.get("path", ""), exc)(scope, receive, recording_send)
         finally:
             self.metrics.observe_request(_route(scope), status["code"], time.perf_counter() - started)
 

@@ -6,10 +6,19 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "size_class", "SIZE_CLASSES"]
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+#: Request size classes of the queue-wait metric: upper bounds in tokens (a short query, a few passages, a long
+#: document or a few images, a batch of long documents) and their labels.
+SIZE_CLASSES = ((512, "<=512"), (4096, "<=4k"), (32768, "<=32k"))
+
+
+def size_class(tokens: int) -> str:
+    """The ``size`` label of a request of ``tokens`` tokens."""
+    return next((label for bound, label in SIZE_CLASSES if tokens <= bound), ">32k")
 
 
 class Metrics:
@@ -31,6 +40,14 @@ class Metrics:
         )
         self.errors = Counter("e5v_errors", "error responses by kind", ["kind"], registry=r)
         self.queue = Gauge("e5v_waiting_inputs", "inputs queued for the model", registry=r)
+        self.queue_wait = Histogram(
+            "e5v_queue_wait_seconds",
+            "seconds from a request's arrival at the batcher to its first input reaching the model, by request size "
+            "in tokens",
+            ["size"],
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
 
     def track_queue(self, read: Callable[[], float]) -> None:
         """Report ``read()`` as the queue depth at each scrape."""
@@ -43,6 +60,9 @@ class Metrics:
     def observe_batch(self, kind: str, n_items: int, seconds: float) -> None:
         self.batch_items.labels(kind).observe(n_items)
         self.batch_seconds.labels(kind).observe(seconds)
+
+    def observe_wait(self, tokens: int, seconds: float) -> None:
+        self.queue_wait.labels(size_class(tokens)).observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition format and its content type."""

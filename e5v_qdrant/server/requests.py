@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import E5VInputError
-from ..media import load_image
+from ..media import image_size, load_image
+from .limits import lone_surrogate
 
 __all__ = [
     "EmbeddingRequest",
@@ -19,7 +20,10 @@ __all__ = [
     "ChatMessage",
     "ParsedConversation",
     "decode_image_url",
+    "inline_image",
+    "InlineImage",
     "parse_messages",
+    "message_texts",
     "SEARCH_FILTERS",
 ]
 
@@ -52,7 +56,19 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart]
 
 
-class EmbeddingRequest(BaseModel):
+class _UnicodeBody(BaseModel):
+    """A request body whose every string (keys included) is Unicode text: a lone surrogate gets a 400 naming where."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_values(cls, data: Any) -> Any:
+        problem = lone_surrogate(data)
+        if problem is not None:
+            raise ValueError(f"{problem}; send valid Unicode text (a surrogate pair cut in half is not)")
+        return data
+
+
+class EmbeddingRequest(_UnicodeBody):
     """``POST /v1/embeddings``: OpenAI's ``input`` or vLLM's chat-style ``messages`` (exactly one of them)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -86,13 +102,13 @@ class EmbeddingRequest(BaseModel):
         return value
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(_UnicodeBody):
     """``POST /v1/search``: a text, an image (data URL), or both (composed query) against a collection."""
 
     model_config = ConfigDict(extra="forbid")
 
     collection: str = Field(min_length=1)
-    text: str | None = None
+    text: str | None = Field(None, min_length=1, description="the query text (an empty string is refused)")
     image: str | None = Field(None, description="data:image/...;base64,... URL")
     top_k: int = Field(10, ge=1)
     modality: Literal["any", "text", "image"] = "any"
@@ -100,9 +116,21 @@ class SearchRequest(BaseModel):
     where: dict[str, Any] | None = Field(
         None, description="payload field -> value, all must match (a list matches any of its values)"
     )
-    score_threshold: float | None = Field(None, description="only hits scoring at least this")
+    score_threshold: float | None = Field(None, allow_inf_nan=False, description="only hits scoring at least this")
     hybrid: bool = Field(False, description="fuse dense and BM25 keyword results (a collection ingested with --hybrid)")
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid results are fused")
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """An image sent inline, checked but not decoded: its encoded bytes and upright ``(height, width)``.
+
+    The server queues the bytes (a few KB to MB) instead of the decoded pixels (3 bytes a pixel: 260 MB for 86
+    megapixels); the model thread decodes each image when it embeds it, one at a time.
+    """
+
+    data: bytes
+    size: tuple[int, int]
 
 
 @dataclass
@@ -110,7 +138,7 @@ class ParsedConversation:
     """What a ``messages`` list embeds: an image, a text, or both (composed query)."""
 
     text: str | None = None
-    image: Any = None  # a decoded RGB PIL image
+    image: InlineImage | None = None
 
     @property
     def kind(self) -> str:
@@ -120,12 +148,22 @@ class ParsedConversation:
 
 
 def decode_image_url(url: str, *, max_pixels: int | None, name: str) -> Any:
-    """Decode an inline ``data:image/...;base64,...`` URL into a validated RGB PIL image.
+    """Decode an inline ``data:image/...;base64,...`` URL into a validated RGB PIL image (``inline_image``, decoded).
+
+    Raises:
+        E5VInputError: as ``inline_image``, or the image data is corrupt.
+    """
+    return load_image(inline_image(url, max_pixels=max_pixels, name=name).data, max_pixels=max_pixels, name=name)
+
+
+def inline_image(url: str, *, max_pixels: int | None, name: str) -> InlineImage:
+    """The image of an inline ``data:image/...;base64,...`` URL, its header checked (format, pixel limit), not decoded.
 
     Remote (``http(s)://``) and ``file://`` URLs are refused, never fetched or read.
 
     Raises:
-        E5VInputError: (``E5VImageError`` for image content) the URL is not inline base64 image data, or the image is bad or too large.
+        E5VInputError: (``E5VImageError`` for image content) the URL is not inline base64 image data, or the image is
+            not an image or too large.
     """
     head = url[:16].lower()
     if head.startswith(("http://", "https://")):
@@ -146,7 +184,18 @@ def decode_image_url(url: str, *, max_pixels: int | None, name: str) -> Any:
         data = base64.b64decode(match["data"], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise E5VInputError(name, f"invalid base64 image data ({exc})") from None
-    return load_image(data, max_pixels=max_pixels, name=name)
+    return InlineImage(data, image_size(data, max_pixels=max_pixels, name=name))
+
+
+def message_texts(messages: list[ChatMessage]) -> list[str]:
+    """The text parts of chat ``messages``, in order (cheap: no image is decoded), for limits checked first."""
+    texts: list[str] = []
+    for message in messages:
+        if isinstance(message.content, str):
+            texts.append(message.content)
+        else:
+            texts.extend(part.text for part in message.content if part.type == "text" and part.text is not None)
+    return texts
 
 
 def parse_messages(messages: list[ChatMessage], *, max_pixels: int | None) -> ParsedConversation:
@@ -179,7 +228,7 @@ def parse_messages(messages: list[ChatMessage], *, max_pixels: int | None) -> Pa
                     raise E5VInputError(where, 'an "image_url" part needs {"image_url": {"url": "data:..."}}')
                 if images:
                     raise E5VInputError(where, "only one image per embedding; send one request per image")
-                images.append(decode_image_url(part.image_url.url, max_pixels=max_pixels, name=where + ".image_url"))
+                images.append(inline_image(part.image_url.url, max_pixels=max_pixels, name=where + ".image_url"))
     if not texts and not images:
         raise E5VInputError("messages", "hold no text or image parts")
     return ParsedConversation(text="\n".join(texts) if texts else None, image=images[0] if images else None)
