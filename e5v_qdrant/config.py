@@ -307,7 +307,11 @@ class IngestConfig:
     chunk_size: int = option(512, help="chunk size in tokens (LlamaIndex SentenceSplitter, tiktoken cl100k counting)")
     chunk_overlap: int = option(64, help="overlap between consecutive chunks in tokens")
     sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
-    follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
+    follow_symlinks: bool = option(
+        False,
+        help="also follow symlinks whose target is outside the ingested folders (links inside them are always "
+        "followed, each file taken once; loops are detected and reported)",
+    )
     include: list[str] = option(
         default_factory=list,
         help="only take files whose name or path relative to the given folder matches one of these globs ('*.md')",

@@ -118,7 +118,8 @@ class SkippedInput:
     """An input that was not ingested, and why.
 
     ``outcome`` is ``failed`` (a supported input that could not be ingested: unreadable, corrupt, timed out),
-    ``ignored`` (not a supported type, binary, excluded), ``duplicate`` (reached again through a symlink) or ``loop``.
+    ``ignored`` (not a supported type, binary, excluded, a symlink leading outside the ingested folders), ``duplicate``
+    (reached again through a symlink) or ``loop``.
     """
 
     source: str
@@ -206,20 +207,24 @@ def _compression(name: str) -> str | None:
 def discover(
     paths: Iterable[str | os.PathLike],
     *,
-    follow_symlinks: bool = True,
+    follow_symlinks: bool = False,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
 ) -> Iterator[SourceFile | SkippedInput]:
     """Walk ``paths`` (files or folders) in sorted order, yielding supported files and skipped inputs with reasons.
 
-    Folders are walked recursively. Symlinked folders are followed when ``follow_symlinks``: one pointing at a folder
-    already walked is a ``duplicate``, one pointing at its own ancestor a ``loop``; a file reached twice is listed
-    once. Hidden files and folders (``.name``) are ignored silently — they are not inputs (``.git``, ``.DS_Store``,
-    the embedded store's own lock file). Only ``os.stat`` is called: no file is opened here.
+    Folders are walked recursively. A symlink met in a folder (to a file or a folder) is followed when its target
+    lies inside one of ``paths`` — or anywhere when ``follow_symlinks`` — and is otherwise ``ignored`` with
+    ``OUTSIDE_LINK_REASON``, so a link cannot pull a file from elsewhere (``~/private/…``) into a collection and, through
+    search snippets and thumbnails, out of a server. Paths given here are taken as named, links or not. Links are
+    followed after everything else has been walked, so a file or folder reached both directly and through a link is
+    listed under its real path and the link is a ``duplicate``; a link pointing at its own ancestor is a ``loop``. Hidden files and
+    folders (``.name``) are ignored silently — they are not inputs (``.git``, ``.DS_Store``, the embedded store's own
+    lock file). Only ``os.stat`` is called: no file is opened here.
 
     Args:
         paths: files or folders.
-        follow_symlinks: walk symlinked folders.
+        follow_symlinks: also follow symlinks whose target is outside ``paths``.
         include: glob patterns (``fnmatch``); when given, only files whose name or path relative to the given folder
             matches one are taken, others are ``ignored``.
         exclude: glob patterns; matching files and folders are ``ignored`` (folders are not walked).
@@ -227,20 +232,32 @@ def discover(
     Example:
         >>> [f.source for f in discover(["docs"], include=["*.md"]) if isinstance(f, SourceFile)]  # doctest: +SKIP
     """
-    walker = _Walker(follow_symlinks, tuple(include), tuple(exclude))
-    for raw in paths:
-        path = os.path.abspath(os.fspath(raw))
+    absolute = [os.path.abspath(os.fspath(raw)) for raw in paths]
+    walker = _Walker(follow_symlinks, tuple(include), tuple(exclude), tuple(os.path.realpath(p) for p in absolute))
+    for path in absolute:
         if os.path.isdir(path):
             yield from walker.walk(path, path, ())
         else:
             yield from walker.file(path, os.path.dirname(path))
+    yield from walker.follow_links()
+
+
+#: Why a symlink met while walking was not followed (one wording, so summaries count them together).
+OUTSIDE_LINK_REASON = "symlink to a target outside the ingested folders: not followed (--follow-symlinks follows it)"
 
 
 class _Walker:
-    def __init__(self, follow_symlinks: bool, include: tuple[str, ...], exclude: tuple[str, ...]):
-        self.follow_symlinks, self.include, self.exclude = follow_symlinks, include, exclude
+    def __init__(
+        self, follow_symlinks: bool, include: tuple[str, ...], exclude: tuple[str, ...], roots: tuple[str, ...]
+    ):
+        self.follow_symlinks, self.include, self.exclude, self.roots = follow_symlinks, include, exclude, roots
         self.seen_dirs: dict[tuple[int, int], str] = {}
-        self.seen_files: set[str] = set()
+        self.seen_files: dict[str, str] = {}  # real path -> the path it was listed under
+        self.links: list[tuple[str, str, tuple[tuple[int, int], ...], bool]] = []  # met, followed after the walk
+
+    def _inside_roots(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots)
 
     def _matches(self, patterns: tuple[str, ...], path: str, root: str) -> str | None:
         rel = os.path.relpath(path, root).replace(os.sep, "/")
@@ -279,16 +296,33 @@ class _Walker:
             except OSError as exc:
                 yield SkippedInput(path, _os_reason(exc))
                 continue
+            if is_link:
+                if self.follow_symlinks or self._inside_roots(path):
+                    self.links.append((path, root, (*ancestors, key), is_dir))
+                else:
+                    yield SkippedInput(path, OUTSIDE_LINK_REASON, "ignored")
+                continue
             if is_dir:
                 pattern = self._matches(self.exclude, path, root)
                 if pattern:
                     yield SkippedInput(path, f"excluded by {pattern!r}", "ignored")
-                elif is_link and not self.follow_symlinks:
-                    yield SkippedInput(path, "symlinked folder not followed (follow_symlinks is off)", "ignored")
                 else:
                     yield from self.walk(path, root, (*ancestors, key))
                 continue
             yield from self.file(path, root)
+
+    def follow_links(self) -> Iterator[SourceFile | SkippedInput]:
+        """The symlinks met so far (and those met behind them), after the real entries: see ``discover``."""
+        while self.links:
+            path, root, ancestors, is_dir = self.links.pop(0)
+            if is_dir:
+                pattern = self._matches(self.exclude, path, root)
+                if pattern:
+                    yield SkippedInput(path, f"excluded by {pattern!r}", "ignored")
+                else:
+                    yield from self.walk(path, root, ancestors)
+            else:
+                yield from self.file(path, root)
 
     def file(self, path: str, root: str) -> Iterator[SourceFile | SkippedInput]:
         pattern = self._matches(self.exclude, path, root)
@@ -300,9 +334,13 @@ class _Walker:
             return
         result = _classify_file(path)
         if isinstance(result, SourceFile):
-            if result.source in self.seen_files:
+            real = os.path.realpath(result.source)
+            first = self.seen_files.get(real)
+            if first is not None:  # listed already: under this path (named twice), or another (a link)
+                if first != result.source:
+                    yield SkippedInput(result.source, f"duplicate file: the same file as {first}", "duplicate")
                 return
-            self.seen_files.add(result.source)
+            self.seen_files[real] = result.source
         yield result
 
 

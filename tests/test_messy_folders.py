@@ -295,3 +295,50 @@ def test_pillow_warnings_name_the_file(tmp_path, monkeypatch, caplog):
             load_image(str(path))
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith(str(path)) and "Corrupt EXIF data" in message
+
+
+# ---------------------------------------------------------------- symlinks (issue 28)
+def _linked_tree(tmp_path):
+    """docs/ with a real file, a link to it, links out to a private folder (file and folder), and the private file."""
+    docs, private = tmp_path / "docs", tmp_path / "private"
+    docs.mkdir()
+    private.mkdir()
+    (private / "secret.txt").write_text("The vault code is SECRET-TOKEN-4471.")
+    (docs / "report.txt").write_text("The quarterly report is ready.")
+    os.symlink(private / "secret.txt", docs / "notes.txt")  # a file link out of the folder
+    os.symlink(private, docs / "archive")  # a folder link out of the folder
+    os.symlink(docs / "report.txt", docs / "a-latest.txt")  # a link inside the folder, sorted before its target
+    return docs, private
+
+
+def test_links_out_of_the_ingested_folder_are_not_followed_and_links_inside_are_taken_once(
+    tmp_path, replica_path, capsys
+):
+    from e5v_qdrant.sources import OUTSIDE_LINK_REASON, discover
+
+    docs, private = _linked_tree(tmp_path)
+    found = {os.path.relpath(x.source, docs): x for x in discover([docs])}
+    assert {k for k, x in found.items() if isinstance(x, SourceFile)} == {"report.txt"}  # the real path, not the link
+    assert {k: x.reason for k, x in found.items() if not isinstance(x, SourceFile)} == {
+        "notes.txt": OUTSIDE_LINK_REASON,
+        "archive": OUTSIDE_LINK_REASON,
+        "a-latest.txt": f"duplicate file: the same file as {docs / 'report.txt'}",
+    }
+    followed = {
+        os.path.relpath(x.source, docs) for x in discover([docs], follow_symlinks=True) if isinstance(x, SourceFile)
+    }
+    assert followed == {"report.txt", "archive/secret.txt"}  # links in sorted order: notes.txt is the same file
+    assert {x.source for x in discover([docs, private]) if isinstance(x, SourceFile)} == {  # both are roots now
+        str(docs / "report.txt"),
+        str(private / "secret.txt"),
+    }
+
+    qd = tmp_path / "qd"
+    args = [str(docs), "--collection", "docs", "--qdrant-path", str(qd), "--model", str(replica_path), *COMMON]
+    assert main(["ingest", *args]) == 0
+    out = capsys.readouterr().out
+    assert "outside the ingested folders" in out and "--follow-symlinks" in out
+    texts = [json.loads(p["_node_content"])["text"] for p in points_of(qd).values()]
+    assert texts and not any("SECRET" in t for t in texts)
+    assert main(["ingest", *args, "--follow-symlinks"]) == 0
+    assert any("SECRET" in json.loads(p["_node_content"])["text"] for p in points_of(qd).values())
