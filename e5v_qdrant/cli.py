@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -219,14 +221,16 @@ def _add_ingest(sub) -> Callable:
 
 def _run_ingest(args) -> int:
     from .config import IngestConfig
-    from .ingest import check_paths, ingest
+    from .ingest import IngestInterrupted, check_paths, ingest
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
     check_paths(config.paths)  # before the store folder or the model is touched
-    with _store_from(
-        args, must_exist=False
-    ) as store:  # the model loads in `ingest` (or on the Ray workers), only when needed
-        report = ingest(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
+    try:  # the model loads in `ingest` (or on the Ray workers), only when needed
+        with _store_from(args, must_exist=False) as store:
+            encoder = _encoder_config_from(args, store, config.collection)
+            report = ingest(config, encoder, store, progress=args.progress)
+    except IngestInterrupted as exc:  # Ctrl-C / SIGTERM: the write in progress was finished; report what was done
+        report = exc.report
     data = report.to_dict()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
@@ -599,13 +603,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    shown = warnings.showwarning
+    shown, previous = warnings.showwarning, ()
     prog = ["e5v-qdrant"]
     # one readable line per warning (a deprecated flag, the checkpoint fixes applied on load), not Python's file:line
     warnings.showwarning = lambda message, *_, **__: print(f"{prog[0]}: warning: {message}", file=sys.stderr)
     try:
         args = parser.parse_args(argv)
         prog[0] = f"e5v-qdrant {args.command}"
+        if threading.current_thread() is threading.main_thread():  # SIGTERM stops like Ctrl-C (reports, exit 143)
+            previous = (signal.signal(signal.SIGTERM, _terminated),)
         if not getattr(args, "_run", None):
             parser.print_help()
             return EXIT_ERROR
@@ -617,11 +623,19 @@ def main(argv: list[str] | None = None) -> int:
     except E5VError as exc:
         print(f"{prog[0]}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"{prog[0]}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = str(exc) if str(exc) == "SIGTERM" else "SIGINT"
+        print(f"{prog[0]}: interrupted ({name})", file=sys.stderr)
+        return 128 + int(getattr(signal, name))
     finally:
         warnings.showwarning = shown
+        for handler in previous:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if handler is None else handler)
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM handler: stop like Ctrl-C, named, so ingest finishes its write, reports and exits 143."""
+    raise KeyboardInterrupt("SIGTERM")
 
 
 if __name__ == "__main__":  # pragma: no cover
