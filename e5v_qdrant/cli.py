@@ -107,13 +107,8 @@ def _add_eval(sub) -> Callable:
         add_arguments(tp, EvalConfig, exclude=() if task.via_qdrant else ("via_qdrant",), group="evaluation")
         add_arguments(tp, EncoderConfig, group="model")
         if task.via_qdrant:
-            add_arguments(
-                tp,
-                StoreConfig,
-                exclude=("qdrant_path", "embedded"),
-                group="qdrant (used with --via-qdrant)",
-                scopes=(CREATE, WRITE, SEARCH),
-            )
+            store_group = "qdrant (used with --via-qdrant)"
+            add_arguments(tp, StoreConfig, exclude=("qdrant_path",), group=store_group, scopes=(CREATE, WRITE, SEARCH))
     return _run_eval
 
 
@@ -179,12 +174,6 @@ def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
     from .collection_model import encoder_config_for
 
     return encoder_config_for(store, collection, **namespace_options(EncoderConfig, args))
-
-
-def _encoder_from(args, store, collection: str):
-    from .encoder import E5VEncoder
-
-    return E5VEncoder(config=_encoder_config_from(args, store, collection))
 
 
 def _add_ingest(sub) -> Callable:
@@ -291,6 +280,7 @@ def _add_search(sub) -> Callable:
 
 
 def _run_search(args) -> int:
+    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .filters import parse_where
     from .search import search
@@ -303,7 +293,7 @@ def _run_search(args) -> int:
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = _encoder_from(args, store, args.collection)
+        encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
         hits = search(
             store,
             encoder,
@@ -364,8 +354,6 @@ def _run_collections(args) -> int:
 
 # ---------------------------------------------------------------- finetune
 def _add_finetune(sub) -> Callable:
-    import dataclasses
-
     from .config import FinetuneConfig
 
     p = sub.add_parser(
@@ -377,10 +365,7 @@ def _add_finetune(sub) -> Callable:
         "Defaults are the paper's (r=64, alpha=16, lr 4e-4, batch 768, tau 0.05, 32 tokens). Multi-GPU: "
         "torchrun --nproc-per-node N -m e5v_qdrant.cli finetune ...",
     )
-    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(FinetuneConfig)}
-    p.add_argument("--train", required=True, metavar="FILE", help=helps["train"])
-    p.add_argument("--output", required=True, metavar="DIR", help=helps["output"])
-    add_arguments(p, FinetuneConfig, exclude=("train", "output"))
+    add_arguments(p, FinetuneConfig)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON when done")
     return _run_finetune
 
@@ -452,6 +437,7 @@ def _add_reingest(sub) -> Callable:
 
 
 def _run_reingest(args) -> int:
+    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .reingest import reingest
 
@@ -463,7 +449,7 @@ def _run_reingest(args) -> int:
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = _encoder_from(args, store, args.collection)
+        encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
         report = reingest(
             args.collection,
             encoder,
@@ -551,12 +537,12 @@ def _run_migrate(args) -> int:
     import dataclasses
 
     from .config import StoreConfig
+    from .errors import E5VConfigError
     from .migrate import migrate
     from .store import QdrantStore
 
     if bool(args.to_url) == bool(args.to_path):
-        print("error: give exactly one of --to-url (server) or --to-path (embedded folder)", file=sys.stderr)
-        return EXIT_ERROR
+        raise E5VConfigError("give exactly one of --to-url (server) or --to-path (embedded folder)")
     source_config = from_namespace(StoreConfig, args)
     target_config = dataclasses.replace(
         source_config, qdrant_url=args.to_url, qdrant_path=args.to_path, embedded=args.to_embedded

@@ -146,6 +146,9 @@ def add_arguments(
             kwargs["metavar"] = "VAR"
         elif typing.get_origin(tp) in (list, tuple):
             kwargs["nargs"] = "+"
+        if f.metadata.get("metavar"):
+            kwargs["metavar"] = f.metadata["metavar"]
+        kwargs["required"] = f.metadata.get("required", False)
         if f.metadata.get("check"):
             kwargs["type"] = checked(f.metadata["check"], convert)
         elif convert is not str:

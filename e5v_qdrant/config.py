@@ -49,6 +49,8 @@ def option(
     scope: str | None = None,
     check: Callable[[Any], None] | None = None,
     deprecated_flags: tuple[str, ...] = (),
+    required: bool = False,
+    metavar: str | None = None,
     **kw,
 ):
     """A dataclass field carrying its CLI help text and facts about it.
@@ -62,6 +64,7 @@ def option(
         check: validates a typed value (raises ``E5VConfigError``) while the command line is parsed, so a bad
             value is a usage error before anything else happens (``__post_init__`` still checks it for the API).
         deprecated_flags: old flags still accepted for this option, each with a warning naming ``flag``.
+        required: the command line must give it; ``metavar``: its value's name in ``--help``.
         vectors: whether the option changes the vectors an encoder makes. The model fingerprint, the collection stamp,
             the LlamaIndex adapter's fields and every compatibility check derive from this declaration
             (``e5v_qdrant.identity``), so an option that changes vectors can never be left out of one of them.
@@ -78,6 +81,8 @@ def option(
         "scope": scope,
         "check": check,
         "deprecated_flags": deprecated_flags,
+        "required": required,
+        "metavar": metavar,
     }
     if "default_factory" in kw:
         return field(metadata=meta, **kw)
@@ -431,9 +436,14 @@ class FinetuneConfig:
     train: str | None = option(
         None,
         help="training file: JSONL with anchor, positive and optional negative keys, or CSV with header sent0,sent1[,hard_neg]",
+        required=True,
+        metavar="FILE",
     )
     output: str | None = option(
-        None, help="output folder: PEFT adapter, manifest.json, metrics.json, checkpoints/ (and merged/)"
+        None,
+        help="output folder: PEFT adapter, manifest.json, metrics.json, checkpoints/ (and merged/)",
+        required=True,
+        metavar="DIR",
     )
     model: str = option(DEFAULT_MODEL, help="hub id or local folder of the E5-V / LLaVA-NeXT checkpoint to adapt")
     revision: str | None = option(None, help="hub revision of --model to pin (recorded in the manifest)")

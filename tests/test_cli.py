@@ -177,7 +177,6 @@ def test_commands_on_a_missing_store_exit_2_and_create_nothing(command, where, t
 
 def test_offline_hub_model_fails_fast_once_naming_a_local_folder(tmp_path):
     import os
-    import time
 
     env = {
         **os.environ,
@@ -185,12 +184,10 @@ def test_offline_hub_model_fails_fast_once_naming_a_local_folder(tmp_path):
         "HF_HOME": str(tmp_path / "hf"),  # an empty hub cache
     }
     env.pop("HF_HUB_OFFLINE", None)
-    start = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "e5v_qdrant.cli", "info", "--device", "cpu"], capture_output=True, text=True, env=env
     )
-    took = time.perf_counter() - start
     assert out.returncode == 2
     assert "cannot download 'royokong/e5-v'" in out.stderr and "Pass --model /path/to/e5-v" in out.stderr
-    assert "Retrying" not in out.stderr and out.stderr.count("error:") == 1
-    assert took < 25, took  # before: ~33 s of retried requests (5 retries, 1-8 s back-off) before the error
+    # before: each hub request retried 5 times (1-8 s back-off, ~23 s of sleeping), every warning printed twice
+    assert "Retrying" not in out.stderr and out.stderr.count("error:") == 1 and len(out.stderr.splitlines()) == 1
