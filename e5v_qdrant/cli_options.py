@@ -3,7 +3,7 @@ generated from the one declaration of every option (help, default, choices, scop
 
 Example:
     >>> import argparse
-    >>> from e5v_qdrant.config import CREATE, StoreConfig
+    >>> from e5v_qdrant.config import StoreConfig
     >>> parser = argparse.ArgumentParser()
     >>> add_arguments(parser, StoreConfig, scopes=())  # connection options only
     >>> "--quantization" in parser.format_help(), "--qdrant-path" in parser.format_help()

@@ -60,7 +60,7 @@ def option(
         flag: the CLI flag (default ``--field-name``); ``choices``: allowed values.
         cli: whether the CLI offers it at all.
         scope: what the option is for, so each command offers only its own (``add_arguments(..., scopes=...)``);
-            ``None`` = every command that takes this dataclass. ``StoreConfig`` uses ``STORE_SCOPES``.
+            ``None`` = every command that takes this dataclass. ``StoreConfig`` uses ``CREATE``, ``WRITE``, ``SEARCH``.
         check: validates a typed value (raises ``E5VConfigError``) while the command line is parsed, so a bad
             value is a usage error before anything else happens (``__post_init__`` still checks it for the API).
         deprecated_flags: old flags still accepted for this option, each with a warning naming ``flag``.
