@@ -343,6 +343,7 @@ class IngestConfig:
         "",
         help="collection name to ingest into (an alias over a physical collection named after the model)",
         check=check_collection_name,
+        required=True,
     )
     paths: list[str] = option(default_factory=list, help="files or folders to ingest", cli=False)
     chunk_size: int = option(512, help="chunk size in tokens (LlamaIndex SentenceSplitter, tiktoken cl100k counting)")
