@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "fix_processor",
     "fix_image_token",
     "apply_adapter",
+    "hub_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,44 @@ def _image_processor_options() -> dict[str, str]:
     return {"backend": "torchvision"}
 
 
+@functools.cache
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (one request of at most a few seconds per process), or ``None``."""
+    from huggingface_hub import constants, get_session, is_offline_mode
+
+    if is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    try:
+        get_session().head(constants.ENDPOINT, timeout=5)
+    except Exception as exc:  # noqa: BLE001 - DNS, refused, timeout, proxy: all mean "no hub now"
+        return f"{constants.ENDPOINT} is unreachable ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
+
+
+def hub_options(model: str, revision: str | None = None) -> dict[str, Any]:
+    """Extra ``from_pretrained`` options for ``model``: none for a local folder or a reachable hub; offline (no hub,
+    probed once) a cached copy loads with ``local_files_only`` instead of after ~30 s of retried requests.
+
+    Raises:
+        E5VModelError: offline and ``model`` is not in the local hub cache (the message names ``--model FOLDER``).
+    """
+    if os.path.isdir(model):
+        return {}
+    why = _hub_unreachable()
+    if why is None:
+        return {}
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str):
+        logger.info("%s: loading %s from the local hub cache", why, model)
+        return {"local_files_only": True}
+    raise E5VModelError(
+        f"cannot download {model!r}{f' at revision {revision!r}' if revision else ''}: {why}, and it is not in the "
+        "local hub cache. Pass --model /path/to/e5-v (a local copy: config.json, the processor files and "
+        "model.safetensors), or run once with network access to cache it."
+    )
+
+
 def _config_error(model: str, revision: str | None, exc: Exception) -> E5VModelError:
     return E5VModelError(
         f"cannot load an E5-V / LLaVA-NeXT checkpoint from {model!r}"
@@ -124,9 +164,10 @@ def load_processor(model: str, revision: str | None = None, *, fast_images: bool
     from transformers import LlavaNextConfig, LlavaNextProcessor
 
     options = _image_processor_options() if fast_images else {}
+    hub = hub_options(model, revision)
     try:
-        model_config = LlavaNextConfig.from_pretrained(model, revision=revision)
-        processor = LlavaNextProcessor.from_pretrained(model, revision=revision, **options)
+        model_config = LlavaNextConfig.from_pretrained(model, revision=revision, **hub)
+        processor = LlavaNextProcessor.from_pretrained(model, revision=revision, **options, **hub)
     except (OSError, ValueError) as exc:
         raise _config_error(model, revision, exc) from exc
     return processor, model_config, fix_processor(processor, model_config)
@@ -161,6 +202,7 @@ def load_checkpoint(
                 dtype=dtype,
                 use_safetensors=True,
                 attn_implementation=config.attn_implementation,
+                **hub_options(config.model, config.revision),
                 **(weight_options or {}),
             )
     except (OSError, ValueError) as exc:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
 from . import __version__
-from .config import EncoderConfig, add_arguments, from_namespace, namespace_options
+from .cli_options import add_arguments, collection_name
+from .config import CREATE, SEARCH, WRITE, EncoderConfig, from_namespace, namespace_options
 from .errors import E5VError
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -104,7 +107,8 @@ def _add_eval(sub) -> Callable:
         add_arguments(tp, EvalConfig, exclude=() if task.via_qdrant else ("via_qdrant",), group="evaluation")
         add_arguments(tp, EncoderConfig, group="model")
         if task.via_qdrant:
-            add_arguments(tp, StoreConfig, exclude=("qdrant_path",), group="qdrant (used with --via-qdrant)")
+            store_group = "qdrant (used with --via-qdrant)"
+            add_arguments(tp, StoreConfig, exclude=("qdrant_path",), group=store_group, scopes=(CREATE, WRITE, SEARCH))
     return _run_eval
 
 
@@ -153,26 +157,16 @@ _STORE_HELP = (
     "Vectors go to the embedded Qdrant store in ./qdrant_data (override with --qdrant-path DIR) unless --qdrant-url "
     "names a server; a server API key is read from the environment variable named by --api-key-env, never from argv."
 )
+#: What options that change vectors default to in commands that read them from the collection's stamp
+_RECORDED = "as recorded in the collection"
 
 
-_RECORDED = "as recorded in the collection, else the value `e5v-qdrant info --help` shows"
-#: StoreConfig options that only matter when writing or creating collections (not offered by read-only commands)
-_WRITE_OPTIONS = (
-    "write_batch_size",
-    "write_batch_bytes",
-    "on_disk_vectors",
-    "vector_datatype",
-    "shard_number",
-    "replication_factor",
-    "write_consistency_factor",
-)
-
-
-def _store_from(args):
+def _store_from(args, *, must_exist: bool = True):
+    """The store the options name; read-only commands (``must_exist``) refuse a folder holding none, creating nothing."""
     from .config import StoreConfig
     from .store import QdrantStore
 
-    return QdrantStore(from_namespace(StoreConfig, args))
+    return QdrantStore(from_namespace(StoreConfig, args), must_exist=must_exist)
 
 
 def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
@@ -180,12 +174,6 @@ def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
     from .collection_model import encoder_config_for
 
     return encoder_config_for(store, collection, **namespace_options(EncoderConfig, args))
-
-
-def _encoder_from(args, store, collection: str):
-    from .encoder import E5VEncoder
-
-    return E5VEncoder(config=_encoder_config_from(args, store, collection))
 
 
 def _add_ingest(sub) -> Callable:
@@ -208,7 +196,7 @@ def _add_ingest(sub) -> Callable:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     add_arguments(p, IngestConfig, group="ingest")
     add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
-    add_arguments(p, StoreConfig, group="store")
+    add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     p.add_argument("--report", metavar="FILE.json", help="also write the run report (counts, skipped inputs) as JSON")
     p.add_argument("--json", action="store_true", help="print the run report as JSON instead of a summary")
     p.add_argument(
@@ -222,12 +210,16 @@ def _add_ingest(sub) -> Callable:
 
 def _run_ingest(args) -> int:
     from .config import IngestConfig
-    from .ingest import check_paths, ingest
+    from .ingest import IngestInterrupted, check_paths, ingest
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
     check_paths(config.paths)  # before the store folder or the model is touched
-    with _store_from(args) as store:  # the model loads in `ingest` (or on the Ray workers), only when needed
-        report = ingest(config, _encoder_config_from(args, store, config.collection), store, progress=args.progress)
+    try:  # the model loads in `ingest` (or on the Ray workers), only when needed
+        with _store_from(args, must_exist=False) as store:
+            encoder = _encoder_config_from(args, store, config.collection)
+            report = ingest(config, encoder, store, progress=args.progress)
+    except IngestInterrupted as exc:  # Ctrl-C / SIGTERM: the write in progress was finished; report what was done
+        report = exc.report
     data = report.to_dict()
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
@@ -250,7 +242,7 @@ def _add_search(sub) -> Callable:
     )
     p.add_argument("text", nargs="?", default=None, metavar="TEXT", help="query text (with --image: the modification)")
     p.add_argument("--image", help="query image path (alone: image query; with TEXT: composed query)")
-    p.add_argument("--collection", required=True, help="collection (alias) to search")
+    p.add_argument("--collection", required=True, type=collection_name, help="collection (alias) to search")
     p.add_argument("--top-k", type=int, default=10, metavar="K", help="number of results (default: 10)")
     p.add_argument(
         "--modality", choices=("text", "image", "any"), default="any", help="only return this modality (default: any)"
@@ -282,12 +274,13 @@ def _add_search(sub) -> Callable:
         "e.g. part numbers that share prefixes) (default: rrf)",
     )
     p.add_argument("--json", action="store_true", help="print results as JSON (score, id, modality, source, page, ...)")
-    add_arguments(p, EncoderConfig, group="model", recorded_default="as recorded in the collection")
-    add_arguments(p, StoreConfig, exclude=_WRITE_OPTIONS, group="store")
+    add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
+    add_arguments(p, StoreConfig, group="store", scopes=(SEARCH,))
     return _run_search
 
 
 def _run_search(args) -> int:
+    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .filters import parse_where
     from .search import search
@@ -300,7 +293,7 @@ def _run_search(args) -> int:
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = _encoder_from(args, store, args.collection)
+        encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
         hits = search(
             store,
             encoder,
@@ -339,7 +332,7 @@ def _add_collections(sub) -> Callable:
         "each was built with, and its point count. " + _STORE_HELP,
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_arguments(p, StoreConfig, exclude=_WRITE_OPTIONS, group="store")
+    add_arguments(p, StoreConfig, group="store", scopes=())
     return _run_collections
 
 
@@ -361,8 +354,6 @@ def _run_collections(args) -> int:
 
 # ---------------------------------------------------------------- finetune
 def _add_finetune(sub) -> Callable:
-    import dataclasses
-
     from .config import FinetuneConfig
 
     p = sub.add_parser(
@@ -374,10 +365,7 @@ def _add_finetune(sub) -> Callable:
         "Defaults are the paper's (r=64, alpha=16, lr 4e-4, batch 768, tau 0.05, 32 tokens). Multi-GPU: "
         "torchrun --nproc-per-node N -m e5v_qdrant.cli finetune ...",
     )
-    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(FinetuneConfig)}
-    p.add_argument("--train", required=True, metavar="FILE", help=helps["train"])
-    p.add_argument("--output", required=True, metavar="DIR", help=helps["output"])
-    add_arguments(p, FinetuneConfig, exclude=("train", "output"))
+    add_arguments(p, FinetuneConfig)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON when done")
     return _run_finetune
 
@@ -422,7 +410,7 @@ def _add_reingest(sub) -> Callable:
         + _STORE_HELP
         + " Exit status: 0 swapped, 1 sources missing/changed (swap refused, or done with --allow-missing), 2 error.",
     )
-    p.add_argument("--collection", required=True, help="collection (alias) to re-embed")
+    p.add_argument("--collection", required=True, type=collection_name, help="collection (alias) to re-embed")
     old = p.add_mutually_exclusive_group()
     old.add_argument(
         "--keep-old", dest="drop_old", action="store_false", help="keep the old physical collection (default)"
@@ -442,13 +430,14 @@ def _add_reingest(sub) -> Callable:
         p,
         EncoderConfig,
         group="new model (--adapter applies to the recorded model unless --model is given)",
-        recorded_default="as recorded in the collection",
+        recorded_default=_RECORDED,
     )
-    add_arguments(p, StoreConfig, group="store")
+    add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     return _run_reingest
 
 
 def _run_reingest(args) -> int:
+    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .reingest import reingest
 
@@ -460,7 +449,7 @@ def _run_reingest(args) -> int:
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = _encoder_from(args, store, args.collection)
+        encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
         report = reingest(
             args.collection,
             encoder,
@@ -484,7 +473,7 @@ Serve the model over HTTP until Ctrl-C / SIGTERM (in-flight requests finish firs
   POST /v1/search       search a collection (needs --qdrant-path or --qdrant-url), GET / a search page
   GET  /health, /v1/models, /metrics (Prometheus)
 Concurrent requests are batched together (--max-batch-size, --max-wait-ms). Binds 127.0.0.1 unless --host says
-otherwise; --api-key-env VAR makes clients send 'Authorization: Bearer $VAR'. Needs: pip install 'e5v-qdrant[serve]'.
+otherwise; --server-api-key-env VAR makes clients send 'Authorization: Bearer $VAR'. Needs: pip install 'e5v-qdrant[serve]'.
 """
 
 
@@ -501,11 +490,11 @@ def _add_serve(sub) -> Callable:
         p,
         EncoderConfig,
         group="model",
-        recorded_default="as recorded in the collections served, else the value `e5v-qdrant info --help` shows",
+        recorded_default="as recorded in the collections served",
     )
     add_arguments(p, ServeConfig, group="server")
     store = p.add_argument_group("store searched by /v1/search and the page (optional; default: search off)")
-    add_arguments(store, StoreConfig, exclude=("api_key_env",))
+    add_arguments(store, StoreConfig, exclude=("api_key_env",), scopes=(SEARCH,))
     store.add_argument(
         "--qdrant-api-key-env",
         default="QDRANT_API_KEY",
@@ -541,12 +530,12 @@ def _add_migrate(sub) -> Callable:
         "target collection of another model is refused. Example: e5v-qdrant migrate --collection docs "
         "--qdrant-path ./qdrant_data --to-url http://localhost:6333",
     )
-    p.add_argument("--collection", required=True, help="collection (alias) to copy")
+    p.add_argument("--collection", required=True, type=collection_name, help="collection (alias) to copy")
     p.add_argument("--to-url", help="target Qdrant server URL (its API key: the variable named by --api-key-env)")
     p.add_argument("--to-path", help="target embedded store folder")
     p.add_argument("--to-embedded", choices=("edge", "local"), help="engine of a new --to-path folder (default edge)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_arguments(p, StoreConfig, group="source store and target collection options")
+    add_arguments(p, StoreConfig, group="source store and target collection options", scopes=(CREATE, WRITE))
     return _run_migrate
 
 
@@ -554,17 +543,17 @@ def _run_migrate(args) -> int:
     import dataclasses
 
     from .config import StoreConfig
+    from .errors import E5VConfigError
     from .migrate import migrate
     from .store import QdrantStore
 
     if bool(args.to_url) == bool(args.to_path):
-        print("error: give exactly one of --to-url (server) or --to-path (embedded folder)", file=sys.stderr)
-        return EXIT_ERROR
+        raise E5VConfigError("give exactly one of --to-url (server) or --to-path (embedded folder)")
     source_config = from_namespace(StoreConfig, args)
     target_config = dataclasses.replace(
         source_config, qdrant_url=args.to_url, qdrant_path=args.to_path, embedded=args.to_embedded
     )
-    with QdrantStore(source_config) as source, QdrantStore(target_config) as target:
+    with QdrantStore(source_config, must_exist=True) as source, QdrantStore(target_config) as target:
         report = migrate(args.collection, source, target, progress=sys.stderr.isatty())
     if args.json:
         _print_json(report.as_dict())
@@ -606,29 +595,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return EXIT_ERROR
-    logging.basicConfig(
-        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    shown = warnings.showwarning
-    # one readable line per warning (e.g. the checkpoint fixes applied on load), not Python's file:line dump
-    warnings.showwarning = lambda message, category, *_, **__: print(
-        f"e5v-qdrant {args.command}: warning: {message}", file=sys.stderr
-    )
+    shown, previous = warnings.showwarning, ()
+    prog = ["e5v-qdrant"]
+    # one readable line per warning (a deprecated flag, the checkpoint fixes applied on load), not Python's file:line
+    warnings.showwarning = lambda message, *_, **__: print(f"{prog[0]}: warning: {message}", file=sys.stderr)
     try:
+        args = parser.parse_args(argv)
+        prog[0] = f"e5v-qdrant {args.command}"
+        if threading.current_thread() is threading.main_thread():  # SIGTERM stops like Ctrl-C (reports, exit 143)
+            previous = (signal.signal(signal.SIGTERM, _terminated),)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return EXIT_ERROR
+        logging.basicConfig(
+            level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         return args._run(args)
     except E5VError as exc:
-        print(f"e5v-qdrant {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog[0]}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"e5v-qdrant {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = str(exc) if str(exc) == "SIGTERM" else "SIGINT"
+        print(f"{prog[0]}: interrupted ({name})", file=sys.stderr)
+        return 128 + int(getattr(signal, name))
     finally:
         warnings.showwarning = shown
+        for handler in previous:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if handler is None else handler)
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM handler: stop like Ctrl-C, named, so ingest finishes its write, reports and exits 143."""
+    raise KeyboardInterrupt("SIGTERM")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,8 @@
 """Validated option dataclasses: the single source of options, defaults and help text for the CLI and Python API.
 
-Each field's ``metadata["help"]`` is its ``--help`` text; ``add_arguments`` turns a dataclass into argparse options
-and ``from_namespace`` builds the validated dataclass back from parsed arguments, so the CLI cannot drift from the API.
+Each field's ``metadata["help"]`` is its ``--help`` text; ``cli_options.add_arguments`` turns a dataclass into argparse
+options and ``from_namespace`` builds the validated dataclass back from parsed arguments, so the CLI cannot drift
+from the API.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import types
-import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +25,6 @@ __all__ = [
     "FinetuneConfig",
     "EvalConfig",
     "ServeConfig",
-    "add_arguments",
     "from_namespace",
     "namespace_options",
     "DEFAULT_MODEL",
@@ -47,6 +46,11 @@ def option(
     cli: bool = True,
     vectors: bool = False,
     cli_default: Any = dataclasses.MISSING,
+    scope: str | None = None,
+    check: Callable[[Any], None] | None = None,
+    deprecated_flags: tuple[str, ...] = (),
+    required: bool = False,
+    metavar: str | None = None,
     **kw,
 ):
     """A dataclass field carrying its CLI help text and facts about it.
@@ -55,13 +59,31 @@ def option(
         help: the ``--help`` text.
         flag: the CLI flag (default ``--field-name``); ``choices``: allowed values.
         cli: whether the CLI offers it at all.
+        scope: what the option is for, so each command offers only its own (``add_arguments(..., scopes=...)``);
+            ``None`` = every command that takes this dataclass. ``StoreConfig`` uses ``CREATE``, ``WRITE``, ``SEARCH``.
+        check: validates a typed value (raises ``E5VConfigError``) while the command line is parsed, so a bad
+            value is a usage error before anything else happens (``__post_init__`` still checks it for the API).
+        deprecated_flags: old flags still accepted for this option, each with a warning naming ``flag``.
+        required: the command line must give it; ``metavar``: its value's name in ``--help``.
         vectors: whether the option changes the vectors an encoder makes. The model fingerprint, the collection stamp,
             the LlamaIndex adapter's fields and every compatibility check derive from this declaration
             (``e5v_qdrant.identity``), so an option that changes vectors can never be left out of one of them.
         cli_default: a different default for the command line than for the Python API (e.g. process-wide tuning
             that a CLI process may turn on but a library must not impose on its host).
     """
-    meta = {"help": help, "flag": flag, "choices": choices, "cli": cli, "vectors": vectors, "cli_default": cli_default}
+    meta = {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "cli": cli,
+        "vectors": vectors,
+        "cli_default": cli_default,
+        "scope": scope,
+        "check": check,
+        "deprecated_flags": deprecated_flags,
+        "required": required,
+        "metavar": metavar,
+    }
     if "default_factory" in kw:
         return field(metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -155,13 +177,19 @@ class EncoderConfig:
         get_prompts(self.prompts, query=self.query_prompt)  # validates preset name and placeholders
 
 
+#: ``scope`` of the ``StoreConfig`` options used only to create collections, to write points, or to search; a command
+#: offers the scopes it uses (``add_arguments(..., scopes=...)``); options without one (where the store is, how to
+#: reach it) are offered by every command that opens a store.
+CREATE, WRITE, SEARCH = "create", "write", "search"
+
+
 @dataclass
 class StoreConfig:
     """Where vectors go: embedded Qdrant in a folder (default) or a Qdrant server / cluster by URL."""
 
     qdrant_path: str | None = option(
         None,
-        help="folder of the embedded Qdrant store (see --embedded); default ./qdrant_data when no --qdrant-url is given",
+        help="folder of the embedded Qdrant store; default ./qdrant_data when no --qdrant-url is given",
     )
     qdrant_url: str | None = option(None, help="URL of a Qdrant server or cluster, e.g. http://localhost:6333")
     embedded: str | None = option(
@@ -170,49 +198,60 @@ class StoreConfig:
         "quantization, mmap; scales past 100k points) or local = qdrant-client local mode (pure Python, all in RAM); "
         "default: the engine of an existing folder (never converted), edge for a new one",
         choices=("edge", "local"),
+        scope=CREATE,
     )
     api_key_env: str = option(
         "QDRANT_API_KEY",
-        help="name of the environment variable holding the server API key (keys are never taken from argv)",
+        help="name of the environment variable holding the Qdrant server's API key (keys are never taken from argv)",
     )
     prefer_grpc: bool = option(False, help="talk gRPC to the server (port 6334) instead of REST")
     timeout: float = option(60.0, help="seconds before a Qdrant request times out")
-    write_batch_size: int = option(64, help="points per upsert request (Qdrant advises 64-256 points, under ~5 MB)")
+    write_batch_size: int = option(
+        64, help="points per upsert request (Qdrant advises 64-256 points, under ~5 MB)", scope=WRITE
+    )
     retries: int = option(
         6, help="attempts per Qdrant request on transient errors (timeouts, resets, 5xx, lock contention)"
     )
     retry_wait: float = option(0.5, help="first back-off in seconds between retries; doubles each attempt (max 30 s)")
     on_disk_vectors: bool = option(
-        False, help="server and Edge: keep vectors on disk (memmap) instead of RAM; ignored by local mode"
+        False, help="server and Edge: keep vectors on disk (memmap) instead of RAM; ignored by local mode", scope=CREATE
     )
     vector_datatype: str = option(
         "float32",
         help="server and Edge: stored vector precision (float16 halves memory); ignored by local mode",
         choices=("float32", "float16"),
+        scope=CREATE,
     )
     quantization: str = option(
         "none",
         help="server and Edge: int8 = scalar quantization (4x smaller), binary = 1 bit per dimension (32x smaller), "
         "both kept in RAM and rescored with the original vectors at search time; ignored by local mode",
         choices=("none", "int8", "binary"),
+        scope=CREATE,
     )
-    shard_number: int | None = option(None, help="server/cluster only: shards of a new collection (default: server's)")
+    shard_number: int | None = option(
+        None, help="server/cluster only: shards of a new collection (default: server's)", scope=CREATE
+    )
     replication_factor: int | None = option(
-        None, help="server/cluster only: replicas of each shard of a new collection"
+        None, help="server/cluster only: replicas of each shard of a new collection", scope=CREATE
     )
     write_consistency_factor: int | None = option(
         None,
         help="server/cluster only: replicas that must acknowledge each write of a new collection (<= replication_factor)",
+        scope=CREATE,
     )
     rescore: bool = option(
-        True, help="with quantization: re-rank the quantized candidates with the original vectors at search time"
+        True,
+        help="with quantization: re-rank the quantized candidates with the original vectors at search time",
+        scope=SEARCH,
     )
     oversampling: float = option(
-        2.0, help="with quantization: fetch top_k x this many quantized candidates before rescoring"
+        2.0, help="with quantization: fetch top_k x this many quantized candidates before rescoring", scope=SEARCH
     )
     write_batch_bytes: int = option(
         4 * 1024 * 1024,
         help="most estimated bytes per upsert request of the Ray engine's writer (REST servers refuse bodies over 32 MiB)",
+        scope=WRITE,
     )
 
     def __post_init__(self):
@@ -301,7 +340,10 @@ class IngestConfig:
     """What `e5v-qdrant ingest` reads and how: the collection (an alias), chunking and sync behaviour."""
 
     collection: str = option(
-        "", help="collection name to ingest into (an alias over a physical collection named after the model)"
+        "",
+        help="collection name to ingest into (an alias over a physical collection named after the model)",
+        check=check_collection_name,
+        required=True,
     )
     paths: list[str] = option(default_factory=list, help="files or folders to ingest", cli=False)
     chunk_size: int = option(512, help="chunk size in tokens (LlamaIndex SentenceSplitter, tiktoken cl100k counting)")
@@ -399,9 +441,14 @@ class FinetuneConfig:
     train: str | None = option(
         None,
         help="training file: JSONL with anchor, positive and optional negative keys, or CSV with header sent0,sent1[,hard_neg]",
+        required=True,
+        metavar="FILE",
     )
     output: str | None = option(
-        None, help="output folder: PEFT adapter, manifest.json, metrics.json, checkpoints/ (and merged/)"
+        None,
+        help="output folder: PEFT adapter, manifest.json, metrics.json, checkpoints/ (and merged/)",
+        required=True,
+        metavar="DIR",
     )
     model: str = option(DEFAULT_MODEL, help="hub id or local folder of the E5-V / LLaVA-NeXT checkpoint to adapt")
     revision: str | None = option(None, help="hub revision of --model to pin (recorded in the manifest)")
@@ -530,13 +577,16 @@ class ServeConfig:
     """How `e5v-qdrant serve` listens, batches and limits requests (feeds ``e5v_qdrant.server.create_app`` too)."""
 
     host: str = option(
-        "127.0.0.1", help="interface to bind; 0.0.0.0 exposes the server to the network (then also set --api-key-env)"
+        "127.0.0.1",
+        help="interface to bind; 0.0.0.0 exposes the server to the network (then also set --server-api-key-env)",
     )
     port: int = option(8000, help="TCP port to listen on")
     api_key_env: str | None = option(
         None,
         help="name of an environment variable holding a key clients must send as 'Authorization: Bearer KEY' "
-        "(the key is never logged or taken from argv); default: no key",
+        "(the key is never logged or taken from argv); default: no key. Qdrant's own key: --qdrant-api-key-env",
+        flag="--server-api-key-env",
+        deprecated_flags=("--api-key-env",),
     )
     served_model_name: str | None = option(
         None, help="model name listed by /v1/models and echoed in responses; default: the --model value"
@@ -597,75 +647,10 @@ class ServeConfig:
         key = os.environ.get(self.api_key_env)
         if not key:
             raise E5VConfigError(
-                f"--api-key-env {self.api_key_env}: that environment variable is unset or empty; export the key "
-                "in it, or drop --api-key-env to serve without a key"
+                f"--server-api-key-env {self.api_key_env}: that environment variable is unset or empty; export the "
+                "key in it, or drop --server-api-key-env to serve without a key"
             )
         return key
-
-
-def _unwrap_optional(tp):
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
-def add_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    cls: type,
-    *,
-    exclude: tuple[str, ...] = (),
-    group: str | None = None,
-    recorded_default: str | None = None,
-) -> None:
-    """Add one ``--option`` per field of dataclass ``cls`` (help, default and choices from the field).
-
-    Defaults are appended to the help text once, unless the help already states its default or the default is empty
-    (``None``, ``""``, ``[]``). A field's ``cli_default`` replaces its default on the command line.
-    ``recorded_default``, when given, is what options that change vectors default to instead (e.g. "as recorded in
-    the collection, else royokong/e5-v"), for commands that take them from a collection's stamp.
-    """
-    target = parser.add_argument_group(group) if group and hasattr(parser, "add_argument_group") else parser
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in exclude or not f.metadata.get("cli", True):
-            continue
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        tp = _unwrap_optional(hints[f.name])
-        cli_default = f.metadata.get("cli_default", dataclasses.MISSING)
-        if cli_default is not dataclasses.MISSING:
-            default = cli_default
-        elif f.default is not dataclasses.MISSING:
-            default = f.default
-        else:
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "")
-        if recorded_default and f.metadata.get("vectors"):
-            help_text = f"{help_text} (default: {recorded_default})"
-        elif default not in (None, "", []) and "default:" not in help_text:
-            shown = (
-                ("on" if default else "off")
-                if tp is bool
-                else (" ".join(default) if isinstance(default, list) else default)
-            )
-            help_text = f"{help_text} (default: {shown})"
-        # argparse only records what the user typed; ``from_namespace`` fills the rest (cli_default, then the field)
-        if tp is bool:
-            target.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
-            )
-            continue
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-        if tp in (int, float):
-            kwargs["type"] = tp
-            kwargs["metavar"] = "N"
-        elif typing.get_origin(tp) in (list, tuple):
-            kwargs["nargs"] = "+"
-        target.add_argument(flag, **kwargs)
 
 
 def namespace_options(cls: type, ns: argparse.Namespace) -> dict[str, Any]:

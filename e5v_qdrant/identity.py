@@ -97,8 +97,11 @@ def model_dim(config: EncoderConfig) -> int:
     """
     from transformers import LlavaNextConfig
 
+    from .checkpoint import hub_options
+
     try:
-        model_config = LlavaNextConfig.from_pretrained(config.model, revision=config.revision)
+        hub = hub_options(config.model, config.revision)  # offline: fast, one clear error or the cached copy
+        model_config = LlavaNextConfig.from_pretrained(config.model, revision=config.revision, **hub)
     except (OSError, ValueError) as exc:
         raise E5VModelError(
             f"cannot read an E5-V / LLaVA-NeXT config from {config.model!r}"

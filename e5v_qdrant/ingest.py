@@ -46,7 +46,7 @@ from .sources import Chunker, Item, SkippedInput, discover
 from .sparse import DEFAULT_ENCODER, encoder_from_spec
 from .store import QdrantStore
 
-__all__ = ["IngestReport", "ingest", "check_paths"]
+__all__ = ["IngestReport", "IngestInterrupted", "ingest", "check_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,27 @@ WRITE_DELAY_ENV = "E5V_QDRANT_TEST_WRITE_DELAY"
 
 class _Stop(Exception):
     pass
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """An ingest stopped by ``KeyboardInterrupt`` (Ctrl-C; the CLI turns SIGTERM into one too) after finishing the
+    write in progress. ``report`` counts what was done (``report.interrupted`` names the signal); running the same
+    ingest again resumes: it embeds only what is not stored yet."""
+
+    def __init__(self, report: IngestReport):
+        super().__init__(report.interrupted)
+        self.report = report
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for the reader and writer to stop (the writer finishes the write in progress), even through further
+    interrupts: a half-done stop would leave the process with threads still writing."""
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join()
+            except KeyboardInterrupt:
+                logger.warning("still finishing the write in progress; it stops in a moment")
 
 
 def _put(q: queue.Queue, value, stop: threading.Event) -> None:
@@ -104,6 +125,9 @@ def ingest(
     Raises:
         CollectionMismatchError: the collection serves another model.
         StoreError: Qdrant failed permanently (or transient errors outlasted the retries).
+        IngestInterrupted: a ``KeyboardInterrupt`` arrived while files were processed; the write in progress was
+            finished and the exception carries the report so far (a ``KeyboardInterrupt``, so callers that catch
+            that keep working). ``KeyboardInterrupt("SIGTERM")`` is reported as SIGTERM.
 
     Example:
         >>> report = ingest(IngestConfig(collection="docs", paths=["./docs"]), E5VEncoder(), QdrantStore())  # doctest: +SKIP
@@ -134,7 +158,7 @@ def ingest(
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    report = IngestReport(collection=config.collection)
+    report = IngestReport(collection=config.collection, roots=[os.path.abspath(os.fspath(p)) for p in config.paths])
     physical = store.resolve(config.collection)
     if physical is not None:
         stamp = store.stamp(physical)
@@ -170,11 +194,11 @@ def ingest(
         if on_file:
             on_file(source, "skipped")
 
-    def counted(source: str, status: str) -> None:
+    def counted(work: FileWork) -> None:
         with lock:
-            setattr(report, status, getattr(report, status) + 1)
+            report.count_file(work)
         if on_file:
-            on_file(source, status)
+            on_file(work.source, work.status)
 
     # ---------------------------------------------------------- stage 1: discover, plan (read, chunk, compare), decode
     def reader() -> None:
@@ -207,7 +231,7 @@ def ingest(
                         report.warnings.append({"source": work.source, "warning": warning})
                     logger.info("%s: %s", work.source, warning)
                 if work.status == "unchanged" and not work.restamp_ids:
-                    counted(work.source, "unchanged")
+                    counted(work)
                     continue
                 if not decode_images(work, max_pixels, skip):
                     continue
@@ -248,7 +272,7 @@ def ingest(
                         deleted = store.delete(target["physical"], sorted(work.stale_ids))
                         with lock:
                             report.points_deleted += deleted
-                    counted(work.source, work.status)
+                    counted(work)
         except _Stop:
             return
         except BaseException as exc:  # noqa: BLE001
@@ -307,14 +331,16 @@ def ingest(
         errors.append(exc)
         stop.set()
     finally:
-        for t in threads:
-            t.join()
+        _join(threads)
         file_bar.close()
         item_bar.close()
-    if errors:
-        raise errors[0]
     report.model_loaded = model.loaded
     report.seconds = time.perf_counter() - started
+    if errors and isinstance(errors[0], KeyboardInterrupt):
+        report.interrupted = str(errors[0]) or "SIGINT"
+        raise IngestInterrupted(report) from errors[0]
+    if errors:
+        raise errors[0]
     return report
 
 

@@ -19,6 +19,8 @@ Point ids and the LlamaIndex payload of an item are made in ``sources`` (``store
 from __future__ import annotations
 
 import os
+import signal
+import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,7 +77,8 @@ StoredIndex = dict[str, dict[str, Any]]
 @dataclass
 class FileWork:
     """What one file needs: items to embed and write, stored ids to re-stamp with its current ``file_stat``, then
-    stale ids to delete. ``status`` is ``new``, ``replaced``, ``unchanged`` or ``deleted``."""
+    stale ids to delete. ``status`` is ``new``, ``replaced``, ``unchanged`` or ``deleted``; ``kind`` (``text``,
+    ``pdf``, ``image``) and ``points`` (how many points the file has once written) feed the per-type counts."""
 
     source: str
     status: str
@@ -85,6 +88,8 @@ class FileWork:
     restamp_ids: set[str] = field(default_factory=set)
     file_stat: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    kind: str = ""
+    points: int = 0
 
 
 #: How ``SkippedInput.outcome`` values are shown, in summary order; only ``failed`` makes the exit code 1.
@@ -100,6 +105,9 @@ class IngestReport:
     sources removed by ``sync``), ``skipped`` (inputs not ingested, listed in ``skipped_inputs`` with an outcome:
     ``failed``, ``ignored``, ``duplicate`` or ``loop``, also counted per outcome). Point counts: ``embedded`` (vectors
     computed), ``points_written``, ``points_deleted``. ``model_loaded`` tells whether the run needed the model.
+    ``by_type``: kind (``text``, ``pdf``, ``image``) -> files and points now stored for the new, replaced and
+    unchanged files. ``roots``: the ingested paths (absolute). ``interrupted``: the signal that stopped the run
+    (``SIGINT``, ``SIGTERM``), empty when it ran to the end.
     """
 
     collection: str
@@ -118,6 +126,17 @@ class IngestReport:
     model_loaded: bool = False
     skipped_inputs: list[SkippedInput] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    roots: list[str] = field(default_factory=list)
+    interrupted: str = ""
+
+    def count_file(self, work: FileWork) -> None:
+        """Count a file whose outcome is known (its status, and its kind and points unless it was deleted)."""
+        setattr(self, work.status, getattr(self, work.status) + 1)
+        if work.status != "deleted" and work.kind:
+            counts = self.by_type.setdefault(work.kind, {"files": 0, "points": 0})
+            counts["files"] += 1
+            counts["points"] += work.points
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -128,7 +147,9 @@ class IngestReport:
     @property
     def exit_code(self) -> int:
         """0 when every supported input was ingested (ignored, duplicate and loop entries do not count), 1 when some
-        failed."""
+        failed, 128 + the signal number when interrupted (130 Ctrl-C, 143 SIGTERM; the shell's convention)."""
+        if self.interrupted:
+            return 128 + int(getattr(signal, self.interrupted, signal.SIGINT))
         return 1 if self.outcomes["failed"] else 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,49 +171,115 @@ class IngestReport:
             "collection": self.collection,
             "physical_collection": self.physical_collection,
             "model_fingerprint": self.model_fingerprint,
+            "paths": self.roots,
+            "interrupted": self.interrupted or None,
             "counts": {**counts, **self.outcomes},
+            "by_type": self.by_type,
             "model_loaded": self.model_loaded,
             "seconds": round(self.seconds, 3),
             "skipped_inputs": [s.to_dict() for s in self.skipped_inputs],
             "warnings": self.warnings,
         }
 
-    def summary(self, *, examples: int = 3, reasons: int = 8) -> str:
-        """Human-readable summary: totals, then skipped inputs and warnings grouped by reason with counts and a few
-        example files each (the full list is in ``to_dict``)."""
+    def summary(self, *, examples: int = 3, reasons: int = 8, width: int = 100) -> str:
+        """Human-readable summary on lines of at most ``width`` characters (a path longer than that is not cut):
+        totals, what is stored per file type, then skipped inputs and warnings grouped by their whole reason (cause
+        and remedy), most frequent first, with a few example files each, as paths relative to the ingested folder
+        (the full list, with absolute paths, is in ``to_dict``)."""
+        base = _common_folder(self.roots)
         outcomes = self.outcomes
-        lines = [
+        lines = []
+        if self.interrupted:
+            lines.append(
+                f"interrupted ({self.interrupted}) after finishing the write in progress: the counts below are what "
+                "was done; run the same command again to resume (it embeds only what is not stored yet)"
+            )
+        lines += [
             f"collection {self.collection} -> {self.physical_collection or '(not created: nothing to write)'}"
             + (f" (model fingerprint {self.model_fingerprint})" if self.model_fingerprint else ""),
             f"files: discovered {self.discovered}, new {self.new}, unchanged {self.unchanged}, "
-            f"replaced {self.replaced}, deleted {self.deleted}; "
-            + ", ".join(f"{outcome} {outcomes[outcome]}" for outcome in OUTCOMES),
-            f"points: embedded {self.embedded}, written {self.points_written}, deleted {self.points_deleted} "
-            f"in {self.seconds:.1f}s" + ("" if self.model_loaded else " (model not loaded: nothing to embed)"),
+            f"replaced {self.replaced}, deleted {self.deleted}",
+            "skipped: " + ", ".join(f"{outcome} {outcomes[outcome]}" for outcome in OUTCOMES),
         ]
+        if self.by_type:
+            lines.append("stored (new, replaced or unchanged): " + ", ".join(_type_counts(self.by_type)))
+        lines.append(
+            f"points: embedded {self.embedded}, written {self.points_written}, deleted {self.points_deleted} "
+            f"in {self.seconds:.1f}s" + ("" if self.model_loaded else " (model not loaded: nothing to embed)")
+        )
+        groups = []
         for outcome in OUTCOMES:
             entries = [(s.source, s.reason) for s in self.skipped_inputs if s.outcome == outcome]
-            lines += _grouped(outcome, entries, examples, reasons)
+            groups += _grouped(outcome, entries, base, examples, reasons)
             if outcome == "ignored" and any(reason.startswith("unsupported file type") for _, reason in entries):
-                lines.append(f"  supported: {supported_types()}")
-        lines += _grouped("warnings", [(w["source"], w["warning"]) for w in self.warnings], examples, reasons)
-        return "\n".join(lines)
+                groups.append(f"  supported: {supported_types()}")
+        groups += _grouped("warnings", [(w["source"], w["warning"]) for w in self.warnings], base, examples, reasons)
+        if groups and base:
+            lines.append(f"paths below are relative to {base}")
+        out = []
+        for line in lines + groups:
+            indent = line[: len(line) - len(line.lstrip())]
+            out += textwrap.wrap(
+                line.lstrip(),
+                width=width,
+                initial_indent=indent,
+                subsequent_indent=indent + "    ",
+                break_long_words=False,  # paths stay whole
+                break_on_hyphens=False,
+            )
+        return "\n".join(out)
 
 
-def _grouped(title: str, entries: list[tuple[str, str]], examples: int, reasons: int) -> list[str]:
-    """``title (N):`` then one line per reason (the text before its first ``:``), most frequent first."""
+#: How the points of each file type are called in the summary (one, many).
+_POINTS_OF = {"text": ("chunk", "chunks"), "pdf": ("chunk/page", "chunks/pages")}
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _type_counts(by_type: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """``text 120 files (830 chunks)``, ``image 40 files``, ... most files first."""
+    out = []
+    for kind, counts in sorted(by_type.items(), key=lambda kv: (-kv[1]["files"], kv[0])):
+        files = f"{kind} {_count(counts['files'], 'file', 'files')}"
+        label = _POINTS_OF.get(kind)
+        out.append(f"{files} ({_count(counts['points'], *label)})" if label else files)
+    return out
+
+
+def _common_folder(roots: Iterable[str]) -> str:
+    """The folder the ingested paths share (a file's own folder for a file), or "" if there is none."""
+    folders = [root if os.path.isdir(root) else os.path.dirname(root) for root in roots]
+    try:
+        return os.path.commonpath(folders) if folders else ""
+    except ValueError:  # paths on different drives
+        return ""
+
+
+def _relative(text: str, base: str) -> str:
+    """``text`` with paths under ``base`` written relative to it."""
+    if not base or base == os.sep:
+        return text
+    return text.replace(base.rstrip(os.sep) + os.sep, "")
+
+
+def _grouped(title: str, entries: list[tuple[str, str]], base: str, examples: int, reasons: int) -> list[str]:
+    """``title (N):`` then one line per distinct reason, whole (cause and remedy), most frequent first, with its file
+    count and up to ``examples`` files."""
     if not entries:
         return []
     groups: dict[str, list[str]] = {}
     for source, reason in entries:
-        groups.setdefault(reason.split(":", 1)[0].strip(), []).append(source)
+        groups.setdefault(_relative(reason, base), []).append(_relative(source, base))
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     lines = [f"{title} ({len(entries)}):"]
     for reason, sources in ordered[:reasons]:
         shown = ", ".join(sources[:examples]) + (", ..." if len(sources) > examples else "")
-        lines.append(f"  {reason} ({len(sources)}): {shown}")
+        lines.append(f"  {reason} ({_count(len(sources), 'file', 'files')}): {shown}")
     if len(ordered) > reasons:
-        lines.append(f"  ... {len(ordered) - reasons} more reasons (see --report FILE / --json)")
+        rest = sum(len(sources) for _, sources in ordered[reasons:])
+        lines.append(f"  ... {len(ordered) - reasons} more reasons for {rest} files (see --report FILE / --json)")
     return lines
 
 
@@ -259,8 +346,9 @@ def plan_file(
     Any exception while doing so becomes a ``failed`` ``SkippedInput`` naming the exception type. ``pdf_pages``: how
     PDFs become items (``sources.PDF_PAGES_MODES``).
     """
+    kind = "text" if entry.kind == "sniff" else entry.kind
     if not verify and is_unchanged(entry, chunker, have, pdf_pages):
-        return FileWork(entry.source, "unchanged", [], set())
+        return FileWork(entry.source, "unchanged", [], set(), kind=kind, points=len(have))
     try:
         doc = read_source(entry, chunker, data=data, pdf_pages=pdf_pages)
         if isinstance(doc, SkippedInput):
@@ -268,7 +356,7 @@ def plan_file(
         work = plan(doc, have, stat_record(entry, chunker, len(doc.items), pdf_pages))
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
         return SkippedInput(entry.source, f"{type(exc).__name__} while reading or chunking: {exc}")
-    work.warnings = doc.warnings
+    work.warnings, work.kind, work.points = doc.warnings, doc.kind, len(doc.items)
     return work
 
 

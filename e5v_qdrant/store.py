@@ -43,6 +43,7 @@ __all__ = [
     "StoreError",
     "QdrantStore",
     "open_client",
+    "require_store",
     "embedded_engine",
     "NEW_FOLDER_ENGINE_ENV",
     "is_transient",
@@ -185,6 +186,21 @@ def embedded_engine(config: StoreConfig) -> str | None:
     return found
 
 
+def require_store(config: StoreConfig) -> None:
+    """Refuse an embedded store folder that holds no store (read-only commands must not create one).
+
+    Raises:
+        E5VConfigError: naming the folder and the remedy.
+    """
+    from .edge import detect_engine
+
+    if not config.qdrant_url and detect_engine(config.resolved_path) is None:
+        raise E5VConfigError(
+            f"no store at {os.path.abspath(config.resolved_path)!r}: ingest into it first, or pass --qdrant-path (or --qdrant-url) "
+            "of an existing store; nothing was created"
+        )
+
+
 def open_client(config: StoreConfig):
     """Open a client: embedded store in ``config.resolved_path`` (Qdrant Edge or local mode) or a server by URL.
 
@@ -307,14 +323,17 @@ class QdrantStore:
     Args:
         config: where the store is and how to write.
         client: an already open ``QdrantClient`` (tests, or sharing one embedded store); default: ``open_client``.
+        must_exist: refuse an embedded store folder that holds no store instead of creating it (``require_store``).
 
     Example:
         >>> store = QdrantStore(StoreConfig(qdrant_path="qdrant_data"))     # doctest: +SKIP
         >>> store.collections()                                              # doctest: +SKIP
     """
 
-    def __init__(self, config: StoreConfig | None = None, *, client=None):
+    def __init__(self, config: StoreConfig | None = None, *, client=None, must_exist: bool = False):
         self.config = config or StoreConfig()
+        if must_exist and client is None:
+            require_store(self.config)
         self.client = client if client is not None else open_client(self.config)
         self._owns_client = client is None
 

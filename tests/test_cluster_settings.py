@@ -196,7 +196,7 @@ def test_cli_flags_build_the_cluster_and_ray_configs():
         [
             "ingest", "docs/", "--collection", "docs", "--qdrant-url", "http://q:6333", "--prefer-grpc",
             "--timeout", "120", "--on-disk-vectors", "--vector-datatype", "float16", "--quantization", "binary",
-            "--no-rescore", "--oversampling", "3", "--shard-number", "4", "--replication-factor", "2",
+            "--shard-number", "4", "--replication-factor", "2",
             "--write-consistency-factor", "2", "--api-key-env", "MY_KEY", "--engine", "ray", "--ray-address", "auto",
             "--replicas", "8", "--gpus-per-replica", "1", "--write-concurrency", "4", "--bulk-load",
         ]
@@ -205,7 +205,13 @@ def test_cli_flags_build_the_cluster_and_ray_configs():
     assert (store.qdrant_url, store.prefer_grpc, store.timeout, store.on_disk_vectors, store.vector_datatype) == (
         "http://q:6333", True, 120.0, True, "float16",
     )  # fmt: skip
-    assert (store.quantization, store.rescore, store.oversampling) == ("binary", False, 3.0)
+    assert store.quantization == "binary"
+    # search-time options belong to the commands that search
+    searched = build_parser().parse_args(["search", "q", "--collection", "docs", "--no-rescore", "--oversampling", "3"])
+    assert (from_namespace(StoreConfig, searched).rescore, from_namespace(StoreConfig, searched).oversampling) == (
+        False,
+        3.0,
+    )
     assert (store.shard_number, store.replication_factor, store.write_consistency_factor) == (4, 2, 2)
     ingest = from_namespace(IngestConfig, args, paths=args.paths)
     assert (ingest.engine, ingest.ray_address, ingest.replicas, ingest.gpus_per_replica, ingest.write_concurrency) == (

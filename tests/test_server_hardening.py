@@ -177,7 +177,7 @@ def server(replica_path, qdrant_path, tmp_path_factory):
     # no --model: the one recorded in the collection (the replica) is served, as `search` would use it.
     # The key is exported with a trailing newline, as `export KEY=$(cat keyfile)` leaves it: stripped, clients work.
     s = Server(
-        ["--device", "cpu", "--dtype", "float32", "--qdrant-path", str(qdrant_path), "--api-key-env",
+        ["--device", "cpu", "--dtype", "float32", "--qdrant-path", str(qdrant_path), "--server-api-key-env",
          "E5V_HARDENING_KEY"],
         tmp_path_factory.mktemp("log") / "serve.log",
         {"E5V_HARDENING_KEY": KEY + "\n"},
@@ -433,7 +433,7 @@ def test_non_loopback_bind_without_a_key_exits_2_naming_both_ways_out(replica_pa
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    assert "--api-key-env" in done.stderr and "--allow-unauthenticated" in done.stderr
+    assert "--server-api-key-env" in done.stderr and "--allow-unauthenticated" in done.stderr
     assert "Uvicorn running" not in done.stderr + done.stdout
 
 

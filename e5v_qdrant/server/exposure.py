@@ -26,7 +26,7 @@ def server_key(config: ServeConfig) -> str | None:
     key = key.strip()
     if not key:
         raise E5VConfigError(
-            f"--api-key-env {config.api_key_env}: that environment variable holds only whitespace; export the key in it"
+            f"--server-api-key-env {config.api_key_env}: that environment variable holds only whitespace; export the key in it"
         )
     return key
 
@@ -53,7 +53,7 @@ def check_exposure(config: ServeConfig, key: str | None) -> None:
     if not config.allow_unauthenticated:
         raise E5VConfigError(
             f"--host {config.host} would serve embeddings and search to anyone who can reach this machine, without "
-            "an API key; either set a key (export E5V_API_KEY=...; --api-key-env E5V_API_KEY, clients then send "
+            "an API key; either set a key (export E5V_API_KEY=...; --server-api-key-env E5V_API_KEY, clients then send "
             "'Authorization: Bearer KEY'), or pass --allow-unauthenticated to serve without one on purpose"
         )
     log.warning(
