@@ -175,6 +175,16 @@ def test_commands_on_a_missing_store_exit_2_and_create_nothing(command, where, t
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty"]  # no store folder, lock, manifest
 
 
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_serve_on_a_missing_store_exits_2_and_creates_nothing(folder, tmp_path, monkeypatch, capsys):
+    """Checked before the model loads (``m`` is no model) or a port is bound; without --qdrant-path search is off."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert main(["serve", "--model", "m", "--qdrant-path", folder]) == 2
+    assert f"no store at {str(tmp_path / folder)!r}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty"]
+
+
 def test_offline_hub_model_fails_fast_once_naming_a_local_folder(tmp_path):
     import os
 

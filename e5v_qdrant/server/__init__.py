@@ -54,7 +54,8 @@ def serve(
     from .served_model import served_encoder_config
 
     check_exposure(config, server_key(config))  # before the slow model load
-    store = QdrantStore(store_config) if store_config is not None else None
+    # a store to search must exist: serving an empty folder would create a store no command filled
+    store = QdrantStore(store_config, must_exist=True) if store_config is not None else None
     try:
         if not isinstance(encoder_config, EncoderConfig):
             encoder_config = served_encoder_config(store, encoder_config)
