@@ -18,13 +18,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import E5VConfigError
+from .points import FOLDERS as FOLDERS_KEY
+from .points import INDEXED_FIELDS, MODALITY, SOURCE
 
 __all__ = ["FOLDERS_KEY", "INDEXED_FIELDS", "ancestor_folders", "parse_where", "build_filter", "combine"]
 
-#: Payload key holding every folder that contains the point's source.
-FOLDERS_KEY = "folders"
-#: Payload fields a server collection indexes for filtering: name → Qdrant schema type.
-INDEXED_FIELDS = {"modality": "keyword", "source": "keyword", FOLDERS_KEY: "keyword", "page": "integer"}
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
@@ -116,14 +114,14 @@ def build_filter(
     if modality not in (None, "any"):
         if modality not in ("text", "image"):
             raise E5VConfigError(f"modality must be text, image or any, got {modality!r}")
-        must.append(models.FieldCondition(key="modality", match=models.MatchValue(value=modality)))
+        must.append(models.FieldCondition(key=MODALITY, match=models.MatchValue(value=modality)))
     if under is not None and os.fspath(under) != "":
         path = os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(under))))
         must.append(
             models.Filter(
                 should=[
                     models.FieldCondition(key=FOLDERS_KEY, match=models.MatchValue(value=path)),
-                    models.FieldCondition(key="source", match=models.MatchValue(value=path)),
+                    models.FieldCondition(key=SOURCE, match=models.MatchValue(value=path)),
                 ]
             )
         )

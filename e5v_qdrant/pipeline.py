@@ -8,12 +8,11 @@ One place for each rule, so the engines cannot drift apart:
   ``verify``); any exception while reading or chunking skips that file only, with a reason naming the exception;
 - ``plan``: a read ``Document`` against the ids stored for its source → the ``FileWork`` to do;
 - ``decode_images``: image bytes → validated ``PIL`` images, just before embedding;
-- ``embed_points``: items → ``PointStruct``s (``make_point`` is the only place a point is built: vector name,
-  payload, ``model_fingerprint``);
+- ``embed_points``: items → ``PointStruct``s (through ``points.make_point``, the one place a point is built);
 - ``vanished_sources``: the stored sources ``sync`` deletes;
 - ``IngestReport``: the outcome both engines return.
 
-Point ids and the LlamaIndex payload of an item are made in ``sources`` (``store.point_id``), from the content only.
+Point ids and the LlamaIndex payload of an item are made in ``sources`` (``points.point_id``), from the content only.
 """
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ from typing import Any
 
 from .errors import E5VImageError, E5VInputError
 from .media import load_image
+from .points import FILE_STAT, SOURCE, make_point
 from .sources import Chunker, Document, Item, SkippedInput, SourceFile, read_source, supported_types
-from .sparse import SPARSE_VECTOR_NAME
-from .store import VECTOR_NAME
 
 __all__ = [
     "EncoderFacts",
@@ -43,7 +41,6 @@ __all__ = [
     "stored_index",
     "stat_record",
     "decode_images",
-    "make_point",
     "embed_points",
     "under",
     "vanished_sources",
@@ -286,10 +283,10 @@ def _grouped(title: str, entries: list[tuple[str, str]], base: str, examples: in
 def stored_index(store, collection: str) -> StoredIndex:
     """Source → {point id: its ``file_stat`` payload} for every point of ``collection`` (no vectors)."""
     index: StoredIndex = {}
-    for record in store.scroll(collection, with_payload=["source", "file_stat"], page_size=1024):
+    for record in store.scroll(collection, with_payload=[SOURCE, FILE_STAT], page_size=1024):
         payload = record.payload or {}
-        if payload.get("source") is not None:
-            index.setdefault(payload["source"], {})[str(record.id)] = payload.get("file_stat")
+        if payload.get(SOURCE) is not None:
+            index.setdefault(payload[SOURCE], {})[str(record.id)] = payload.get(FILE_STAT)
     return index
 
 
@@ -319,15 +316,7 @@ def is_unchanged(entry: SourceFile, chunker: Chunker, have: Mapping[str, Any], p
 
 def restamp(store, collection: str, ids: Iterable[str], file_stat: dict[str, Any] | None, source: str) -> None:
     """Record ``file_stat`` on kept points of ``source`` (their content is unchanged, the file's stat is not)."""
-    ids = sorted(ids)
-    store.call(
-        f"updating file_stat of {len(ids)} points of {source}",
-        store.client.set_payload,
-        collection_name=collection,
-        payload={"file_stat": file_stat},
-        points=ids,
-        wait=True,
-    )
+    store.set_payload(collection, sorted(ids), {FILE_STAT: file_stat}, what=f"file_stat of points of {source}")
 
 
 def plan_file(
@@ -378,7 +367,7 @@ def plan(doc: Document, have: Mapping[str, Any] | set[str], file_stat: dict[str,
     restamp: set[str] = set()
     if file_stat is not None:
         for item in doc.items:
-            item.payload["file_stat"] = file_stat
+            item.payload[FILE_STAT] = file_stat
         if isinstance(have, Mapping):
             restamp = {pid for pid in expected & stored if have[pid] != file_stat}
     if expected == stored:
@@ -403,21 +392,6 @@ def decode_images(work: FileWork, max_pixels: int | None, skip: Skip) -> bool:
                 skip(work.source, f"cannot decode image: {type(exc).__name__}: {exc}")
                 return False
     return True
-
-
-def make_point(point_id: str, vector, payload: dict[str, Any], fingerprint_id: str | None = None, sparse=None):
-    """The Qdrant point of one embedding: ``vector`` under ``store.VECTOR_NAME``, the payload (with
-    ``model_fingerprint`` set when given), and ``sparse`` = (indices, values) under ``sparse.SPARSE_VECTOR_NAME``
-    when given (hybrid collections)."""
-    from qdrant_client import models
-
-    if fingerprint_id is not None:
-        payload = {**payload, "model_fingerprint": fingerprint_id}
-    values = vector.tolist() if hasattr(vector, "tolist") else list(vector)
-    vectors: dict[str, Any] = {VECTOR_NAME: values}
-    if sparse is not None:
-        vectors[SPARSE_VECTOR_NAME] = models.SparseVector(indices=list(sparse[0]), values=list(sparse[1]))
-    return models.PointStruct(id=point_id, vector=vectors, payload=payload)
 
 
 def embed_points(

@@ -48,14 +48,14 @@ from .pipeline import (
     decode_images,
     embed_points,
     is_unchanged,
-    make_point,
     plan_file,
     restamp,
     stored_index,
     vanished_sources,
 )
+from .points import dense_vector, make_point
 from .sources import Chunker, Item, SkippedInput, SourceFile, discover, kind_of
-from .store import VECTOR_NAME, QdrantStore, StoreError, bulk_load
+from .store import QdrantStore, StoreError, bulk_load
 
 try:
     import pyarrow as pa
@@ -128,23 +128,27 @@ class QdrantDatasink(Datasink[dict]):
         store_config: connection and batching options (a server URL for distributed writes).
         client_factory: builds the client each write task uses (default: ``store.open_client(store_config)``);
             tests inject failing clients here. Must be picklable for Ray write tasks.
-        client: an open client to use instead (driver-side writes, e.g. the embedded store); not picklable.
+        client: an open client to use instead; not picklable.
+        store: an open ``QdrantStore`` to write through (driver-side writes, e.g. the embedded store); not picklable.
 
     After ``write_datasink`` (or direct ``write`` calls) ``result`` holds ``points``, ``requests`` and ``notes``.
     """
 
-    def __init__(self, collection: str, store_config: StoreConfig, *, client_factory=None, client=None):
+    def __init__(
+        self, collection: str, store_config: StoreConfig, *, client_factory=None, client=None, store=None
+    ) -> None:
         self.collection = collection
         self.store_config = store_config
         self.client_factory = client_factory
         self._client = client
+        self._store = store
         #: whether the driver had an API key (the key itself stays out of the pickled sink)
         self.expects_api_key = bool(store_config.qdrant_url and store_config.api_key)
         self.result: dict[str, Any] = {"points": 0, "requests": 0, "notes": []}
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_client"] = None  # an open client never travels to workers
+        state["_client"] = state["_store"] = None  # an open client never travels to workers
         return state
 
     def __repr__(self) -> str:
@@ -155,20 +159,21 @@ class QdrantDatasink(Datasink[dict]):
         return "QdrantWrite"
 
     # ------------------------------------------------------------ lifecycle
-    def _open(self):
+    def _open(self) -> tuple[QdrantStore, bool]:
+        """The store this task writes through, and whether the task opened it (and must close it)."""
+        if self._store is not None:
+            return self._store, False
         if self._client is not None:
-            return self._client, False
+            return QdrantStore(self.store_config, client=self._client), False
         if self.client_factory is not None:
-            return self.client_factory(), True
+            return QdrantStore(self.store_config, client=self.client_factory(), owns_client=True), True
         env = self.store_config.api_key_env
         if self.expects_api_key and not self.store_config.api_key:
             raise StoreError(
                 f"the Qdrant API key variable {env} is set on the driver but not on this Ray node "
                 f"({os.uname().nodename}): set it in every node's environment (keys are never shipped through Ray)"
             )
-        from .store import open_client
-
-        return open_client(self.store_config), True
+        return QdrantStore(self.store_config), True
 
     def _check_collection(self, store: QdrantStore) -> None:
         if store.resolve(self.collection) is None:
@@ -180,12 +185,12 @@ class QdrantDatasink(Datasink[dict]):
 
     def on_write_start(self, schema=None) -> None:
         """Driver side, before any write task: fail clearly if the collection is missing."""
-        client, owned = self._open()
+        store, owned = self._open()
         try:
-            self._check_collection(QdrantStore(self.store_config, client=client))
+            self._check_collection(store)
         finally:
             if owned:
-                client.close()
+                store.close()
 
     def write(self, blocks: Iterable, ctx=None) -> dict:
         """Write every point row of ``blocks`` (Arrow tables or any Ray block); returns this task's counts and notes.
@@ -193,8 +198,7 @@ class QdrantDatasink(Datasink[dict]):
         Raises:
             StoreError: a permanent Qdrant error, transient errors outlasting the retries, or a missing collection.
         """
-        client, owned = self._open()
-        store = QdrantStore(self.store_config, client=client)
+        store, owned = self._open()
         grpc = bool(self.store_config.prefer_grpc and self.store_config.qdrant_url)
         max_points = self.store_config.write_batch_size
         max_bytes = self.store_config.write_batch_bytes
@@ -229,18 +233,12 @@ class QdrantDatasink(Datasink[dict]):
                 self._send(store, request, stats)
         finally:
             if owned:
-                client.close()
+                store.close()
         return stats
 
     def _send(self, store: QdrantStore, request: _Request, stats: dict) -> None:
         points = [make_point(pid, vector, json.loads(payload)) for pid, vector, payload in request.points]
-        store.call(
-            f"upserting {len(points)} points (~{request.nbytes} bytes) into {self.collection!r}",
-            store.client.upsert,
-            collection_name=self.collection,
-            points=points,
-            wait=True,
-        )
+        store.upsert(self.collection, points)  # at most write_batch_size points: one request
         stats["points"] += len(points)
         stats["requests"] += 1
 
@@ -377,7 +375,7 @@ class RayEncoderActor:
             if decode_images(work, self.max_pixels, skip):
                 pending.extend((work, item) for item in work.items)
         for point in embed_points(self.encoder, pending, self.fingerprint_id, skip):
-            vector = np.asarray(point.vector[VECTOR_NAME], dtype=np.float32)
+            vector = np.asarray(dense_vector(point), dtype=np.float32)
             add(id=str(point.id), vector=vector.tobytes(), payload=json.dumps(point.payload, ensure_ascii=False))
         for source, reason in skipped:
             add(note=_note(source=source, status="skipped", reason=reason))
@@ -478,7 +476,7 @@ def ingest_ray(
         if todo:  # files whose stat changed: the collection is created (if new) only now
             physical = store.ensure_collection(config.collection, encoder)
             report.physical_collection, report.model_fingerprint = physical, fingerprint_id
-            sink = QdrantDatasink(physical, store.config, client=None if store.is_server else store.client)
+            sink = QdrantDatasink(physical, store.config, store=None if store.is_server else store)
             with bulk_load(store, physical, enabled=config.bulk_load):
                 _run_pipeline(config, encoder_config, store, sink, todo, stored, fingerprint_id, gpus, embedder_class)
             result = sink.result

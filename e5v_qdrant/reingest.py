@@ -25,6 +25,7 @@ from .errors import E5VConfigError, E5VImageError, E5VInputError
 from .identity import stamp_id
 from .media import load_image
 from .pipeline import FileWork, embed_points
+from .points import CONTENT_HASH, NODE_CONTENT, PAGE, SOURCE, point_modality
 from .sources import PDF_SUFFIXES, Item, render_pdf_page
 from .sparse import encoder_from_spec
 from .store import QdrantStore, StoreError, physical_name
@@ -96,7 +97,7 @@ class ReingestReport:
 
 
 def _text_of(payload: dict[str, Any]) -> str | None:
-    content = payload.get("_node_content")
+    content = payload.get(NODE_CONTENT)
     if isinstance(content, str):
         try:
             text = json.loads(content).get("text")
@@ -108,14 +109,14 @@ def _text_of(payload: dict[str, Any]) -> str | None:
 
 def _image_problem(payload: dict[str, Any], max_pixels) -> tuple[Any, str | None]:
     """(decoded image, None) or (None, reason) for an image point's source."""
-    source = payload.get("source")
+    source = payload.get(SOURCE)
     if not source:
         return None, "no source path in the payload"
     try:
-        if payload.get("page") is not None and source.lower().endswith(PDF_SUFFIXES):  # a rendered PDF page
+        if payload.get(PAGE) is not None and source.lower().endswith(PDF_SUFFIXES):  # a rendered PDF page
             if not os.path.exists(source):
                 raise FileNotFoundError(source)
-            data = render_pdf_page(source, int(payload["page"]))
+            data = render_pdf_page(source, int(payload[PAGE]))
         else:
             with open(source, "rb") as fh:
                 data = fh.read()
@@ -125,7 +126,7 @@ def _image_problem(payload: dict[str, Any], max_pixels) -> tuple[Any, str | None
         return None, f"unreadable: {exc.strerror or exc}"
     except E5VInputError as exc:
         return None, f"unreadable: {exc.reason}"
-    if payload.get("content_hash") and hashlib.sha256(data).hexdigest() != payload["content_hash"]:
+    if payload.get(CONTENT_HASH) and hashlib.sha256(data).hexdigest() != payload[CONTENT_HASH]:
         return None, "changed: the file's content hash differs from the stored one (re-run `ingest` first)"
     try:
         return load_image(data, max_pixels=max_pixels, name=source), None
@@ -219,7 +220,7 @@ def reingest(
             return
         batch = [
             (
-                FileWork(str((r.payload or {}).get("source")), "new", [], set()),
+                FileWork(str((r.payload or {}).get(SOURCE)), "new", [], set()),
                 Item(str(r.id), m, c, dict(r.payload or {})),
             )
             for r, m, c in pending
@@ -235,18 +236,18 @@ def reingest(
             bar.update(1)
             pid = str(record.id)
             payload = record.payload or {}
-            modality = payload.get("modality") or ("image" if payload.get("_node_type") == "ImageNode" else "text")
+            modality = point_modality(payload)
             if modality == "image":
                 image, problem = (None, None) if pid in done else _image_problem(payload, max_pixels)
                 if problem:
-                    report.problems.append({"id": pid, "source": str(payload.get("source")), "reason": problem})
+                    report.problems.append({"id": pid, "source": str(payload.get(SOURCE)), "reason": problem})
                     continue
                 content = image
             else:
                 content = _text_of(payload)
                 if content is None:
                     report.problems.append(
-                        {"id": pid, "source": str(payload.get("source")), "reason": "no text in the payload"}
+                        {"id": pid, "source": str(payload.get(SOURCE)), "reason": "no text in the payload"}
                     )
                     continue
             expected.add(pid)
@@ -286,12 +287,11 @@ def _drop_others(store: QdrantStore, alias: str, *, keep: str) -> list[str]:
     """Delete physical collections stamped for ``alias`` other than ``keep`` that no alias points at."""
     served = set(store.aliases().values())
     dropped = []
-    for desc in store.call("listing collections", store.client.get_collections).collections:
-        name = desc.name
+    for name in store.collection_names():
         if name == keep or name in served:
             continue
         stamp = store.stamp(name)
         if stamp is not None and stamp.alias == alias and name.startswith(f"{alias}-e5v-"):
-            store.call(f"deleting collection {name!r}", store.client.delete_collection, name)
+            store.delete_collection(name)
             dropped.append(name)
     return dropped

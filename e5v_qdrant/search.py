@@ -2,67 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import E5VConfigError
+from .points import SearchHit, decode_hit
 from .store import FUSIONS, CollectionMismatchError, QdrantStore
 
 __all__ = ["SearchHit", "search"]
-
-
-@dataclass
-class SearchHit:
-    """One search result and its provenance.
-
-    Attributes:
-        score: cosine similarity (reciprocal-rank-fusion score for hybrid searches).
-        page: the 1-based PDF page of a PDF text chunk or page image, else ``None``.
-        chunk_index: the chunk's position in its source (0 for images).
-        text: the chunk text (text points), else ``None``.
-    """
-
-    score: float
-    id: str
-    modality: str | None
-    source: str | None
-    chunk_index: int | None
-    text: str | None
-    page: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "score": self.score,
-            "id": self.id,
-            "modality": self.modality,
-            "source": self.source,
-            "page": self.page,
-            "chunk_index": self.chunk_index,
-            "text": self.text,
-        }
-
-
-def _hit(point) -> SearchHit:
-    payload = point.payload or {}
-    text = None
-    content = payload.get("_node_content")
-    if isinstance(content, str):
-        try:
-            text = json.loads(content).get("text") or None
-        except ValueError:
-            text = None
-    return SearchHit(
-        score=float(point.score),
-        id=str(point.id),
-        modality=payload.get("modality"),
-        source=payload.get("source"),
-        chunk_index=payload.get("chunk_index"),
-        text=text,
-        page=payload.get("page"),
-    )
 
 
 def search(
@@ -136,7 +84,7 @@ def search(
         score_threshold=score_threshold,
         fusion=fusion,
     )
-    return [_hit(p) for p in points]
+    return [decode_hit(p) for p in points]
 
 
 def _sparse_query(store: QdrantStore, collection: str, physical: str, text, image, score_threshold):

@@ -48,7 +48,7 @@ from typing import Any
 from .filters import FOLDERS_KEY, ancestor_folders
 from .html_text import html_page, html_to_text
 from .media import IMAGE_SUFFIXES
-from .store import document_id, point_id
+from .points import CHUNK_INDEX, CONTENT_HASH, FILE_NAME, MODALITY, PAGE, SOURCE, document_id, point_id
 
 __all__ = [
     "Item",
@@ -80,7 +80,7 @@ MAX_TEXT_BYTES = 64 * 1024 * 1024
 #: Top-level payload keys this package writes besides LlamaIndex's (``model_fingerprint`` and ``file_stat`` are
 #: added by the ingest pipeline; ``folders`` lists the folders containing the source, for ``search --under``; PDF
 #: points also have ``page``).
-PAYLOAD_KEYS = ("modality", "source", "content_hash", "chunk_index", FOLDERS_KEY)
+PAYLOAD_KEYS = (MODALITY, SOURCE, CONTENT_HASH, CHUNK_INDEX, FOLDERS_KEY)
 #: Why a page marked not-to-be-indexed is skipped, and what to do instead.
 NOINDEX_REASON = (
     'HTML page marked <meta name="robots" content="noindex"> (a generated duplicate such as mdBook\'s print.html, '
@@ -603,19 +603,19 @@ def _item(
     digest = content_hash(content)
     pid = point_id(source, chunk_index, digest if page is None else f"{digest}\npage {page}")
     metadata = {
-        "modality": modality,
-        "source": source,
-        "content_hash": digest,
-        "chunk_index": chunk_index,
-        "file_name": os.path.basename(source),
+        MODALITY: modality,
+        SOURCE: source,
+        CONTENT_HASH: digest,
+        CHUNK_INDEX: chunk_index,
+        FILE_NAME: os.path.basename(source),
     }
     if page is not None:
-        metadata["page"] = page
+        metadata[PAGE] = page
     node = node_cls(
         id_=pid,
         metadata=metadata,
         excluded_embed_metadata_keys=list(metadata),
-        excluded_llm_metadata_keys=[k for k in metadata if k not in ("source", "file_name", "page")],
+        excluded_llm_metadata_keys=[k for k in metadata if k not in (SOURCE, FILE_NAME, PAGE)],
         relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=document_id(source))},
         **node_fields,
     )

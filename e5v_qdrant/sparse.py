@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import E5VConfigError
+from .points import SPARSE_VECTOR_NAME
 
 __all__ = [
     "SPARSE_VECTOR_NAME",
@@ -53,8 +54,6 @@ __all__ = [
     "encoder_from_spec",
 ]
 
-#: Name of the sparse vector in hybrid collections; LlamaIndex ``QdrantVectorStore``'s default for new collections.
-SPARSE_VECTOR_NAME = "text-sparse-new"
 #: Version of the recipe above; recorded in collection stamps. Bump it whenever a step changes the output.
 RECIPE_VERSION = 1
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from .config import StoreConfig, check_collection_name
 from .errors import E5VConfigError, E5VError
 from .identity import differences, stamp_id, vector_options
-from .sparse import SPARSE_VECTOR_NAME
+from .points import ID_NAMESPACE, INDEXED_FIELDS, SOURCE, SPARSE_VECTOR_NAME, VECTOR_NAME, document_id, point_id
 
 __all__ = [
     "VECTOR_NAME",
@@ -54,12 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Name of the dense vector; the default of LlamaIndex's ``QdrantVectorStore``.
-VECTOR_NAME = "text-dense"
 #: Key of this package's stamp inside the collection metadata.
 METADATA_KEY = "e5v_qdrant"
-#: UUIDv5 namespace of point ids (fixed forever: changing it changes every id).
-ID_NAMESPACE = uuid.UUID("5b0c7f4e-2f1d-5e6a-9c3b-e5a0d1a7c001")
 _SCHEMA = 1
 
 
@@ -69,16 +64,6 @@ class CollectionMismatchError(E5VConfigError):
 
 class StoreError(E5VError, RuntimeError):
     """Qdrant refused a request for a reason retrying will not fix (bad request, bad config, missing collection)."""
-
-
-def point_id(source: str, chunk_index: int, content_hash: str) -> str:
-    """Deterministic point id: canonical UUIDv5 string of (source URI, chunk index, content hash)."""
-    return str(uuid.uuid5(ID_NAMESPACE, f"{source}\n{chunk_index}\n{content_hash}"))
-
-
-def document_id(source: str) -> str:
-    """Deterministic LlamaIndex ``ref_doc_id`` of a source file (UUIDv5 of its URI)."""
-    return str(uuid.uuid5(ID_NAMESPACE, f"document\n{source}"))
 
 
 def physical_name(alias: str, fingerprint_id: str) -> str:
@@ -323,6 +308,7 @@ class QdrantStore:
     Args:
         config: where the store is and how to write.
         client: an already open ``QdrantClient`` (tests, or sharing one embedded store); default: ``open_client``.
+        owns_client: ``close`` closes ``client`` too (default: only a client this store opened).
         must_exist: refuse an embedded store folder that holds no store instead of creating it (``require_store``).
 
     Example:
@@ -330,12 +316,14 @@ class QdrantStore:
         >>> store.collections()                                              # doctest: +SKIP
     """
 
-    def __init__(self, config: StoreConfig | None = None, *, client=None, must_exist: bool = False):
+    def __init__(
+        self, config: StoreConfig | None = None, *, client=None, must_exist: bool = False, owns_client: bool = False
+    ):
         self.config = config or StoreConfig()
         if must_exist and client is None:
             require_store(self.config)
         self.client = client if client is not None else open_client(self.config)
-        self._owns_client = client is None
+        self._owns_client = client is None or owns_client
 
     @property
     def is_server(self) -> bool:
@@ -388,8 +376,7 @@ class QdrantStore:
         target = self.aliases().get(name)
         if target is not None:
             return target
-        names = {c.name for c in self.call("listing collections", self.client.get_collections).collections}
-        return name if name in names else None
+        return name if name in self.collection_names() else None
 
     def stamp(self, physical: str) -> CollectionStamp | None:
         """The fingerprint stamp of a physical collection (``None`` if not made by this package)."""
@@ -464,8 +451,6 @@ class QdrantStore:
         )
         if self.honours_options:  # indexes for the search filters and per-source lookups (local mode has none)
             from qdrant_client import models
-
-            from .filters import INDEXED_FIELDS
 
             for field_name, schema in INDEXED_FIELDS.items():
                 self.call(
@@ -574,6 +559,17 @@ class QdrantStore:
             )
         return len(ids)
 
+    def set_payload(self, collection: str, ids: Sequence[str], payload: dict[str, Any], *, what: str = "") -> None:
+        """Merge ``payload`` into the payload of the points ``ids`` (``wait=True``)."""
+        self.call(
+            f"updating {what or 'the payload'} of {len(ids)} points in {collection!r}",
+            self.client.set_payload,
+            collection_name=collection,
+            payload=payload,
+            points=list(ids),
+            wait=True,
+        )
+
     def scroll(
         self,
         collection: str,
@@ -603,8 +599,8 @@ class QdrantStore:
     def source_index(self, collection: str) -> dict[str, set[str]]:
         """Source URI → ids of its stored points (one scroll over payload ``source`` only, no vectors)."""
         index: dict[str, set[str]] = {}
-        for record in self.scroll(collection, with_payload=["source"], page_size=1024):
-            source = (record.payload or {}).get("source")
+        for record in self.scroll(collection, with_payload=[SOURCE], page_size=1024):
+            source = (record.payload or {}).get(SOURCE)
             if source is not None:
                 index.setdefault(source, set()).add(str(record.id))
         return index
@@ -697,21 +693,45 @@ class QdrantStore:
         )
         return list(response.points)
 
+    def query_batch(self, collection: str, requests: Sequence[Any]) -> list[list[Any]]:
+        """Run ``QueryRequest`` s in one batched request; the points of each, in order."""
+        responses = self.call(
+            f"querying {collection!r} ({len(requests)} queries)",
+            self.client.query_batch_points,
+            collection_name=collection,
+            requests=list(requests),
+        )
+        return [list(r.points) for r in responses]
+
+    def collection_names(self) -> list[str]:
+        """Names of the physical collections (aliases not included)."""
+        return [c.name for c in self.call("listing collections", self.client.get_collections).collections]
+
+    def delete_collection(self, physical: str) -> None:
+        """Delete a physical collection (and, on Edge, the aliases pointing at it)."""
+        self.call(f"deleting collection {physical!r}", self.client.delete_collection, collection_name=physical)
+
+    def create_plain(self, name: str, dim: int, *, storage_options: bool) -> None:
+        """Create an unstamped scratch collection for ``dim``-d dense vectors (evaluation runs; no alias, no payload
+        indexes), with this store's storage options when ``storage_options``."""
+        kwargs = collection_create_kwargs(self.config, dim, server=storage_options)
+        self.call(f"creating collection {name!r}", self.client.create_collection, collection_name=name, **kwargs)
+
     def collections(self) -> list[dict[str, Any]]:
         """Every collection: name, aliases pointing at it, model fingerprint id and model, point count."""
         aliases = self.aliases()
         rows = []
-        for desc in self.call("listing collections", self.client.get_collections).collections:
-            stamp = self.stamp(desc.name)
+        for name in self.collection_names():
+            stamp = self.stamp(name)
             rows.append(
                 {
-                    "collection": desc.name,
-                    "aliases": sorted(a for a, c in aliases.items() if c == desc.name),
+                    "collection": name,
+                    "aliases": sorted(a for a, c in aliases.items() if c == name),
                     "fingerprint": stamp.fingerprint.get("id") if stamp else None,
                     "model": stamp.encoder.get("model") if stamp else None,
                     "adapter": stamp.encoder.get("adapter") if stamp else None,
-                    "dim": self.dimension(desc.name),
-                    "points": self.count(desc.name),
+                    "dim": self.dimension(name),
+                    "points": self.count(name),
                 }
             )
         return sorted(rows, key=lambda r: r["collection"])

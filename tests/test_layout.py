@@ -111,3 +111,61 @@ def test_readme_layout_section_names_every_module_and_only_existing_ones():
     actual = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
     actual |= {p.name + "/" for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert named == actual, {"missing from README": sorted(actual - named), "not in the tree": sorted(named - actual)}
+
+
+# ---------------------------------------------------------------- only the store package talks to Qdrant
+#: Modules outside ``e5v_qdrant/store/`` allowed to call a Qdrant client: the LlamaIndex Edge adapter hands an Edge
+#: client to LlamaIndex's stock store (it moves into its integration package, issue 25 item 5).
+CLIENT_CALL_ALLOWED = {"e5v_qdrant.llamaindex_edge"}
+
+
+def _qdrant_client_methods() -> set[str]:
+    from qdrant_client import QdrantClient
+
+    return {n for n in dir(QdrantClient) if not n.startswith("_") and callable(getattr(QdrantClient, n))}
+
+
+def _client_reach_ins(source: str, methods: set[str]) -> list[str]:
+    """Places in ``source`` that use a Qdrant client directly: ``X.client.<method>`` / ``client.<method>`` (called or
+    passed on, e.g. to ``store.call``) and imports of ``qdrant_edge``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in methods:
+            receiver = node.value
+            name = receiver.attr if isinstance(receiver, ast.Attribute) else getattr(receiver, "id", "")
+            if name.lstrip("_").endswith("client"):
+                found.append(f"line {node.lineno}: {name}.{node.attr}")
+        elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "qdrant_edge" for a in node.names):
+            found.append(f"line {node.lineno}: import qdrant_edge")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "qdrant_edge" and not node.level:
+            found.append(f"line {node.lineno}: from qdrant_edge import")
+    return sorted(found, key=lambda f: int(f.split(":")[0].split()[1]))
+
+
+def test_client_checker_finds_planted_reach_ins():
+    methods = _qdrant_client_methods()
+    planted = (
+        "def f(store):\n"
+        "    store.call('x', store.client.set_payload, collection_name='c')\n"
+        "    client.upsert('c', [])\n"
+        "    import qdrant_edge\n"
+        "    store.set_payload('c', [], {})\n"  # the store's own method: fine
+    )
+    assert _client_reach_ins(planted, methods) == [
+        "line 2: client.set_payload",
+        "line 3: client.upsert",
+        "line 4: import qdrant_edge",
+    ]
+
+
+def test_no_module_outside_the_store_package_calls_the_qdrant_client():
+    methods = _qdrant_client_methods()
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        if name == "e5v_qdrant.store" or name.startswith("e5v_qdrant.store.") or name in CLIENT_CALL_ALLOWED:
+            continue
+        found = _client_reach_ins(path.read_text(encoding="utf-8"), methods)
+        if found:
+            offenders[name] = found
+    assert offenders == {}, f"call QdrantStore instead of the client: {offenders}"

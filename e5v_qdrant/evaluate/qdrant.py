@@ -45,7 +45,8 @@ def qdrant_ranks(
     from qdrant_client import models
 
     from ..config import StoreConfig
-    from ..store import VECTOR_NAME, QdrantStore, collection_create_kwargs, search_params
+    from ..points import VECTOR_NAME
+    from ..store import QdrantStore, search_params
 
     candidates = np.asarray(candidates, dtype=np.float32)
     queries = np.asarray(queries, dtype=np.float32)
@@ -70,8 +71,7 @@ def qdrant_ranks(
                 params = models.SearchParams(exact=True, quantization=searched.quantization if searched else None)
             elif qs.engine == "edge":  # the temporary Edge folder: exact too (no HNSW approximation)
                 params = models.SearchParams(exact=True)
-            create = collection_create_kwargs(config, candidates.shape[1], server=qs.is_server)
-            qs.call(f"creating collection {name!r}", qs.client.create_collection, collection_name=name, **create)
+            qs.create_plain(name, candidates.shape[1], storage_options=server)
             try:
                 qs.upsert(
                     name, [models.PointStruct(id=i, vector={VECTOR_NAME: v.tolist()}) for i, v in enumerate(candidates)]
@@ -87,17 +87,14 @@ def qdrant_ranks(
                                 query=queries[q].tolist(), using=VECTOR_NAME, limit=limit, params=params, filter=flt
                             )
                         )
-                    responses = qs.call(
-                        f"querying {name!r}", qs.client.query_batch_points, collection_name=name, requests=requests
-                    )
-                    for q, response in zip(range(start, stop), responses, strict=True):
+                    for q, hits in zip(range(start, stop), qs.query_batch(name, requests), strict=True):
                         wanted = {int(i) for i in relevant[q]}
-                        for position, point in enumerate(response.points):
+                        for position, point in enumerate(hits):
                             if int(point.id) in wanted:
                                 ranks[q] = position
                                 break
             finally:
-                qs.call(f"deleting collection {name!r}", qs.client.delete_collection, collection_name=name)
+                qs.delete_collection(name)
             facts = {
                 "location": config.qdrant_url or f"embedded {qs.engine} (temporary folder)",
                 "distance": "cosine",

@@ -23,6 +23,7 @@ from ..anyres import image_token_count
 from ..config import ServeConfig
 from ..errors import E5VConfigError, E5VError, E5VInputError
 from ..media import IMAGE_SUFFIXES
+from ..points import CONTENT_HASH, MODALITY, SOURCE
 from ..search import search as search_collection
 from ..store import CollectionMismatchError
 from .batching import DynamicBatcher, QueueFullError
@@ -333,10 +334,10 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
 
         records = await on_model_thread(lookup)
         payload = (records[0].payload or {}) if records else {}
-        source = payload.get("source")
-        if not records or payload.get("modality") != "image" or not _is_image_file(source):
+        source = payload.get(SOURCE)
+        if not records or payload.get(MODALITY) != "image" or not _is_image_file(source):
             raise APIError(404, f"no image point {point_id} in collection {shown(collection)}", "not_found")
-        indexed_hash = payload.get("content_hash")
+        indexed_hash = payload.get(CONTENT_HASH)
         if not isinstance(indexed_hash, str):
             raise APIError(404, f"point {point_id} records no content_hash; re-ingest its file", "not_found")
         try:

@@ -27,6 +27,7 @@ import anyio.to_thread
 
 from ..errors import E5VInputError
 from ..media import load_thumbnail
+from ..points import FILE_STAT, SOURCE
 
 __all__ = ["StaleFileError", "Thumbnails", "unchanged_since_ingest", "CHANGED"]
 
@@ -43,7 +44,7 @@ class StaleFileError(E5VInputError):
 def unchanged_since_ingest(payload: Mapping[str, Any]) -> bool:
     """Whether the file of a point still has the stat recorded at ingest (size, mtime, inode); ``True`` for points
     that record none (not read from a file by ``ingest``), ``False`` for a file that is gone."""
-    recorded, source = payload.get("file_stat"), payload.get("source")
+    recorded, source = payload.get(FILE_STAT), payload.get(SOURCE)
     if not isinstance(recorded, Mapping) or not isinstance(source, str):
         return True
     try:
