@@ -29,8 +29,8 @@ from llama_index.core.utils import iter_batch
 from llama_index.core.vector_stores.utils import node_to_metadata_dict
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 
-from .edge import EdgeClient
 from .errors import E5VConfigError
+from .store import EdgeClient
 
 __all__ = ["QdrantEdgeVectorStore"]
 
@@ -67,11 +67,7 @@ class _EdgeAsQdrantClient:
         return getattr(self.edge, name)
 
     def collection_exists(self, collection_name: str, **_: Any) -> bool:
-        try:
-            self.edge.resolve(collection_name)
-        except ValueError:
-            return False
-        return True
+        return self.edge.resolve(collection_name) is not None
 
     def query_points(self, collection_name: str, query: Any = None, **kwargs: Any) -> Any:
         """Without a query (and prefetch), the first ``limit`` points in id order with score 1.0, as local mode

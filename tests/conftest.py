@@ -55,8 +55,7 @@ def embedded_engine(request, monkeypatch, tmp_path_factory):
     from qdrant_client import QdrantClient
 
     from e5v_qdrant.config import StoreConfig
-    from e5v_qdrant.edge import EdgeClient
-    from e5v_qdrant.store import NEW_FOLDER_ENGINE_ENV, open_client
+    from e5v_qdrant.store import NEW_FOLDER_ENGINE_ENV, EdgeClient, open_client
 
     monkeypatch.setenv(NEW_FOLDER_ENGINE_ENV, engine)
     if engine == "local":
@@ -91,11 +90,11 @@ def edge_points_now(store_dir, name: str) -> int:
     import sys
     import tempfile
 
-    from e5v_qdrant.edge import EdgeClient, read_manifest
+    from e5v_qdrant.store import EdgeClient, read_store_manifest
 
     if not (store_dir / "e5v_edge.json").exists():
         return 0
-    manifest = read_manifest(str(store_dir))
+    manifest = read_store_manifest(str(store_dir))
     if name not in manifest["collections"] and name not in manifest["aliases"]:
         return 0  # not created yet: no need to copy
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,9 +24,9 @@ from PIL import Image
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from e5v_qdrant import store as store_module
 from e5v_qdrant.cli import main
 from e5v_qdrant.ingest import WRITE_DELAY_ENV
+from e5v_qdrant.store import engines as store_module
 from e5v_qdrant.testing import draw_image
 
 

@@ -14,9 +14,16 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from e5v_qdrant.config import EncoderConfig, StoreConfig
-from e5v_qdrant.edge import MANIFEST, EdgeClient, detect_engine, read_manifest
 from e5v_qdrant.errors import E5VConfigError
-from e5v_qdrant.store import QdrantStore, StoreError, bulk_load
+from e5v_qdrant.store import (
+    MANIFEST,
+    EdgeClient,
+    QdrantStore,
+    StoreError,
+    bulk_load,
+    detect_engine,
+    read_store_manifest,
+)
 
 DIM = 16
 
@@ -83,7 +90,7 @@ def test_a_second_process_is_refused_with_the_holders_pid(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from e5v_qdrant.edge import EdgeClient
+            from e5v_qdrant.store import EdgeClient
             c = EdgeClient({store_dir!r}); print("ready", flush=True); time.sleep(120)
         """)],
         stdout=subprocess.PIPE, text=True,
@@ -159,7 +166,9 @@ def test_the_write_ahead_log_stays_bounded_while_a_large_collection_is_written(t
         client.upsert(
             "big", [models.PointStruct(id=start + i, vector={"text-dense": v.tolist()}) for i, v in enumerate(vectors)]
         )
-    wal = tmp_path / "qd" / "collections" / read_manifest(str(tmp_path / "qd"))["collections"]["big"]["dir"] / "wal"
+    wal = (
+        tmp_path / "qd" / "collections" / read_store_manifest(str(tmp_path / "qd"))["collections"]["big"]["dir"] / "wal"
+    )
     logged = sum(f.stat().st_size for f in wal.iterdir())
     written = n * dim * 4  # 256 MiB of vector data went through the log
     assert logged <= written * 0.6, f"the log holds {logged >> 20} MiB after {written >> 20} MiB written"
@@ -170,7 +179,7 @@ def test_the_write_ahead_log_stays_bounded_while_a_large_collection_is_written(t
 _MAPS = """
 import collections, sys
 from qdrant_client import models
-from e5v_qdrant.edge import EdgeClient
+from e5v_qdrant.store import EdgeClient
 client = EdgeClient(sys.argv[1])
 client.create_collection("docs", {"text-dense": models.VectorParams(size=16, distance="Cosine")})
 client.upsert("docs", [models.PointStruct(id=i, vector={"text-dense": [i + 1.0] * 16}) for i in range(10)])

@@ -587,8 +587,7 @@ def test_the_stock_local_mode_client_on_an_edge_folder_loses_nothing(built, tmp_
     import os
 
     from e5v_qdrant.config import StoreConfig
-    from e5v_qdrant.edge import detect_engine
-    from e5v_qdrant.store import open_client
+    from e5v_qdrant.store import detect_engine, open_client
 
     folder = _copy(built, tmp_path, "edge")
     client = QdrantClient(path=folder)  # what a user of the stock store does with the folder the CLI made

@@ -229,3 +229,19 @@ def test_server_collection_with_quantization_and_float16():  # pragma: no cover 
     finally:
         store.client.delete_collection(physical)
         store.close()
+
+
+@pytest.mark.parametrize("embedded", ["local", "edge"])
+def test_resolve_and_engine_are_the_same_contract_on_every_embedded_engine(tmp_path, embedded):
+    """``resolve`` answers alias -> physical, plain name -> itself and unknown -> None on local mode and Edge alike
+    (Edge's client used to raise), and the engine is recorded when the store is opened."""
+    from e5v_qdrant.store import EdgeClient
+
+    config = StoreConfig(qdrant_path=str(tmp_path / "qd"), embedded=embedded, retry_wait=0.001)
+    with QdrantStore(config) as store:
+        assert store.engine == embedded and store.is_server is False
+        physical = store.ensure_collection("docs", FakeEncoder(dim=8, fid="abc"))
+        assert (store.resolve("docs"), store.resolve(physical), store.resolve("nope")) == (physical, physical, None)
+        if embedded == "edge":
+            assert isinstance(store.client, EdgeClient)
+            assert (store.client.resolve("docs"), store.client.resolve("nope")) == (physical, None)

@@ -150,7 +150,7 @@ def test_async_variants_and_reopen(tmp_path):
 def test_reads_a_collection_through_its_alias_and_refuses_a_second_process_holder(tmp_path):
     from qdrant_client import models
 
-    from e5v_qdrant.edge import EdgeClient
+    from e5v_qdrant.store import EdgeClient
 
     nodes, _ = _nodes(20)
     client = EdgeClient(str(tmp_path / "qd"))

@@ -1,305 +1,23 @@
-"""Qdrant storage: collection spec, model-fingerprint stamps, aliases, deterministic ids, retried batched writes.
-
-Users address a collection by the name they pass (``--collection docs``). That name is an **alias** of a physical
-collection named after the model fingerprint (``docs-e5v-<fingerprint id>``), so a re-ingest with another model can
-build a new physical collection and switch the alias over in one call. A name that is already a plain collection
-(made by other tools) is used as it is.
-
-Every physical collection is created explicitly (one named dense vector ``text-dense``, cosine, size from the
-encoder) and stamped in its collection metadata with the encoder fingerprint; writing vectors of another model or
-dimension into it raises ``CollectionMismatchError``. Writes are batched upserts with ``wait=True``, retried with
-exponential back-off (tenacity) on transient errors; permanent errors raise ``StoreError`` at once.
-
-The payload layout is the one stock LlamaIndex ``QdrantVectorStore`` reads (see ``sources.py``), and the vector name
-is its default, so ``QdrantVectorStore(client=..., collection_name=NAME)`` works on these collections.
-"""
+"""``QdrantStore``: the one contract over a server, local mode and Qdrant Edge; every request retried."""
 
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from ..config import StoreConfig, check_collection_name
+from ..errors import E5VConfigError, E5VError
+from ..identity import differences, stamp_id
+from ..points import INDEXED_FIELDS, SOURCE, SPARSE_VECTOR_NAME, VECTOR_NAME
+from . import engines
+from .retry import StoreError, describe_error, is_transient, retrying
+from .stamp import CollectionMismatchError, CollectionStamp, encoder_record, physical_name
+from .storage_options import FUSIONS, collection_create_kwargs, search_params
 
-from .config import StoreConfig, check_collection_name
-from .errors import E5VConfigError, E5VError
-from .identity import differences, stamp_id, vector_options
-from .points import ID_NAMESPACE, INDEXED_FIELDS, SOURCE, SPARSE_VECTOR_NAME, VECTOR_NAME, document_id, point_id
+__all__ = ["QdrantStore"]
 
-__all__ = [
-    "VECTOR_NAME",
-    "METADATA_KEY",
-    "ID_NAMESPACE",
-    "point_id",
-    "document_id",
-    "physical_name",
-    "CollectionMismatchError",
-    "StoreError",
-    "QdrantStore",
-    "open_client",
-    "require_store",
-    "embedded_engine",
-    "NEW_FOLDER_ENGINE_ENV",
-    "is_transient",
-    "collection_create_kwargs",
-    "search_params",
-    "bulk_load",
-]
-
-logger = logging.getLogger(__name__)
-
-#: Key of this package's stamp inside the collection metadata.
-METADATA_KEY = "e5v_qdrant"
-_SCHEMA = 1
-
-
-class CollectionMismatchError(E5VConfigError):
-    """The collection holds vectors of another model, prompt set or dimension."""
-
-
-class StoreError(E5VError, RuntimeError):
-    """Qdrant refused a request for a reason retrying will not fix (bad request, bad config, missing collection)."""
-
-
-def physical_name(alias: str, fingerprint_id: str) -> str:
-    """Name of the physical collection serving ``alias`` for the model with this fingerprint id."""
-    return f"{alias}-e5v-{fingerprint_id}"
-
-
-# ---------------------------------------------------------------- error classification
-_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors a retry may fix: timeouts, connection resets, 5xx / 429, gRPC UNAVAILABLE, lock contention."""
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code is None or exc.status_code in _TRANSIENT_STATUS
-    if isinstance(exc, (ResponseHandlingException, ConnectionError, TimeoutError)):
-        return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return "locked" in str(exc) or "busy" in str(exc)
-    if isinstance(exc, RuntimeError) and "already accessed by another instance" in str(exc):
-        return True  # embedded store folder held by another process
-    try:
-        import httpx
-
-        if isinstance(exc, (httpx.TransportError, httpx.TimeoutException)):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import grpc
-
-        if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-            return exc.code() in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                grpc.StatusCode.ABORTED,
-            )
-    except ImportError:  # pragma: no cover
-        pass
-    return False
-
-
-def _describe(exc: BaseException) -> str:
-    from qdrant_client.http.exceptions import UnexpectedResponse
-
-    if isinstance(exc, UnexpectedResponse):
-        body = (exc.content or b"")[:300].decode("utf-8", "replace")
-        return f"HTTP {exc.status_code} {exc.reason_phrase}: {body}".strip()
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _retrying(config: StoreConfig, what: str) -> Retrying:
-    def log_retry(state) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "retrying %s after transient error (attempt %d of %d, next in %.2fs): %s",
-            what,
-            state.attempt_number,
-            config.retries,
-            state.next_action.sleep if state.next_action else 0.0,
-            _describe(exc) if exc else "?",
-        )
-
-    return Retrying(
-        stop=stop_after_attempt(config.retries),
-        wait=wait_exponential(multiplier=config.retry_wait, max=30),
-        retry=retry_if_exception(is_transient),
-        before_sleep=log_retry,
-        reraise=True,
-    )
-
-
-#: Environment variable naming the engine of NEW embedded store folders when ``StoreConfig.embedded`` is unset.
-NEW_FOLDER_ENGINE_ENV = "E5V_QDRANT_EMBEDDED"
-
-
-def embedded_engine(config: StoreConfig) -> str | None:
-    """The engine of ``config``'s embedded store: ``"edge"`` or ``"local"`` (``None`` for a server).
-
-    An existing folder keeps its engine (it is never converted); a new folder gets ``config.embedded``, else
-    ``$E5V_QDRANT_EMBEDDED``, else ``"edge"``.
-
-    Raises:
-        E5VConfigError: ``config.embedded`` contradicts the engine of the existing folder.
-    """
-    from .edge import detect_engine
-
-    if config.qdrant_url:
-        return None
-    found = detect_engine(config.resolved_path)
-    if found is None:
-        engine = config.embedded or os.environ.get(NEW_FOLDER_ENGINE_ENV) or "edge"
-        if engine not in ("edge", "local"):
-            raise E5VConfigError(f"${NEW_FOLDER_ENGINE_ENV} must be edge or local, got {engine!r}")
-        return engine
-    if config.embedded and config.embedded != found:
-        raise E5VConfigError(
-            f"{config.resolved_path!r} holds an embedded {found!r} store but --embedded {config.embedded} was asked "
-            f"for; stores are never converted in place: drop --embedded, or copy it with `e5v-qdrant migrate "
-            f"--embedded {found} --to-path NEW_FOLDER --to-embedded {config.embedded}`"
-        )
-    return found
-
-
-def require_store(config: StoreConfig) -> None:
-    """Refuse an embedded store folder that holds no store (read-only commands must not create one).
-
-    Raises:
-        E5VConfigError: naming the folder and the remedy.
-    """
-    from .edge import detect_engine
-
-    if not config.qdrant_url and detect_engine(config.resolved_path) is None:
-        raise E5VConfigError(
-            f"no store at {os.path.abspath(config.resolved_path)!r}: ingest into it first, or pass --qdrant-path (or --qdrant-url) "
-            "of an existing store; nothing was created"
-        )
-
-
-def open_client(config: StoreConfig):
-    """Open a client: embedded store in ``config.resolved_path`` (Qdrant Edge or local mode) or a server by URL.
-
-    The API key is read from the environment variable ``config.api_key_env``; it is never logged. An Edge folder is
-    opened through ``edge.EdgeClient``, which answers the same ``QdrantClient`` methods this package calls.
-
-    Raises:
-        StoreError: the store cannot be opened (folder locked by another process after retries, bad URL…).
-        E5VConfigError: ``config.embedded`` contradicts the existing folder's engine.
-    """
-    from qdrant_client import QdrantClient
-
-    engine = embedded_engine(config)
-
-    def connect():
-        if config.qdrant_url:
-            return QdrantClient(
-                url=config.qdrant_url,
-                api_key=config.api_key,
-                prefer_grpc=config.prefer_grpc,
-                timeout=int(config.timeout),
-            )
-        if engine == "edge":
-            from .edge import EdgeClient
-
-            return EdgeClient(config.resolved_path)
-        return QdrantClient(path=config.resolved_path)
-
-    where = config.qdrant_url or f"embedded {engine} store {config.resolved_path!r}"
-    try:
-        return _retrying(config, f"opening {where}")(connect)
-    except Exception as exc:
-        hint = (
-            " Another process holds this folder: wait for it, or use a Qdrant server for concurrent access."
-            if "already accessed" in str(exc)
-            else ""
-        )
-        raise StoreError(f"cannot open {where}: {_describe(exc)}.{hint}") from exc
-
-
-def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool, sparse: bool = False) -> dict[str, Any]:
-    """``create_collection`` arguments for a new physical collection.
-
-    Args:
-        server: the engine honours storage options (a server, or Qdrant Edge; local mode ignores them).
-        sparse: the collection also gets the sparse vector ``text-sparse-new`` with Qdrant's IDF modifier (hybrid
-            search; ``sparse.py`` computes the term-frequency part, the engine the IDF).
-    """
-    from qdrant_client import models
-
-    params: dict[str, Any] = {"size": dim, "distance": models.Distance.COSINE}
-    kwargs: dict[str, Any] = {}
-    if server:
-        if config.on_disk_vectors:
-            params["on_disk"] = True
-        if config.vector_datatype == "float16":
-            params["datatype"] = models.Datatype.FLOAT16
-        if config.quantization == "int8":
-            kwargs["quantization_config"] = models.ScalarQuantization(
-                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
-            )
-        elif config.quantization == "binary":
-            kwargs["quantization_config"] = models.BinaryQuantization(
-                binary=models.BinaryQuantizationConfig(always_ram=True)
-            )
-        if config.shard_number:
-            kwargs["shard_number"] = config.shard_number
-        if config.replication_factor:
-            kwargs["replication_factor"] = config.replication_factor
-        if config.write_consistency_factor:
-            kwargs["write_consistency_factor"] = config.write_consistency_factor
-    kwargs["vectors_config"] = {VECTOR_NAME: models.VectorParams(**params)}
-    if sparse:
-        kwargs["sparse_vectors_config"] = {SPARSE_VECTOR_NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)}
-    return kwargs
-
-
-@dataclass
-class CollectionStamp:
-    """What the collection metadata records about the vectors inside (``sparse``: the hybrid sparse encoder's spec)."""
-
-    fingerprint: dict[str, Any]
-    encoder: dict[str, Any]
-    alias: str | None = None
-    sparse: dict[str, Any] | None = None
-
-    def to_metadata(self) -> dict[str, Any]:
-        data = {
-            "schema": _SCHEMA,
-            "fingerprint": self.fingerprint,
-            "encoder": self.encoder,
-            "alias": self.alias,
-        }
-        if self.sparse is not None:
-            data["sparse"] = self.sparse
-        return {METADATA_KEY: data}
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, Any] | None) -> CollectionStamp | None:
-        data = (metadata or {}).get(METADATA_KEY)
-        if not isinstance(data, dict) or "fingerprint" not in data:
-            return None
-        return cls(
-            fingerprint=data["fingerprint"],
-            encoder=data.get("encoder") or {},
-            alias=data.get("alias"),
-            sparse=data.get("sparse"),
-        )
-
-
-def encoder_record(encoder) -> dict[str, Any]:
-    """The encoder options that must be reproduced to query a collection (recorded in its stamp): every option
-    declared to change vectors (``identity.vector_options``)."""
-    return vector_options(encoder.config)
+logger = logging.getLogger("e5v_qdrant.store")
 
 
 class QdrantStore:
@@ -321,20 +39,16 @@ class QdrantStore:
     ):
         self.config = config or StoreConfig()
         if must_exist and client is None:
-            require_store(self.config)
-        self.client = client if client is not None else open_client(self.config)
+            engines.require_store(self.config)
+        self.client = client if client is not None else engines.open_client(self.config)
         self._owns_client = client is None or owns_client
+        #: ``"server"``, ``"edge"`` (Qdrant Edge folder) or ``"local"`` (qdrant-client local mode, or ``:memory:``):
+        #: decided once, here.
+        self.engine = engines.engine_of(self.config, self.client)
 
     @property
     def is_server(self) -> bool:
-        return bool(self.config.qdrant_url)
-
-    @property
-    def engine(self) -> str:
-        """``"server"``, ``"edge"`` (Qdrant Edge folder) or ``"local"`` (qdrant-client local mode, or ``:memory:``)."""
-        if self.is_server:
-            return "server"
-        return "edge" if getattr(self.client, "e5v_engine", None) == "edge" else "local"
+        return self.engine == "server"
 
     @property
     def honours_options(self) -> bool:
@@ -355,12 +69,12 @@ class QdrantStore:
     def call(self, what: str, fn, *args, **kwargs):
         """Run ``fn`` with retries on transient errors; permanent ones become ``StoreError`` naming ``what``."""
         try:
-            return _retrying(self.config, what)(fn, *args, **kwargs)
+            return retrying(self.config, what)(fn, *args, **kwargs)
         except E5VError:
             raise
         except Exception as exc:
             retried = " (gave up after retries)" if is_transient(exc) else ""
-            raise StoreError(f"Qdrant refused {what}{retried}: {_describe(exc)}") from exc
+            raise StoreError(f"Qdrant refused {what}{retried}: {describe_error(exc)}") from exc
 
     # ------------------------------------------------------------ names, aliases, stamps
     def aliases(self) -> dict[str, str]:
@@ -648,7 +362,7 @@ class QdrantStore:
         """
         from qdrant_client import models
 
-        from .filters import build_filter, combine
+        from ..filters import build_filter, combine
 
         if fusion not in FUSIONS:
             raise E5VConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
@@ -735,80 +449,3 @@ class QdrantStore:
                 }
             )
         return sorted(rows, key=lambda r: r["collection"])
-
-
-#: Hybrid fusion methods (``QdrantStore.query``), Qdrant's names.
-FUSIONS = ("rrf", "dbsf")
-
-
-# ---------------------------------------------------------------- cluster settings (search time, bulk load)
-def search_params(config: StoreConfig):
-    """``SearchParams`` for a quantized collection (rescoring with the originals, oversampling), else ``None``."""
-    if config.quantization == "none":
-        return None
-    from qdrant_client import models
-
-    return models.SearchParams(
-        quantization=models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
-    )
-
-
-@contextmanager
-def bulk_load(store: QdrantStore, collection: str, *, enabled: bool = True) -> Iterator[None]:
-    """Defer HNSW index building on ``collection`` while the block runs; restore its HNSW settings after, even on error.
-
-    Sets ``hnsw_config.m = 0`` (Qdrant then keeps incoming segments unindexed) and, on exit, sets ``m`` and
-    ``payload_m`` back to the values read before, which makes the server build the index once over all the points.
-    On Qdrant Edge, ``m = 0`` defers the optimizer and restoring ``m`` builds the index once, in the process.
-    A no-op for local mode (it has no HNSW index) or when ``enabled`` is false. If the restore itself fails
-    the error is raised (after the block's own error, if any, is logged) with the exact setting to re-apply.
-
-    Example:
-        >>> with bulk_load(store, "docs"):                      # doctest: +SKIP
-        ...     ingest(config, encoder, store)
-    """
-    if not enabled or not store.honours_options:
-        yield
-        return
-    from qdrant_client import models
-
-    physical = store.resolve(collection) or collection
-    info = store.call(f"reading collection {physical!r}", store.client.get_collection, physical)
-    hnsw = info.config.hnsw_config
-    original = models.HnswConfigDiff(m=hnsw.m, payload_m=hnsw.payload_m)
-    if hnsw.m == 0:  # already deferred (a killed bulk run): restore to Qdrant's default when done
-        original = models.HnswConfigDiff(m=16, payload_m=hnsw.payload_m)
-        logger.warning(
-            "collection %s already had hnsw m=0 (an earlier bulk load did not finish); restoring m=16 after", physical
-        )
-    store.call(
-        f"deferring HNSW indexing on {physical!r}",
-        store.client.update_collection,
-        collection_name=physical,
-        hnsw_config=models.HnswConfigDiff(m=0),
-    )
-    logger.info("bulk load: HNSW indexing deferred on %s (m=0); will restore m=%s", physical, original.m)
-    failed = False
-    try:
-        yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        try:
-            store.call(
-                f"restoring HNSW settings on {physical!r}",
-                store.client.update_collection,
-                collection_name=physical,
-                hnsw_config=original,
-            )
-            logger.info("bulk load: HNSW settings restored on %s (m=%s)", physical, original.m)
-        except Exception as exc:
-            message = (
-                f"bulk load: could not restore HNSW settings on {physical!r} ({exc}); the collection is left unindexed. "
-                f"Re-apply them with client.update_collection({physical!r}, hnsw_config=HnswConfigDiff(m={original.m}))"
-            )
-            if failed:
-                logger.error(message)
-            else:
-                raise StoreError(message) from exc

@@ -1,0 +1,62 @@
+"""Storage options as Qdrant arguments: ``create_collection`` kwargs (vectors, quantization, sharding) and search-time
+parameters; the hybrid fusion methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import StoreConfig
+from ..points import SPARSE_VECTOR_NAME, VECTOR_NAME
+
+__all__ = ["FUSIONS", "collection_create_kwargs", "search_params"]
+
+#: Hybrid fusion methods (``QdrantStore.query``), Qdrant's names.
+FUSIONS = ("rrf", "dbsf")
+
+
+def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool, sparse: bool = False) -> dict[str, Any]:
+    """``create_collection`` arguments for a new physical collection.
+
+    Args:
+        server: the engine honours storage options (a server, or Qdrant Edge; local mode ignores them).
+        sparse: the collection also gets the sparse vector ``text-sparse-new`` with Qdrant's IDF modifier (hybrid
+            search; ``sparse.py`` computes the term-frequency part, the engine the IDF).
+    """
+    from qdrant_client import models
+
+    params: dict[str, Any] = {"size": dim, "distance": models.Distance.COSINE}
+    kwargs: dict[str, Any] = {}
+    if server:
+        if config.on_disk_vectors:
+            params["on_disk"] = True
+        if config.vector_datatype == "float16":
+            params["datatype"] = models.Datatype.FLOAT16
+        if config.quantization == "int8":
+            kwargs["quantization_config"] = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+            )
+        elif config.quantization == "binary":
+            kwargs["quantization_config"] = models.BinaryQuantization(
+                binary=models.BinaryQuantizationConfig(always_ram=True)
+            )
+        if config.shard_number:
+            kwargs["shard_number"] = config.shard_number
+        if config.replication_factor:
+            kwargs["replication_factor"] = config.replication_factor
+        if config.write_consistency_factor:
+            kwargs["write_consistency_factor"] = config.write_consistency_factor
+    kwargs["vectors_config"] = {VECTOR_NAME: models.VectorParams(**params)}
+    if sparse:
+        kwargs["sparse_vectors_config"] = {SPARSE_VECTOR_NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+    return kwargs
+
+
+def search_params(config: StoreConfig):
+    """``SearchParams`` for a quantized collection (rescoring with the originals, oversampling), else ``None``."""
+    if config.quantization == "none":
+        return None
+    from qdrant_client import models
+
+    return models.SearchParams(
+        quantization=models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
+    )
