@@ -36,6 +36,7 @@ __all__ = [
     "document_id",
     "make_point",
     "dense_vector",
+    "sparse_vector",
     "point_text",
     "point_modality",
     "SearchHit",
@@ -105,6 +106,13 @@ def dense_vector(point) -> Any:
     """The dense vector of a point or record (named ``VECTOR_NAME``, or the only unnamed one)."""
     vector = point.vector
     return vector.get(VECTOR_NAME) if isinstance(vector, dict) else vector
+
+
+def sparse_vector(point) -> Any:
+    """The sparse vector of a point or record (``SPARSE_VECTOR_NAME``; a hybrid collection's text point), else
+    ``None``."""
+    vector = point.vector
+    return vector.get(SPARSE_VECTOR_NAME) if isinstance(vector, dict) else None
 
 
 def point_text(payload: dict[str, Any] | None) -> str | None:

@@ -41,21 +41,12 @@ import numpy as np
 
 from .config import EncoderConfig, IngestConfig, StoreConfig
 from .errors import E5VConfigError
-from .pipeline import (
-    EncoderFacts,
-    FileWork,
-    IngestReport,
-    decode_images,
-    embed_points,
-    is_unchanged,
-    plan_file,
-    restamp,
-    stored_index,
-    vanished_sources,
-)
-from .points import dense_vector, make_point
+from .ingest.run import IngestRun
+from .pipeline import EncoderFacts, FileWork, IngestReport, decode_images, embed_points, is_unchanged, plan_file
+from .points import dense_vector, make_point, sparse_vector
 from .sources import Chunker, Item, SkippedInput, SourceFile, discover, kind_of
-from .store import QdrantStore, StoreError, bulk_load
+from .sparse import encoder_from_spec
+from .store import QdrantStore, StoreError
 
 try:
     import pyarrow as pa
@@ -89,9 +80,16 @@ PLAN_SCHEMA = pa.schema(
         ("note", pa.large_string()),
     ]
 )
-#: Rows the sink consumes: a point (id, float32 vector bytes, JSON payload) or a note for the driver.
+#: Rows the sink consumes: a point (id, float32 vector bytes, JSON payload, JSON [indices, values] of its sparse
+#: vector in a hybrid collection) or a note for the driver.
 POINT_SCHEMA = pa.schema(
-    [("id", pa.string()), ("vector", pa.large_binary()), ("payload", pa.large_string()), ("note", pa.large_string())]
+    [
+        ("id", pa.string()),
+        ("vector", pa.large_binary()),
+        ("payload", pa.large_string()),
+        ("sparse", pa.large_string()),
+        ("note", pa.large_string()),
+    ]
 )
 
 
@@ -211,6 +209,7 @@ class QdrantDatasink(Datasink[dict]):
                 columns = table.to_pydict()
                 ids = columns.get("id") or [None] * table.num_rows
                 notes = columns.get("note") or [None] * table.num_rows
+                sparse = columns.get("sparse") or [None] * table.num_rows
                 for i, pid in enumerate(ids):
                     if pid is None:
                         if notes[i] is not None:
@@ -218,7 +217,7 @@ class QdrantDatasink(Datasink[dict]):
                         continue
                     vector = np.frombuffer(columns["vector"][i], dtype=np.float32)
                     payload_json = columns["payload"][i]
-                    size = estimate_point_bytes(vector.shape[0], payload_json, grpc=grpc)
+                    size = estimate_point_bytes(vector.shape[0], payload_json, grpc=grpc) + len(sparse[i] or "")
                     if not grpc and size > REST_MAX_REQUEST_BYTES:
                         raise StoreError(
                             f"point {pid} is about {size} bytes as REST JSON, over Qdrant's default 32 MiB request limit: "
@@ -227,7 +226,7 @@ class QdrantDatasink(Datasink[dict]):
                     if request.points and (len(request.points) >= max_points or request.nbytes + size > max_bytes):
                         self._send(store, request, stats)
                         request = _Request([])
-                    request.points.append((pid, vector, payload_json))
+                    request.points.append((pid, vector, payload_json, sparse[i]))
                     request.nbytes += size
             if request.points:
                 self._send(store, request, stats)
@@ -237,7 +236,10 @@ class QdrantDatasink(Datasink[dict]):
         return stats
 
     def _send(self, store: QdrantStore, request: _Request, stats: dict) -> None:
-        points = [make_point(pid, vector, json.loads(payload)) for pid, vector, payload in request.points]
+        points = [
+            make_point(pid, vector, json.loads(payload), sparse=json.loads(sparse) if sparse else None)
+            for pid, vector, payload, sparse in request.points
+        ]
         store.upsert(self.collection, points)  # at most write_batch_size points: one request
         stats["points"] += len(points)
         stats["requests"] += 1
@@ -280,7 +282,15 @@ def _note(**fields: Any) -> str:
     return json.dumps(fields, ensure_ascii=False)
 
 
-def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: list, time_budget: float = 30.0):
+def plan_files(
+    batch: pa.Table,
+    *,
+    chunk_size: int,
+    chunk_overlap: int,
+    stored: list,
+    time_budget: float = 30.0,
+    pdf_pages: str = "auto",
+):
     """Ray task: files (``bytes``, ``path``) → rows of items that need embedding, and one note per file.
 
     Uses ``pipeline.plan_file`` (read, decompress, strip HTML, chunk, hash, ids, payloads, compare with the stored
@@ -298,7 +308,8 @@ def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: 
     for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist(), strict=True):
         source = path  # read_binary_files gives back the absolute paths discover() produced
         entry = entries.get(source) or SourceFile(source, kind_of(source) or "sniff")
-        work = plan_file(entry, chunker, index.get(source, {}), verify=True, data=data)  # the driver checked stats
+        # the driver checked stats
+        work = plan_file(entry, chunker, index.get(source, {}), verify=True, data=data, pdf_pages=pdf_pages)
         if isinstance(work, SkippedInput):
             note = _note(source=source, status="skipped", reason=work.reason, outcome=work.outcome)
             add(source=source, note=note)
@@ -335,9 +346,10 @@ class RayEncoderActor:
         encoder_config: how to load the model; the actor loads it from ``encoder_config.model`` (a path every node
             can read, or a hub id).
         fingerprint_id: the fingerprint the driver stamped the collection with; a different one here fails loudly.
+        sparse_spec: the collection's sparse encoder spec (a hybrid collection: text points also get its vector).
     """
 
-    def __init__(self, encoder_config: EncoderConfig, fingerprint_id: str):
+    def __init__(self, encoder_config: EncoderConfig, fingerprint_id: str, sparse_spec: dict | None = None):
         from .encoder import E5VEncoder
 
         self.encoder = E5VEncoder(config=encoder_config)
@@ -348,6 +360,7 @@ class RayEncoderActor:
             )
         self.fingerprint_id = fingerprint_id
         self.max_pixels = encoder_config.max_image_pixels
+        self.sparse_encoder = encoder_from_spec(sparse_spec) if sparse_spec else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out: dict[str, list] = {name: [] for name in POINT_SCHEMA.names}
@@ -374,9 +387,16 @@ class RayEncoderActor:
         for work in works.values():
             if decode_images(work, self.max_pixels, skip):
                 pending.extend((work, item) for item in work.items)
-        for point in embed_points(self.encoder, pending, self.fingerprint_id, skip):
+        points = embed_points(self.encoder, pending, self.fingerprint_id, skip, sparse_encoder=self.sparse_encoder)
+        for point in points:
             vector = np.asarray(dense_vector(point), dtype=np.float32)
-            add(id=str(point.id), vector=vector.tobytes(), payload=json.dumps(point.payload, ensure_ascii=False))
+            sparse = sparse_vector(point)
+            add(
+                id=str(point.id),
+                vector=vector.tobytes(),
+                payload=json.dumps(point.payload, ensure_ascii=False),
+                sparse=json.dumps([list(sparse.indices), list(sparse.values)]) if sparse is not None else None,
+            )
         for source, reason in skipped:
             add(note=_note(source=source, status="skipped", reason=reason))
         return pa.Table.from_pydict(out, schema=POINT_SCHEMA)
@@ -424,10 +444,6 @@ def ingest_ray(
         CollectionMismatchError: the collection serves another model.
         StoreError: Qdrant failed permanently (the Ray job fails; re-running resumes).
     """
-    if config.hybrid:
-        raise E5VConfigError("--hybrid (sparse vectors) is not supported by --engine ray yet: use --engine local")
-    if config.pdf_pages != "auto":
-        raise E5VConfigError("--engine ray reads PDFs with --pdf-pages auto only; use --engine local for other modes")
     started = time.perf_counter()
     _init_ray(config)
     context = ray.data.DataContext.get_current()
@@ -447,60 +463,8 @@ def ingest_ray(
         if encoder is None:  # fingerprint and size from the config files; the model loads on the actors only
             encoder = EncoderFacts.of(encoder_config)
         report = IngestReport(collection=config.collection)
-        fingerprint_id = encoder.fingerprint["id"]
-        physical = store.resolve(config.collection)
-        if physical is not None:
-            store.check_compatible(config.collection, physical, encoder)
-            if store.sparse_spec(physical) is not None:
-                raise E5VConfigError(
-                    f"collection {config.collection!r} is hybrid (BM25 sparse vectors), which --engine ray does not "
-                    f"compute yet: use --engine local"
-                )
-            report.physical_collection, report.model_fingerprint = physical, fingerprint_id
-        stored = stored_index(store, physical) if physical is not None else {}
-        chunker = Chunker(config.chunk_size, config.chunk_overlap)
-
-        files: list[SourceFile] = []
-        for entry in discover(
-            config.paths, follow_symlinks=config.follow_symlinks, include=config.include, exclude=config.exclude
-        ):
-            if isinstance(entry, SkippedInput):
-                report.skipped_inputs.append(entry)
-            else:
-                files.append(entry)
-        report.discovered = len(files)
-        todo = [f for f in files if config.verify or not is_unchanged(f, chunker, stored.get(f.source, {}))]
-        report.unchanged = len(files) - len(todo)
-
-        result: dict[str, Any] = {"points": 0, "notes": []}
-        if todo:  # files whose stat changed: the collection is created (if new) only now
-            physical = store.ensure_collection(config.collection, encoder)
-            report.physical_collection, report.model_fingerprint = physical, fingerprint_id
-            sink = QdrantDatasink(physical, store.config, store=None if store.is_server else store)
-            with bulk_load(store, physical, enabled=config.bulk_load):
-                _run_pipeline(config, encoder_config, store, sink, todo, stored, fingerprint_id, gpus, embedder_class)
-            result = sink.result
-
-        # ------------------------------------------------------ driver: outcomes, re-stamps, stale deletes, sync
-        notes = result["notes"]
-        skipped = {n["source"]: n for n in notes if n["status"] == "skipped"}
-        report.embedded = report.points_written = result["points"]
-        for source, n in sorted(skipped.items()):
-            report.skipped_inputs.append(SkippedInput(source, n["reason"], n.get("outcome", "failed")))
-        for n in notes:
-            for warning in n.get("warnings") or ():
-                report.warnings.append({"source": n["source"], "warning": warning})
-            if n["status"] in ("new", "replaced", "unchanged") and n["source"] not in skipped:
-                setattr(report, n["status"], getattr(report, n["status"]) + 1)
-                if n.get("restamp"):
-                    restamp(store, physical, n["restamp"], n["file_stat"], n["source"])
-                if n.get("stale"):
-                    report.points_deleted += store.delete(physical, n["stale"])
-        if config.sync:
-            seen = {f.source for f in files} | {s.source for s in report.skipped_inputs}
-            for source in vanished_sources(stored, config.paths, seen):
-                report.points_deleted += store.delete(physical, sorted(stored[source]))
-                report.deleted += 1
+        with IngestRun(config, store, encoder, report) as run:
+            _drive(config, encoder_config, encoder, store, run, report, gpus, embedder_class)
         report.skipped = len(report.skipped_inputs)
         report.seconds = time.perf_counter() - started
         return report
@@ -509,7 +473,50 @@ def ingest_ray(
             store.close()
 
 
-def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprint_id, gpus, embedder_class) -> None:
+def _drive(config, encoder_config, encoder, store, run: IngestRun, report, gpus, embedder_class) -> None:
+    """Plan on the driver (unchanged files by stat), run the Ray pipeline over the rest, then the driver's part of
+    each file's outcome (re-stamps, stale deletes) and ``sync``."""
+    stored = run.stored
+    chunker = Chunker(config.chunk_size, config.chunk_overlap)
+    files: list[SourceFile] = []
+    for entry in discover(
+        config.paths, follow_symlinks=config.follow_symlinks, include=config.include, exclude=config.exclude
+    ):
+        if isinstance(entry, SkippedInput):
+            report.skipped_inputs.append(entry)
+        else:
+            files.append(entry)
+    report.discovered = len(files)
+    todo = [
+        f for f in files if config.verify or not is_unchanged(f, chunker, stored.get(f.source, {}), config.pdf_pages)
+    ]
+    report.unchanged = len(files) - len(todo)
+
+    result: dict[str, Any] = {"points": 0, "notes": []}
+    if todo:  # files whose stat changed: the collection is created (if new) only now
+        physical = run.ensure_collection(encoder)
+        sink = QdrantDatasink(physical, store.config, store=None if store.is_server else store)
+        _run_pipeline(config, encoder_config, store, sink, todo, stored, run, gpus, embedder_class)
+        result = sink.result
+
+    # ---------------------------------------------------------- driver: outcomes, re-stamps, stale deletes, sync
+    notes = result["notes"]
+    skipped = {n["source"]: n for n in notes if n["status"] == "skipped"}
+    report.embedded = report.points_written = result["points"]
+    for source, n in sorted(skipped.items()):
+        report.skipped_inputs.append(SkippedInput(source, n["reason"], n.get("outcome", "failed")))
+    for n in notes:
+        for warning in n.get("warnings") or ():
+            report.warnings.append({"source": n["source"], "warning": warning})
+        if n["status"] in ("new", "replaced", "unchanged") and n["source"] not in skipped:
+            setattr(report, n["status"], getattr(report, n["status"]) + 1)
+            report.points_deleted += run.file_done(n["source"], n.get("restamp"), n.get("file_stat"), n.get("stale"))
+    for source in run.vanished({f.source for f in files} | {s.source for s in report.skipped_inputs}):
+        report.points_deleted += store.delete(run.physical, sorted(stored[source]))
+        report.deleted += 1
+
+
+def _run_pipeline(config, encoder_config, store, sink, files, stored, run: IngestRun, gpus, embedder_class) -> None:
     stored_ref = ray.put({"index": stored, "entries": {f.source: f for f in files}})
     paths = sorted(f.source for f in files)
     ds = ray.data.read_binary_files(paths, include_paths=True)  # Ray sizes the read tasks and blocks
@@ -523,6 +530,7 @@ def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprin
             "chunk_size": config.chunk_size,
             "chunk_overlap": config.chunk_overlap,
             "time_budget": config.chunk_time_budget,
+            "pdf_pages": config.pdf_pages,
             "stored": [stored_ref],  # wrapped: the task fetches (and caches) it itself
         },
     )
@@ -531,7 +539,11 @@ def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprin
         embedder_class,
         batch_format="pyarrow",
         batch_size=max(encoder_config.batch_size * 4, 16),
-        fn_constructor_kwargs={"encoder_config": encoder_config, "fingerprint_id": fingerprint_id},
+        fn_constructor_kwargs={
+            "encoder_config": encoder_config,
+            "fingerprint_id": run.report.model_fingerprint,
+            "sparse_spec": run.sparse_spec,
+        },
         compute=ray.data.ActorPoolStrategy(size=config.replicas),
         **actor_resources,
     )

@@ -231,3 +231,26 @@ def test_crash_before_any_write_then_rerun_equals_a_clean_run(tmp_path, encoder)
         for pid, (payload, vector) in expected.items():
             assert got[pid][0] == payload
             assert got[pid][1]["text-dense"] == pytest.approx(vector["text-dense"], abs=1e-5)
+
+
+@pytest.mark.parametrize("embedded", ["edge", "local"])
+def test_bulk_load_defers_indexing_for_the_run_on_edge_too_and_loads_no_model_for_nothing(tmp_path, encoder, embedded):
+    """One bulk-load rule for both executors: HNSW building is deferred (m = 0) from the collection's creation to the
+    end of the run on every engine with an index — Edge included (the local executor used to skip it there) — and
+    restored after; local mode has no index (nothing to defer). A re-run with nothing to embed loads no model."""
+    from e5v_qdrant.config import EncoderConfig
+
+    root = make_corpus(tmp_path / "corpus")
+    config = StoreConfig(qdrant_path=str(tmp_path / "qd"), embedded=embedded)
+    seen_m = []
+    with QdrantStore(config) as store:
+
+        def during(source, outcome):
+            seen_m.append(store.client.get_collection(store.resolve("docs")).config.hnsw_config.m)
+
+        ingest(cfg(root, bulk_load=True), encoder, store, progress=False, on_file=during)
+        after = store.client.get_collection(store.resolve("docs")).config.hnsw_config.m
+        again = ingest(cfg(root, bulk_load=True), EncoderConfig(model=encoder.config.model), store, progress=False)
+    deferred = embedded == "edge"
+    assert seen_m and set(seen_m) == ({0} if deferred else {after}) and after == 16
+    assert again.model_loaded is False and again.unchanged == again.discovered

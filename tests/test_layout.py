@@ -92,11 +92,16 @@ def test_no_import_cycles_and_no_private_imports_across_modules():
 
 def test_ingestion_arrows_point_down():
     graph, _ = _graph()
-    for engine in ("e5v_qdrant.ingest", "e5v_qdrant.ray_engine", "e5v_qdrant.reingest"):
+    ingest = {m for m in graph if m == "e5v_qdrant.ingest" or m.startswith("e5v_qdrant.ingest.")}
+    for engine in ("e5v_qdrant.ingest.local", "e5v_qdrant.ingest.run", "e5v_qdrant.ray_engine", "e5v_qdrant.reingest"):
         assert "e5v_qdrant.pipeline" in graph[engine]
-    assert "e5v_qdrant.ingest" not in graph["e5v_qdrant.ray_engine"]
-    assert not graph["e5v_qdrant.pipeline"] & {"e5v_qdrant.ingest", "e5v_qdrant.ray_engine", "e5v_qdrant.reingest"}
-    assert not graph["e5v_qdrant.sources"] & {"e5v_qdrant.pipeline", "e5v_qdrant.ingest"}
+    # the two executors share the driver's run and nothing else of each other
+    for executor in ("e5v_qdrant.ingest.local", "e5v_qdrant.ray_engine"):
+        assert "e5v_qdrant.ingest.run" in graph[executor]
+    assert graph["e5v_qdrant.ray_engine"] & ingest == {"e5v_qdrant.ingest.run"}
+    assert not graph["e5v_qdrant.ingest.run"] & (ingest | {"e5v_qdrant.ray_engine"})
+    assert not graph["e5v_qdrant.pipeline"] & (ingest | {"e5v_qdrant.ray_engine", "e5v_qdrant.reingest"})
+    assert not graph["e5v_qdrant.sources"] & ({"e5v_qdrant.pipeline"} | ingest)
 
 
 def test_readme_layout_section_names_every_module_and_only_existing_ones():

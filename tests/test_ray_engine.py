@@ -160,6 +160,64 @@ def test_ray_engine_matches_local_engine_then_resumes(ray_session, corpus, encod
     assert untouched <= after.keys() and len(after) == len(untouched) + len(doc.items)
 
 
+def _points_with_sparse(path, collection: str = "c") -> dict[str, tuple[dict, np.ndarray, tuple | None]]:
+    """Point id -> (payload, dense vector, (indices, values) of the sparse vector or None), read with the client."""
+    from e5v_qdrant.points import SPARSE_VECTOR_NAME
+
+    client = open_client(StoreConfig(qdrant_path=str(path), retries=1))
+    try:
+        out, offset = {}, None
+        while True:
+            records, offset = client.scroll(collection, limit=256, offset=offset, with_payload=True, with_vectors=True)
+            for r in records:
+                sparse = r.vector.get(SPARSE_VECTOR_NAME)
+                out[str(r.id)] = (
+                    r.payload,
+                    np.asarray(r.vector[VECTOR_NAME], dtype=np.float64),
+                    (list(sparse.indices), list(sparse.values)) if sparse is not None else None,
+                )
+            if offset is None:
+                return out
+    finally:
+        client.close()
+
+
+def test_ray_hybrid_pdf_page_images_write_the_same_points_as_the_local_engine(
+    ray_session, corpus, encoder, replica_path, tmp_path, capsys
+):
+    """``ingest --engine ray --hybrid --pdf-pages images`` (once refused) == the local engine with the same options:
+    same ids and payloads, same dense vectors, same sparse vectors (exactly), PDF pages as page images."""
+    import shutil
+
+    from test_pdf_pages import write_text_pdf
+
+    work = tmp_path / "corpus"
+    shutil.copytree(corpus, work)
+    write_text_pdf(work / "docs" / "manual.pdf")
+    local_store, ray_store = tmp_path / "local-store", tmp_path / "ray-store"
+    config = IngestConfig(collection="c", paths=[str(work)], hybrid=True, pdf_pages="images", **CHUNK)
+    with QdrantStore(StoreConfig(qdrant_path=str(local_store))) as store:
+        ingest(config, encoder, store, progress=False)
+    argv = ["ingest", str(work), "--collection", "c", "--qdrant-path", str(ray_store), "--engine", "ray",
+            "--replicas", "1", "--gpus-per-replica", "0", "--hybrid", "--pdf-pages", "images",
+            "--chunk-size", "32", "--chunk-overlap", "4", "--model", str(replica_path), "--device", "cpu",
+            "--dtype", "float32", "--no-progress", "--json"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        status = main(argv)
+    assert status == 1, capsys.readouterr()  # finished; the corpus's bad inputs are skipped
+    want, got = _points_with_sparse(local_store), _points_with_sparse(ray_store)
+    pdf_points = [p for p, _, _ in want.values() if p["source"].endswith("manual.pdf")]
+    assert sorted(p["page"] for p in pdf_points) == [1, 2, 3] and {p["modality"] for p in pdf_points} == {"image"}
+    assert sum(s is not None for _, _, s in want.values()) >= 4  # the text chunks carry keyword vectors
+    assert set(got) == set(want), f"missing {set(want) - set(got)}, extra {set(got) - set(want)}"
+    for pid, (payload, dense, sparse) in want.items():
+        assert got[pid][0] == payload, pid
+        cos = float(dense @ got[pid][1] / (np.linalg.norm(dense) * np.linalg.norm(got[pid][1])))
+        assert cos >= 0.9999, (pid, cos)
+        assert got[pid][2] == sparse, pid  # None for images; identical (indices, values) for text
+
+
 # ---------------------------------------------------------------- 2. the Datasink: batching, retries, failures
 DIM = 16
 

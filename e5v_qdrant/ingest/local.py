@@ -1,4 +1,7 @@
-"""The local ingestion engine: files → items → E5-V vectors → Qdrant, idempotent, resumable and bad-input safe.
+"""The local executor (threads): files → items → E5-V vectors → Qdrant, idempotent, resumable and bad-input safe.
+
+The run's collection, compatibility checks, bulk load, re-stamps, deletes and ``sync`` are the driver's
+(``ingest.run.IngestRun``); this module only turns planned files into points and hands them over.
 
 Per file (``pipeline.plan_file``), a file whose stat (size, mtime, inode) and chunking equal what its stored points
 record is *unchanged* without being opened; otherwise the ids a clean run would store are computed from its current
@@ -29,24 +32,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from .config import EncoderConfig, IngestConfig
-from .errors import E5VInputError
-from .pipeline import (
-    EncoderFacts,
-    FileWork,
-    IngestReport,
-    decode_images,
-    embed_points,
-    plan_file,
-    restamp,
-    stored_index,
-    vanished_sources,
-)
-from .sources import Chunker, Item, SkippedInput, discover
-from .sparse import DEFAULT_ENCODER, encoder_from_spec
-from .store import QdrantStore
+from ..config import EncoderConfig, IngestConfig
+from ..pipeline import EncoderFacts, FileWork, IngestReport, decode_images, embed_points, plan_file
+from ..sources import Chunker, Item, SkippedInput, discover
+from ..store import QdrantStore
+from .run import IngestRun
 
-__all__ = ["IngestReport", "IngestInterrupted", "ingest", "check_paths"]
+__all__ = ["IngestInterrupted", "ingest_local", "LazyEncoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +93,7 @@ def _get(q: queue.Queue, stop: threading.Event):
             continue
 
 
-def ingest(
+def ingest_local(
     config: IngestConfig,
     encoder,
     store: QdrantStore,
@@ -109,68 +101,24 @@ def ingest(
     progress: bool | None = None,
     on_file: Callable[[str, str], None] | None = None,
 ) -> IngestReport:
-    """Ingest ``config.paths`` into ``config.collection`` (created and aliased on first use).
+    """Ingest ``config.paths`` with the local executor (``ingest.ingest`` documents the arguments and errors).
 
-    Args:
-        config: paths, collection, chunking, sync.
-        encoder: an ``E5VEncoder`` (anything with ``embed_texts``, ``embed_images``, ``dim``, ``fingerprint``,
-            ``config``), or an ``EncoderConfig`` to load one from.
-        store: the open ``QdrantStore``.
-        progress: show tqdm bars (``None`` = only on a terminal).
-        on_file: called with (source, outcome) after each file's outcome is known (tests, custom progress).
-
-    Returns:
-        The run's ``IngestReport``.
-
-    Raises:
-        CollectionMismatchError: the collection serves another model.
-        StoreError: Qdrant failed permanently (or transient errors outlasted the retries).
-        IngestInterrupted: a ``KeyboardInterrupt`` arrived while files were processed; the write in progress was
-            finished and the exception carries the report so far (a ``KeyboardInterrupt``, so callers that catch
-            that keep working). ``KeyboardInterrupt("SIGTERM")`` is reported as SIGTERM.
-
-    Example:
-        >>> report = ingest(IngestConfig(collection="docs", paths=["./docs"]), E5VEncoder(), QdrantStore())  # doctest: +SKIP
-
-    With ``config.engine == "ray"`` the work runs on Ray (``ray_engine.ingest_ray``; ``encoder`` then only supplies
-    its config and fingerprint). With ``config.bulk_load`` on a server, HNSW building is deferred for the run
-    (``store.bulk_load``) and restored after, even on failure.
+    Three stages overlap through bounded queues (memory stays flat): a reader thread (discover, plan, decode images),
+    the embedding loop in the calling thread, and a writer thread (retried upserts, then the driver's re-stamps and
+    deletes per file).
     """
-    check_paths(config.paths)
-    sparse_spec = DEFAULT_ENCODER.spec() if config.hybrid else None
-    if config.engine == "ray":
-        from .ray_engine import ingest_ray
-
-        if isinstance(encoder, EncoderConfig):  # the model is loaded on the Ray workers only
-            return ingest_ray(config, encoder, store, progress=progress)
-        return ingest_ray(config, encoder.config, store, encoder=encoder, progress=progress)
-    model = _Model(encoder)
-    if config.bulk_load and store.is_server:
-        import dataclasses
-
-        from .store import bulk_load
-
-        with bulk_load(store, store.ensure_collection(config.collection, model.get(), sparse=sparse_spec)):
-            return ingest(
-                dataclasses.replace(config, bulk_load=False), model.get(), store, progress=progress, on_file=on_file
-            )
-
-    from tqdm.auto import tqdm
-
+    model = LazyEncoder(encoder)
     started = time.perf_counter()
     report = IngestReport(collection=config.collection, roots=[os.path.abspath(os.fspath(p)) for p in config.paths])
-    physical = store.resolve(config.collection)
-    if physical is not None:
-        stamp = store.stamp(physical)
-        store.check_compatible(config.collection, physical, model.facts())  # another model is refused up front
-        store.check_sparse(config.collection, physical, sparse_spec)  # so is --hybrid on a dense-only collection
-        report.physical_collection = physical
-        report.model_fingerprint = (stamp.fingerprint.get("id") if stamp else None) or ""
-    stored = stored_index(store, physical) if physical is not None else {}
-    target = {"physical": physical, "ensured": False}  # ensured (created, checked) when the first file is to embed
-    recorded_sparse = store.sparse_spec(physical) if physical is not None else sparse_spec
-    # a hybrid collection gets sparse vectors even without --hybrid (the setting is part of its stamp)
-    sparse_encoder = encoder_from_spec(recorded_sparse) if recorded_sparse else None
+    with IngestRun(config, store, model.facts(), report) as run:
+        return _run(config, model, store, run, report, started, progress, on_file)
+
+
+def _run(config, model, store, run: IngestRun, report, started, progress, on_file) -> IngestReport:
+    from tqdm.auto import tqdm
+
+    stored = run.stored
+    sparse_encoder = run.sparse_encoder
     chunker = Chunker(config.chunk_size, config.chunk_overlap, time_budget=config.chunk_time_budget)
     max_pixels = model.config.max_image_pixels
     batch = max(store.config.write_batch_size, model.config.batch_size)
@@ -259,19 +207,16 @@ def ingest(
                 if kind == "points":
                     if write_delay:
                         time.sleep(write_delay)  # test hook: lets crash tests kill the process mid-run
-                    written = store.upsert(target["physical"], payload)
+                    written = store.upsert(run.physical, payload)
                     with lock:
                         report.points_written += written
                 else:  # a file's points are all written: re-stamp the kept ones, then drop its stale ones
                     work: FileWork = payload
                     if work.failed:
                         continue
-                    if work.restamp_ids:
-                        restamp(store, target["physical"], work.restamp_ids, work.file_stat, work.source)
-                    if work.stale_ids:
-                        deleted = store.delete(target["physical"], sorted(work.stale_ids))
-                        with lock:
-                            report.points_deleted += deleted
+                    deleted = run.file_done(work.source, work.restamp_ids, work.file_stat, work.stale_ids)
+                    with lock:
+                        report.points_deleted += deleted
                     counted(work)
         except _Stop:
             return
@@ -308,10 +253,8 @@ def ingest(
             work = _get(work_q, stop)
             if work is _DONE:
                 break
-            if work.items and not target["ensured"]:  # the first file to embed: load the model, ensure the collection
-                target["physical"] = store.ensure_collection(config.collection, model.get(), sparse=sparse_spec)
-                target["ensured"] = True
-                report.physical_collection, report.model_fingerprint = target["physical"], model.fingerprint_id
+            if work.items:  # the first file to embed loads the model and ensures the collection (once)
+                run.ensure_collection(model.get())
             for item in work.items:
                 pending.append((work, item))
                 if len(pending) >= batch:
@@ -320,10 +263,8 @@ def ingest(
             if len(pending) >= batch or not work.items:
                 flush()
         flush()
-        if config.sync:
-            seen = discovered_sources | {s.source for s in report.skipped_inputs}
-            for source in vanished_sources(stored, config.paths, seen):
-                _put(write_q, ("file", FileWork(source, "deleted", [], set(stored[source]))), stop)
+        for source in run.vanished(discovered_sources | {s.source for s in report.skipped_inputs}):
+            _put(write_q, ("file", FileWork(source, "deleted", [], set(stored[source]))), stop)
         _put(write_q, _DONE, stop)
     except _Stop:
         pass
@@ -344,7 +285,7 @@ def ingest(
     return report
 
 
-class _Model:
+class LazyEncoder:
     """The encoder of a run, loaded on first use when given as an ``EncoderConfig``."""
 
     def __init__(self, encoder):
@@ -363,7 +304,7 @@ class _Model:
 
     def get(self):
         if self._encoder is None:
-            from .encoder import E5VEncoder
+            from ..encoder import E5VEncoder
 
             self._encoder = E5VEncoder(config=self.config)
             self.loaded = True
@@ -372,18 +313,3 @@ class _Model:
     @property
     def fingerprint_id(self) -> str:
         return self.get().fingerprint["id"]
-
-
-def check_paths(paths) -> None:
-    """Refuse a run whose input paths do not exist, before anything is loaded or created.
-
-    Raises:
-        E5VInputError: naming every missing path.
-    """
-    if not paths:
-        raise E5VInputError("paths", "nothing to ingest: give one or more files or folders")
-    missing = [os.fspath(p) for p in paths if not os.path.lexists(os.fspath(p))]
-    if missing:
-        raise E5VInputError(
-            ", ".join(missing), "no such file or folder (check the path; nothing was loaded or written)"
-        )
