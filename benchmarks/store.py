@@ -95,7 +95,7 @@ class _MemoryWatch:
     them under pressure; anonymous pages are the heap it cannot. RSS counts a page once per mapping, PSS once
     (a page mapped twice counts half per mapping): the memory the process really holds. They differ when a file
     is mapped twice, as Qdrant does with vector files unless ``QDRANT_NO_MULTI_MMAP`` is set (the store sets it;
-    see e5v_qdrant/edge.py).
+    see e5v_qdrant/store/edge/).
 
     RSS comes from ``/proc/<pid>/status`` (cheap, every 20 ms). PSS needs ``/proc/<pid>/smaps_rollup``, a walk of
     the page tables under the process's memory lock that slows a 3 GB process down, so it is read every 0.5 s.

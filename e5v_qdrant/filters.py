@@ -19,23 +19,13 @@ from typing import Any
 
 from .errors import E5VConfigError
 from .points import FOLDERS as FOLDERS_KEY
-from .points import INDEXED_FIELDS, MODALITY, SOURCE
+from .points import INDEXED_FIELDS, MODALITY, SOURCE, ancestor_folders
 
 __all__ = ["FOLDERS_KEY", "INDEXED_FIELDS", "ancestor_folders", "parse_where", "build_filter", "combine"]
 
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
-
-
-def ancestor_folders(source: str) -> list[str]:
-    """Every folder containing ``source``, nearest first: ``/a/b/c.txt`` → ``['/a/b', '/a', '/']``."""
-    folders = []
-    parent = os.path.dirname(os.path.normpath(source))
-    while parent and parent not in folders:
-        folders.append(parent)
-        parent = os.path.dirname(parent)
-    return folders
 
 
 def parse_where(items: Sequence[str] | None) -> dict[str, str]:

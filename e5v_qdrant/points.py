@@ -5,13 +5,17 @@ lives in one place. The payload is the one stock LlamaIndex ``QdrantVectorStore`
 ``_node_type``, ``doc_id``/``ref_doc_id`` plus flat metadata; see ``sources``), and the dense vector name is its
 default, so ``QdrantVectorStore(client=..., collection_name=NAME)`` works on these collections.
 
-Nothing here talks to Qdrant: points are built as ``qdrant_client.models.PointStruct`` and hits read from whatever
-the store returns (``ScoredPoint`` / ``Record``).
+Items (``text_item``, ``image_item``, ``page_image_item``: id, modality, content and the LlamaIndex payload) are made
+here from content only; ``sources`` reads files into them. Nothing here talks to Qdrant: points are built as
+``qdrant_client.models.PointStruct`` and hits read from whatever the store returns (``ScoredPoint`` / ``Record``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import mimetypes
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +36,14 @@ __all__ = [
     "NODE_CONTENT",
     "NODE_TYPE",
     "INDEXED_FIELDS",
+    "Item",
     "point_id",
     "document_id",
+    "content_hash",
+    "ancestor_folders",
+    "text_item",
+    "page_image_item",
+    "image_item",
     "make_point",
     "dense_vector",
     "sparse_vector",
@@ -86,6 +96,113 @@ def point_id(source: str, chunk_index: int, content_hash: str) -> str:
 def document_id(source: str) -> str:
     """Deterministic LlamaIndex ``ref_doc_id`` of a source file (UUIDv5 of its URI)."""
     return str(uuid.uuid5(ID_NAMESPACE, f"document\n{source}"))
+
+
+def content_hash(data: bytes | str) -> str:
+    """SHA-256 hex digest of bytes, or of a string's UTF-8 encoding."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def ancestor_folders(source: str) -> list[str]:
+    """Every folder containing ``source``, nearest first: ``/a/b/c.txt`` → ``['/a/b', '/a', '/']``."""
+    folders = []
+    parent = os.path.dirname(os.path.normpath(source))
+    while parent and parent not in folders:
+        folders.append(parent)
+        parent = os.path.dirname(parent)
+    return folders
+
+
+@dataclass
+class Item:
+    """One thing to embed and store: a text chunk or an image.
+
+    Attributes:
+        id: deterministic point id (``point_id`` of source, chunk index, content hash).
+        modality: ``"text"`` or ``"image"``.
+        content: the chunk text, or the image file's bytes (a decoded ``PIL.Image`` once validated for embedding).
+        payload: the point payload (LlamaIndex node fields + ``modality``, ``source``, ``content_hash``,
+            ``chunk_index``).
+    """
+
+    id: str
+    modality: str
+    content: Any
+    payload: dict[str, Any]
+
+
+def _item(
+    node_cls,
+    source: str,
+    modality: str,
+    chunk_index: int,
+    content: str | bytes,
+    page: int | None = None,
+    **node_fields: Any,
+) -> Item:
+    """``content`` as an ``Item`` whose payload is what LlamaIndex writes for a ``node_cls`` node with id = point id.
+
+    Metadata (``modality``, ``source``, ``content_hash``, ``chunk_index``, ``file_name``, and ``page`` for PDFs) is
+    excluded from the embedding text; the LLM sees ``source``, ``file_name`` and ``page``. The node's source
+    relationship is the file. A ``page`` is part of the id (the payload stays a pure function of the id).
+    """
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
+    digest = content_hash(content)
+    pid = point_id(source, chunk_index, digest if page is None else f"{digest}\npage {page}")
+    metadata = {
+        MODALITY: modality,
+        SOURCE: source,
+        CONTENT_HASH: digest,
+        CHUNK_INDEX: chunk_index,
+        FILE_NAME: os.path.basename(source),
+    }
+    if page is not None:
+        metadata[PAGE] = page
+    node = node_cls(
+        id_=pid,
+        metadata=metadata,
+        excluded_embed_metadata_keys=list(metadata),
+        excluded_llm_metadata_keys=[k for k in metadata if k not in (SOURCE, FILE_NAME, PAGE)],
+        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=document_id(source))},
+        **node_fields,
+    )
+    payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
+    payload[FOLDERS] = ancestor_folders(source)  # a list, so outside the (flat) LlamaIndex metadata
+    return Item(pid, modality, content, payload)
+
+
+def text_item(source: str, chunk_index: int, text: str, page: int | None = None) -> Item:
+    """A text chunk as an ``Item`` whose payload LlamaIndex reads back as a ``TextNode`` with id = point id.
+
+    The payload is a pure function of (source, chunk index, chunk text, PDF page) — no character offsets, which would
+    change when an earlier part of the file is edited — so an unchanged chunk keeps its point as is.
+    """
+    from llama_index.core.schema import TextNode
+
+    return _item(TextNode, source, "text", chunk_index, text, page=page, text=text)
+
+
+def page_image_item(source: str, page: int, png: bytes) -> Item:
+    """A rendered PDF page as an image ``Item`` (``page`` 1-based; ``content_hash`` = SHA-256 of the PNG bytes).
+
+    Its id depends on (source, page, rendered pixels), so an unchanged page keeps its point. The LlamaIndex node is
+    an ``ImageNode`` with ``image_mimetype`` ``image/png`` and no ``image_path`` (the source is a PDF, not an image
+    file); ``render_pdf_page(source, page)`` gives the image back.
+    """
+    from llama_index.core.schema import ImageNode
+
+    return _item(ImageNode, source, "image", 0, png, page=page, image_mimetype="image/png")
+
+
+def image_item(source: str, data: bytes) -> Item:
+    """An image file as an ``Item`` whose payload LlamaIndex reads back as an ``ImageNode`` (``image_path`` = source)."""
+    from llama_index.core.schema import ImageNode
+
+    return _item(ImageNode, source, "image", 0, data, image_path=source, image_mimetype=mimetypes.guess_type(source)[0])
 
 
 def make_point(pid: str, vector, payload: dict[str, Any], fingerprint_id: str | None = None, sparse=None):

@@ -1,4 +1,5 @@
-"""Scale-out ingestion on Ray Data: the same sources, planning, encoder, ids and store as ``ingest.py``, spread out.
+"""The Ray Data executor: the same sources, planning, encoder, ids, run (``ingest.run.IngestRun``) and store as the
+local executor, spread out.
 
     driver:  discover files · read the stored id index · ensure the collection · (bulk load) · deletes, sync, report
     Ray:     read_binary_files ─► plan tasks (read_source + plan: chunk, hash, ids, skip unchanged)

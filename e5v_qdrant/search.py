@@ -95,7 +95,7 @@ def _sparse_query(store: QdrantStore, collection: str, physical: str, text, imag
         raise E5VConfigError("--hybrid needs a text-only query (keywords); drop --image or --hybrid")
     if score_threshold is not None:
         raise E5VConfigError(
-            "--score-threshold compares cosine scores; hybrid results are ranked by reciprocal rank fusion. "
+            "--score-threshold compares cosine scores; hybrid results are ranked by a fusion score (rrf or dbsf). "
             "Drop one of --score-threshold and --hybrid."
         )
     spec = store.sparse_spec(physical)

@@ -34,21 +34,28 @@ from __future__ import annotations
 import bz2
 import fnmatch
 import gzip
-import hashlib
 import io
 import lzma
-import mimetypes
 import os
 import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from .filters import FOLDERS_KEY, ancestor_folders
+from .filters import FOLDERS_KEY
 from .html_text import html_page, html_to_text
 from .media import IMAGE_SUFFIXES
-from .points import CHUNK_INDEX, CONTENT_HASH, FILE_NAME, MODALITY, PAGE, SOURCE, document_id, point_id
+from .points import (
+    CHUNK_INDEX,
+    CONTENT_HASH,
+    MODALITY,
+    SOURCE,
+    Item,
+    content_hash,
+    image_item,
+    page_image_item,
+    text_item,
+)
 
 __all__ = [
     "Item",
@@ -93,24 +100,6 @@ MIN_PAGE_TEXT_CHARS = 64
 #: Long side of a rendered PDF page in pixels: the longest side among LLaVA-NeXT's anyres grid pinpoints (3 x 336),
 #: so the processor only ever scales a page down to its best grid resolution.
 PAGE_IMAGE_LONG_SIDE = 1008
-
-
-@dataclass
-class Item:
-    """One thing to embed and store: a text chunk or an image.
-
-    Attributes:
-        id: deterministic point id (``store.point_id`` of source, chunk index, content hash).
-        modality: ``"text"`` or ``"image"``.
-        content: the chunk text, or the image file's bytes (a decoded ``PIL.Image`` once validated for embedding).
-        payload: the point payload (LlamaIndex node fields + ``modality``, ``source``, ``content_hash``,
-            ``chunk_index``).
-    """
-
-    id: str
-    modality: str
-    content: Any
-    payload: dict[str, Any]
 
 
 @dataclass
@@ -165,13 +154,6 @@ class Document:
     kind: str
     items: list[Item]
     warnings: list[str] = field(default_factory=list)
-
-
-def content_hash(data: bytes | str) -> str:
-    """SHA-256 hex digest of bytes, or of a string's UTF-8 encoding."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    return hashlib.sha256(data).hexdigest()
 
 
 def kind_of(path: str) -> str | None:
@@ -580,78 +562,6 @@ def _bounded_pieces(text: str, limit: int) -> list[str]:
         start = cut
     pieces.append(text[start:])
     return pieces
-
-
-def _item(
-    node_cls,
-    source: str,
-    modality: str,
-    chunk_index: int,
-    content: str | bytes,
-    page: int | None = None,
-    **node_fields: Any,
-) -> Item:
-    """``content`` as an ``Item`` whose payload is what LlamaIndex writes for a ``node_cls`` node with id = point id.
-
-    Metadata (``modality``, ``source``, ``content_hash``, ``chunk_index``, ``file_name``, and ``page`` for PDFs) is
-    excluded from the embedding text; the LLM sees ``source``, ``file_name`` and ``page``. The node's source
-    relationship is the file. A ``page`` is part of the id (the payload stays a pure function of the id).
-    """
-    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo
-    from llama_index.core.vector_stores.utils import node_to_metadata_dict
-
-    digest = content_hash(content)
-    pid = point_id(source, chunk_index, digest if page is None else f"{digest}\npage {page}")
-    metadata = {
-        MODALITY: modality,
-        SOURCE: source,
-        CONTENT_HASH: digest,
-        CHUNK_INDEX: chunk_index,
-        FILE_NAME: os.path.basename(source),
-    }
-    if page is not None:
-        metadata[PAGE] = page
-    node = node_cls(
-        id_=pid,
-        metadata=metadata,
-        excluded_embed_metadata_keys=list(metadata),
-        excluded_llm_metadata_keys=[k for k in metadata if k not in (SOURCE, FILE_NAME, PAGE)],
-        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=document_id(source))},
-        **node_fields,
-    )
-    payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
-    payload[FOLDERS_KEY] = ancestor_folders(source)  # a list, so outside the (flat) LlamaIndex metadata
-    return Item(pid, modality, content, payload)
-
-
-def text_item(source: str, chunk_index: int, text: str, page: int | None = None) -> Item:
-    """A text chunk as an ``Item`` whose payload LlamaIndex reads back as a ``TextNode`` with id = point id.
-
-    The payload is a pure function of (source, chunk index, chunk text, PDF page) — no character offsets, which would
-    change when an earlier part of the file is edited — so an unchanged chunk keeps its point as is.
-    """
-    from llama_index.core.schema import TextNode
-
-    return _item(TextNode, source, "text", chunk_index, text, page=page, text=text)
-
-
-def page_image_item(source: str, page: int, png: bytes) -> Item:
-    """A rendered PDF page as an image ``Item`` (``page`` 1-based; ``content_hash`` = SHA-256 of the PNG bytes).
-
-    Its id depends on (source, page, rendered pixels), so an unchanged page keeps its point. The LlamaIndex node is
-    an ``ImageNode`` with ``image_mimetype`` ``image/png`` and no ``image_path`` (the source is a PDF, not an image
-    file); ``render_pdf_page(source, page)`` gives the image back.
-    """
-    from llama_index.core.schema import ImageNode
-
-    return _item(ImageNode, source, "image", 0, png, page=page, image_mimetype="image/png")
-
-
-def image_item(source: str, data: bytes) -> Item:
-    """An image file as an ``Item`` whose payload LlamaIndex reads back as an ``ImageNode`` (``image_path`` = source)."""
-    from llama_index.core.schema import ImageNode
-
-    return _item(ImageNode, source, "image", 0, data, image_path=source, image_mimetype=mimetypes.guess_type(source)[0])
 
 
 def read_source(

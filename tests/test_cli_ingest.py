@@ -14,18 +14,17 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+import slow_writes
 from helpers import COMMON, FlakyClient, make_corpus, points_of, run_ingest
 from PIL import Image
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from e5v_qdrant.cli import main
-from e5v_qdrant.ingest import WRITE_DELAY_ENV
 from e5v_qdrant.store import engines as store_module
 from e5v_qdrant.testing import draw_image
 
@@ -199,9 +198,7 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path, replica_path):
     assert len(clean) > 10
 
     cmd = [
-        sys.executable,
-        "-m",
-        "e5v_qdrant.cli",
+        *slow_writes.command(0.4),  # each 2-point write waits 0.4 s: the run takes a while
         "ingest",
         str(root),
         "--collection",
@@ -216,8 +213,7 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path, replica_path):
         "--batch-size",
         "2",
     ]
-    env = {**os.environ, WRITE_DELAY_ENV: "0.4"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300  # the child loads torch and the model first: slow on a busy machine
         while _stored_count(crash_qd) < 4 and time.monotonic() < deadline and proc.poll() is None:

@@ -4,18 +4,15 @@ is written and printed, the exit status is 128 + the signal (130 / 143), and the
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+import slow_writes
 from conftest import edge_points_now
 from helpers import COMMON, make_corpus, points_of, run_ingest
-
-from e5v_qdrant.ingest import WRITE_DELAY_ENV
 
 
 @pytest.mark.slow  # a child process must import torch and load the model before it can be interrupted
@@ -29,9 +26,7 @@ def test_interrupted_ingest_reports_what_it_did_and_a_rerun_resumes(sig, tmp_pat
 
     report_file = tmp_path / "report.json"
     cmd = [
-        sys.executable,
-        "-m",
-        "e5v_qdrant.cli",
+        *slow_writes.command(0.4),  # each 2-point write waits 0.4 s: the run takes a while
         "ingest",
         str(root),
         "--collection",
@@ -48,8 +43,7 @@ def test_interrupted_ingest_reports_what_it_did_and_a_rerun_resumes(sig, tmp_pat
         "--report",
         str(report_file),
     ]
-    env = {**os.environ, WRITE_DELAY_ENV: "0.4"}  # each 2-point write waits 0.4 s: the run takes a while
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300  # the child loads torch and the model first: slow on a busy machine
         while edge_points_now(qd, "docs") < 2 and time.monotonic() < deadline and proc.poll() is None:

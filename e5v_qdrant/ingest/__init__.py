@@ -10,7 +10,7 @@
 
 from ..pipeline import IngestReport
 from .driver import ingest
-from .local import WRITE_DELAY_ENV, IngestInterrupted
+from .local import IngestInterrupted
 from .run import IngestRun, check_paths
 
-__all__ = ["IngestReport", "IngestInterrupted", "IngestRun", "ingest", "check_paths", "WRITE_DELAY_ENV"]
+__all__ = ["IngestReport", "IngestInterrupted", "IngestRun", "ingest", "check_paths"]

@@ -43,8 +43,6 @@ __all__ = ["IngestInterrupted", "ingest_local", "LazyEncoder"]
 logger = logging.getLogger(__name__)
 
 _DONE = object()
-#: Test hook: seconds to sleep before each upsert batch (crash tests use it to SIGKILL a run mid-way).
-WRITE_DELAY_ENV = "E5V_QDRANT_TEST_WRITE_DELAY"
 
 
 class _Stop(Exception):
@@ -123,7 +121,6 @@ def _run(config, model, store, run: IngestRun, report, started, progress, on_fil
     max_pixels = model.config.max_image_pixels
     batch = max(store.config.write_batch_size, model.config.batch_size)
     disable = None if progress is None else not progress
-    write_delay = float(os.environ.get(WRITE_DELAY_ENV) or 0)
 
     lock = threading.Lock()
     stop = threading.Event()
@@ -205,8 +202,6 @@ def _run(config, model, store, run: IngestRun, report, started, progress, on_fil
                     return
                 kind, payload = message
                 if kind == "points":
-                    if write_delay:
-                        time.sleep(write_delay)  # test hook: lets crash tests kill the process mid-run
                     written = store.upsert(run.physical, payload)
                     with lock:
                         report.points_written += written

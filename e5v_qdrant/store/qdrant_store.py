@@ -378,7 +378,7 @@ class QdrantStore:
         if sparse is not None and len(sparse[0]):
             if score_threshold is not None:
                 raise E5VConfigError(
-                    "a score threshold needs cosine scores; hybrid results are ranked by reciprocal rank fusion. "
+                    "a score threshold needs cosine scores; hybrid results are ranked by a fusion score (rrf or dbsf). "
                     "Drop --score-threshold or --hybrid."
                 )
             # candidates per side before fusion: deep enough that a keyword hit the dense side also ranks anywhere

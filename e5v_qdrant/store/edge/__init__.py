@@ -19,7 +19,7 @@ on top so ``QdrantStore``, ingest, reingest, search, evaluation and the Ray writ
   (``update_collection(hnsw_config=HnswConfigDiff(m=0))``, what ``store.bulk_load`` sends); restoring ``m`` builds
   the index once. Segments smaller than ``INDEXING_THRESHOLD_KB`` stay plain (exact brute force, see the README).
 - Qdrant maps each appendable-segment vector file twice (read-write, and read-only for sequential reads), so
-  while the optimizer copies a segment RSS counts its vectors twice; ``_qe`` sets Qdrant's own opt-out
+  while the optimizer copies a segment RSS counts its vectors twice; ``convert.qdrant_edge_module`` sets Qdrant's own opt-out
   (``QDRANT_NO_MULTI_MMAP=1``) unless the caller set it.
 - Edge truncates its write-ahead log only up to what a flush persisted, so ``EdgeClient`` flushes a shard every
   ``FLUSH_EVERY_POINTS`` written points and before each optimizer run (the log is memory-mapped: unflushed, it stays

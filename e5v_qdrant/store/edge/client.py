@@ -47,8 +47,8 @@ logger = logging.getLogger(__name__)
 #: Run the optimizer after this many points were written since its last run (ingest keeps the index current).
 INDEX_EVERY_POINTS = 20_000
 #: Flush a shard after this many points were written since its last flush. Edge truncates its write-ahead log only
-#: up to what a flush persisted, and the log is memory-mapped: without flushes a 100k-point ingest keeps its whole
-#: ~2 GB log mapped and resident (measured with benchmarks/store.py); with them it stays near 100 MB.
+#: up to what a flush persisted, and the log is memory-mapped: without flushes a large ingest keeps its whole log
+#: mapped and resident (measurements: README, "Flushes").
 FLUSH_EVERY_POINTS = 2_048
 
 

@@ -53,8 +53,8 @@ RRF_K = 2
 #: Qdrant's own switch (``QDRANT_NO_MULTI_MMAP``, qdrant ``lib/common/memory/src/mmap_ops.rs``) to map each chunked
 #: vector file once. By default Qdrant maps it twice, read-write and read-only for sequential reads, and the
 #: optimizer copies a segment through the second map while the first still holds it: RSS counts the segment's
-#: vectors twice for the whole HNSW build (10k E5-V points: peak 0.71 -> 0.54 GiB, the build no slower;
-#: benchmarks/store.py). Set before the engine's first map, unless the caller set it (an empty value keeps both maps).
+#: vectors twice for the whole HNSW build (measurements: README, "One map per vector file"). Set before the engine's
+#: first map, unless the caller set it (an empty value keeps both maps).
 _SINGLE_MMAP_ENV = "QDRANT_NO_MULTI_MMAP"
 
 
