@@ -11,8 +11,7 @@ import time
 import numpy as np
 import pytest
 import slow_writes
-from conftest import edge_points_now
-from helpers import COMMON, make_corpus, points_of, run_ingest
+from helpers import COMMON, edge_points_now, make_corpus, points_of, run_ingest
 
 
 @pytest.mark.slow  # a child process must import torch and load the model before it can be interrupted

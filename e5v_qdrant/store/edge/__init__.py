@@ -34,7 +34,7 @@ Example:
 """
 
 from .client import FLUSH_EVERY_POINTS, INDEX_EVERY_POINTS, EdgeClient
-from .convert import INDEXING_THRESHOLD_KB, RRF_K, EdgeNotInstalledError
+from .convert import INDEXING_THRESHOLD_KB, RRF_K, EdgeNotInstalledError, qdrant_edge_module
 from .folder import LOCK_FILE, MANIFEST, detect_engine, read_store_manifest, write_store_manifest
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "RRF_K",
     "EdgeClient",
     "EdgeNotInstalledError",
+    "qdrant_edge_module",
     "detect_engine",
     "read_store_manifest",
     "write_store_manifest",

@@ -60,6 +60,11 @@ _SINGLE_MMAP_ENV = "QDRANT_NO_MULTI_MMAP"
 
 @functools.cache
 def qdrant_edge_module():
+    """The ``qdrant_edge`` module (imported once, with Qdrant's single-map switch set first).
+
+    Raises:
+        EdgeNotInstalledError: ``qdrant-edge-py`` is missing.
+    """
     os.environ.setdefault(_SINGLE_MMAP_ENV, "1")
     try:
         import qdrant_edge
