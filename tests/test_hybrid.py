@@ -109,7 +109,7 @@ def test_hybrid_errors_and_stamp_rules(tmp_path, encoder):
         assert store.sparse_spec(physical) == BM25Encoder().spec()
         with pytest.raises(E5VConfigError, match="text-only"):
             search(store, encoder, "hyb", image=draw_image(64, 48, seed=1), hybrid=True)
-        with pytest.raises(E5VConfigError, match="reciprocal rank fusion"):
+        with pytest.raises(E5VConfigError, match=r"fusion score \(rrf or dbsf\)"):
             search(store, encoder, "hyb", text="QZ-7781-K", hybrid=True, score_threshold=0.5)
         # a query with no keyword at all (stopwords only) falls back to the dense search instead of failing
         assert len(search(store, encoder, "hyb", text="the of and", hybrid=True, top_k=3)) == 3
