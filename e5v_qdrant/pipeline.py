@@ -1,18 +1,19 @@
-"""Ingestion stages shared by the local engine (``ingest``), the Ray engine (``ray_engine``) and ``reingest``.
+"""Ingestion stages shared by the local executor (``ingest.local``), the Ray executor (``ray_engine``) and
+``reingest``: turning files into points. What a run does around them (the stored id index, re-stamps, deletes,
+``sync``) is the driver's, ``ingest.run``.
 
-One place for each rule, so the engines cannot drift apart:
+One place for each rule, so the executors cannot drift apart:
 
-- ``stored_index``: source → {stored point id: its ``file_stat``} of a collection (one scroll, no vectors);
 - ``plan_file``: one discovered file → its ``FileWork`` or a ``SkippedInput``. A file whose ``os.stat`` (size,
   mtime, inode) and chunking equal what its stored points record is unchanged without being opened (unless
   ``verify``); any exception while reading or chunking skips that file only, with a reason naming the exception;
 - ``plan``: a read ``Document`` against the ids stored for its source → the ``FileWork`` to do;
 - ``decode_images``: image bytes → validated ``PIL`` images, just before embedding;
 - ``embed_points``: items → ``PointStruct``s (through ``points.make_point``, the one place a point is built);
-- ``vanished_sources``: the stored sources ``sync`` deletes;
 - ``IngestReport``: the outcome both engines return.
 
-Point ids and the LlamaIndex payload of an item are made in ``sources`` (``points.point_id``), from the content only.
+Point ids and the LlamaIndex payload of an item are made in ``points`` (``sources`` reads files into them), from the
+content only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from .errors import E5VImageError, E5VInputError
 from .media import load_image
-from .points import FILE_STAT, SOURCE, make_point
+from .points import FILE_STAT, make_point
 from .sources import Chunker, Document, Item, SkippedInput, SourceFile, read_source, supported_types
 
 __all__ = [
@@ -37,13 +38,9 @@ __all__ = [
     "plan",
     "plan_file",
     "is_unchanged",
-    "restamp",
-    "stored_index",
     "stat_record",
     "decode_images",
     "embed_points",
-    "under",
-    "vanished_sources",
 ]
 
 #: ``skip(source, reason)``: how a stage reports a file it gives up on.
@@ -68,7 +65,6 @@ class EncoderFacts:
 
 
 #: source → {point id: the ``file_stat`` payload it was written with (``None`` if written without)}.
-StoredIndex = dict[str, dict[str, Any]]
 
 
 @dataclass
@@ -280,16 +276,6 @@ def _grouped(title: str, entries: list[tuple[str, str]], base: str, examples: in
     return lines
 
 
-def stored_index(store, collection: str) -> StoredIndex:
-    """Source → {point id: its ``file_stat`` payload} for every point of ``collection`` (no vectors)."""
-    index: StoredIndex = {}
-    for record in store.scroll(collection, with_payload=[SOURCE, FILE_STAT], page_size=1024):
-        payload = record.payload or {}
-        if payload.get(SOURCE) is not None:
-            index.setdefault(payload[SOURCE], {})[str(record.id)] = payload.get(FILE_STAT)
-    return index
-
-
 def stat_record(entry: SourceFile, chunker: Chunker, items: int, pdf_pages: str = "auto") -> dict[str, Any] | None:
     """The ``file_stat`` payload of a file's points: its stat when discovered, the chunking and its item count (and
     for PDFs the ``pdf_pages`` mode, which changes the items as chunking does)."""
@@ -312,11 +298,6 @@ def is_unchanged(entry: SourceFile, chunker: Chunker, have: Mapping[str, Any], p
     same chunking and as many items as are stored — then reading the file again would change nothing."""
     current = stat_record(entry, chunker, len(have), pdf_pages) if have else None
     return current is not None and all(record == current for record in have.values())
-
-
-def restamp(store, collection: str, ids: Iterable[str], file_stat: dict[str, Any] | None, source: str) -> None:
-    """Record ``file_stat`` on kept points of ``source`` (their content is unchanged, the file's stat is not)."""
-    store.set_payload(collection, sorted(ids), {FILE_STAT: file_stat}, what=f"file_stat of points of {source}")
 
 
 def plan_file(
@@ -442,14 +423,3 @@ def embed_points(
                 )
                 points.append(make_point(item.id, vector, item.payload, fingerprint_id, sparse))
     return points
-
-
-def under(source: str, roots: Iterable[str]) -> bool:
-    """Whether ``source`` is one of ``roots`` or inside one of them (absolute paths)."""
-    return any(source == root or source.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
-
-
-def vanished_sources(stored: Iterable[str], paths: Iterable[str | os.PathLike], seen: set[str]) -> list[str]:
-    """Stored sources under ``paths`` that this run neither saw nor skipped and that no longer exist (``sync``)."""
-    roots = [os.path.abspath(os.fspath(p)) for p in paths]
-    return sorted(s for s in stored if under(s, roots) and s not in seen and not os.path.exists(s))

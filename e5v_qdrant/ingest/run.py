@@ -16,16 +16,21 @@ to do so; the Ray executor applied it on Edge too, as ``--bulk-load``'s help say
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Any
 
 from ..config import IngestConfig
 from ..errors import E5VInputError
-from ..pipeline import IngestReport, restamp, stored_index, vanished_sources
+from ..pipeline import IngestReport
+from ..points import FILE_STAT, SOURCE
 from ..sparse import DEFAULT_ENCODER, encoder_from_spec
 from ..store import QdrantStore, bulk_load
 
-__all__ = ["IngestRun", "check_paths"]
+__all__ = ["IngestRun", "StoredIndex", "check_paths", "stored_index", "restamp", "vanished_sources"]
+
+#: Source -> {stored point id: its ``file_stat`` payload}.
+StoredIndex = dict[str, dict[str, Any]]
 
 
 class IngestRun:
@@ -113,3 +118,29 @@ def check_paths(paths) -> None:
         raise E5VInputError(
             ", ".join(missing), "no such file or folder (check the path; nothing was loaded or written)"
         )
+
+
+def stored_index(store, collection: str) -> StoredIndex:
+    """Source → {point id: its ``file_stat`` payload} for every point of ``collection`` (no vectors)."""
+    index: StoredIndex = {}
+    for record in store.scroll(collection, with_payload=[SOURCE, FILE_STAT], page_size=1024):
+        payload = record.payload or {}
+        if payload.get(SOURCE) is not None:
+            index.setdefault(payload[SOURCE], {})[str(record.id)] = payload.get(FILE_STAT)
+    return index
+
+
+def restamp(store, collection: str, ids: Iterable[str], file_stat: dict[str, Any] | None, source: str) -> None:
+    """Record ``file_stat`` on kept points of ``source`` (their content is unchanged, the file's stat is not)."""
+    store.set_payload(collection, sorted(ids), {FILE_STAT: file_stat}, what=f"file_stat of points of {source}")
+
+
+def under(source: str, roots: Iterable[str]) -> bool:
+    """Whether ``source`` is one of ``roots`` or inside one of them (absolute paths)."""
+    return any(source == root or source.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def vanished_sources(stored: Iterable[str], paths: Iterable[str | os.PathLike], seen: set[str]) -> list[str]:
+    """Stored sources under ``paths`` that this run neither saw nor skipped and that no longer exist (``sync``)."""
+    roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    return sorted(s for s in stored if under(s, roots) and s not in seen and not os.path.exists(s))
