@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .anyres import DEFAULT_LAYOUT, LAYOUTS
+from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -304,9 +305,26 @@ class IngestConfig:
         "", help="collection name to ingest into (an alias over a physical collection named after the model)"
     )
     paths: list[str] = option(default_factory=list, help="files or folders to ingest", cli=False)
-    chunk_size: int = option(512, help="chunk size in tokens (LlamaIndex SentenceSplitter, tiktoken cl100k counting)")
-    chunk_overlap: int = option(64, help="overlap between consecutive chunks in tokens")
     sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
+    # ---- chunking and file limits (chunking.Chunker; pipeline.plan_file)
+    chunk_size: int = option(
+        DEFAULT_CHUNK_SIZE,
+        help="tokens per chunk counted with the model's own tokenizer, the prompt around the chunk included; small "
+        "because E5-V was trained on single sentences (chunks never exceed the model's context either way)",
+    )
+    chunk_overlap: int = option(DEFAULT_CHUNK_OVERLAP, help="tokens shared by consecutive chunks (model tokenizer)")
+    rechunk: bool = option(
+        False,
+        help="re-chunk (and re-embed) unchanged files whose points were made by another chunker (another chunk "
+        "size or overlap, or an earlier version's splitting rules); by default they keep their chunks, with a warning",
+    )
+    max_file_bytes: int | None = option(
+        64 * 1024 * 1024,
+        help="files larger than this many bytes are skipped without being read (reported as ignored); 0 = no limit",
+    )
+    max_chunks_per_file: int | None = option(
+        2000, help="warn about a file that makes more chunks than this (embedding it takes long); 0 = never warn"
+    )
     follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
     include: list[str] = option(
         default_factory=list,
@@ -319,11 +337,6 @@ class IngestConfig:
         False,
         help="re-read and re-hash every file; by default a file whose size, mtime and inode equal what its points "
         "record is unchanged without being opened",
-    )
-    chunk_time_budget: float = option(
-        30.0,
-        help="seconds of sentence splitting per document; past it (or if nltk's regex guard times out) the rest is "
-        "split without sentence boundaries",
     )
     queue_size: int = option(
         4, help="batches buffered between the reading, embedding and writing threads (bounds memory)"
@@ -361,12 +374,16 @@ class IngestConfig:
 
     def __post_init__(self):
         check_collection_name(self.collection)
-        if self.chunk_time_budget <= 0:
-            raise E5VConfigError(f"chunk_time_budget must be > 0 seconds, got {self.chunk_time_budget}")
         if self.chunk_size < 16:
             raise E5VConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise E5VConfigError(f"chunk_overlap must be in [0, chunk_size), got {self.chunk_overlap}")
+        for name in ("max_file_bytes", "max_chunks_per_file"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise E5VConfigError(f"{name} must be >= 0 (0 = no limit), got {value}")
+            if value == 0:
+                setattr(self, name, None)
         if self.queue_size < 1:
             raise E5VConfigError(f"queue_size must be >= 1, got {self.queue_size}")
         if self.pdf_pages not in ("auto", "images", "text", "both"):

@@ -62,7 +62,7 @@ COMMON = [
     "--dtype",
     "float32",
     "--chunk-size",
-    "32",
+    "96",
     "--chunk-overlap",
     "4",
     "--retry-wait",
