@@ -223,7 +223,7 @@ class Chunker:
         budget = self.context - self.prompt_tokens
         while True:
             pieces = [p for p in self._token_windows(chunk, budget) if p.strip()]
-            if all(self.prompted_tokens(p) <= self.context for p in pieces):
+            if budget == 1 or all(self.prompted_tokens(p) <= self.context for p in pieces):
                 return [p.strip() for p in pieces]
             budget = max(1, budget - max(1, budget // 8))  # a piece re-tokenized across a cut can count more
 

@@ -320,8 +320,8 @@ def plan_file(
     work.warnings = doc.warnings
     if max_chunks is not None and len(doc.items) > max_chunks:
         note = (
-            f"{len(doc.items)} chunks, more than --max-chunks-per-file {max_chunks}: embedding it takes long "
-            "(exclude it, or lower --max-file-bytes to skip such files)"
+            "more chunks than --max-chunks-per-file, embedding it takes long (exclude it, or lower --max-file-bytes "
+            f"to skip such files): {len(doc.items)} > {max_chunks}"
         )
         logger.warning("%s: %s", entry.source, note)
         work.warnings.append(note)
