@@ -309,22 +309,14 @@ class IngestConfig:
     # ---- chunking and file limits (chunking.Chunker; pipeline.plan_file)
     chunk_size: int = option(
         DEFAULT_CHUNK_SIZE,
-        help="tokens per chunk counted with the model's own tokenizer, the prompt around the chunk included; small "
-        "because E5-V was trained on single sentences (chunks never exceed the model's context either way)",
+        help="tokens per chunk by the model's tokenizer, its prompt included (small: E5-V was trained on sentences)",
     )
     chunk_overlap: int = option(DEFAULT_CHUNK_OVERLAP, help="tokens shared by consecutive chunks (model tokenizer)")
     rechunk: bool = option(
-        False,
-        help="re-chunk (and re-embed) unchanged files whose points were made by another chunker (another chunk "
-        "size or overlap, or an earlier version's splitting rules); by default they keep their chunks, with a warning",
+        False, help="re-chunk and re-embed unchanged files whose points another chunker made (default: keep, warn)"
     )
-    max_file_bytes: int | None = option(
-        64 * 1024 * 1024,
-        help="files larger than this many bytes are skipped without being read (reported as ignored); 0 = no limit",
-    )
-    max_chunks_per_file: int | None = option(
-        2000, help="warn about a file that makes more chunks than this (embedding it takes long); 0 = never warn"
-    )
+    max_file_bytes: int | None = option(64 << 20, help="skip larger files unread (reported as ignored); 0 = no limit")
+    max_chunks_per_file: int | None = option(2000, help="warn about a file making more chunks; 0 = never warn")
     follow_symlinks: bool = option(True, help="follow symlinked folders (loops are detected and reported)")
     include: list[str] = option(
         default_factory=list,
@@ -378,12 +370,10 @@ class IngestConfig:
             raise E5VConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise E5VConfigError(f"chunk_overlap must be in [0, chunk_size), got {self.chunk_overlap}")
-        for name in ("max_file_bytes", "max_chunks_per_file"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise E5VConfigError(f"{name} must be >= 0 (0 = no limit), got {value}")
-            if value == 0:
-                setattr(self, name, None)
+        for name in ("max_file_bytes", "max_chunks_per_file"):  # 0 = no limit = None
+            if (getattr(self, name) or 0) < 0:
+                raise E5VConfigError(f"{name} must be >= 0 (0 = no limit), got {getattr(self, name)}")
+            setattr(self, name, getattr(self, name) or None)
         if self.queue_size < 1:
             raise E5VConfigError(f"queue_size must be >= 1, got {self.queue_size}")
         if self.pdf_pages not in ("auto", "images", "text", "both"):
