@@ -62,7 +62,7 @@ COMMON = [
     "--dtype",
     "float32",
     "--chunk-size",
-    "96",
+    "128",
     "--chunk-overlap",
     "4",
     "--retry-wait",
