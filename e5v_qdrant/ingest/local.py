@@ -3,8 +3,9 @@
 The run's collection, compatibility checks, bulk load, re-stamps, deletes and ``sync`` are the driver's
 (``ingest.run.IngestRun``); this module only turns planned files into points and hands them over.
 
-Per file (``pipeline.plan_file``), a file whose stat (size, mtime, inode) and chunking equal what its stored points
-record is *unchanged* without being opened; otherwise the ids a clean run would store are computed from its current
+Per file (``pipeline.plan_file``), a file whose stat (size, mtime, inode) equals what its stored points record is
+*unchanged* without being opened (points made by another chunker are kept, with a warning, unless ``rechunk``);
+otherwise the ids a clean run would store are computed from its current
 content (ids are deterministic) and compared with the ids stored for that source:
 
 - equal sets → *unchanged*: nothing is embedded or written (kept points are re-stamped with the new stat);
@@ -32,9 +33,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..chunking import ChunkerSpec, load_chunker
 from ..config import EncoderConfig, IngestConfig
 from ..pipeline import EncoderFacts, FileWork, IngestReport, decode_images, embed_points, plan_file
-from ..sources import Chunker, Item, SkippedInput, discover
+from ..sources import Item, SkippedInput, discover
 from ..store import QdrantStore
 from .run import IngestRun
 
@@ -117,7 +119,7 @@ def _run(config, model, store, run: IngestRun, report, started, progress, on_fil
 
     stored = run.stored
     sparse_encoder = run.sparse_encoder
-    chunker = Chunker(config.chunk_size, config.chunk_overlap, time_budget=config.chunk_time_budget)
+    chunker = load_chunker(ChunkerSpec.for_encoder(model.config, config.chunk_size, config.chunk_overlap))
     max_pixels = model.config.max_image_pixels
     batch = max(store.config.write_batch_size, model.config.batch_size)
     disable = None if progress is None else not progress
@@ -165,7 +167,14 @@ def _run(config, model, store, run: IngestRun, report, started, progress, on_fil
                 current = entry.source
                 discovered_sources.add(entry.source)
                 work = plan_file(
-                    entry, chunker, stored.get(entry.source, {}), verify=config.verify, pdf_pages=config.pdf_pages
+                    entry,
+                    chunker,
+                    stored.get(entry.source, {}),
+                    verify=config.verify,
+                    pdf_pages=config.pdf_pages,
+                    rechunk=config.rechunk,
+                    max_file_bytes=config.max_file_bytes,
+                    max_chunks=config.max_chunks_per_file,
                 )
                 file_bar.update(1)
                 if isinstance(work, SkippedInput):
