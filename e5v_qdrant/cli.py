@@ -7,6 +7,7 @@ Each subcommand is a ``_add_<name>`` (its options, built from the config datacla
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -19,6 +20,7 @@ from . import __version__
 from .cli_options import add_arguments, collection_name
 from .config import CREATE, SEARCH, WRITE, EncoderConfig, from_namespace, namespace_options
 from .errors import E5VError
+from .options import flag_of
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 
@@ -401,10 +403,12 @@ def _add_reingest(sub) -> Callable:
 
     p = sub.add_parser(
         "reingest",
-        help="re-embed a collection with a new model or adapter, then swap its alias (zero downtime)",
+        help="re-embed a collection with a new model, adapter or vector option, then swap its alias (zero downtime)",
         description="Re-embed every point of COLLECTION (an alias made by ingest) with --adapter DIR (on the model "
-        "recorded in the collection) or --model M into a new physical collection, verify it, and switch the alias in "
-        "one atomic call; searches keep working throughout. Images are re-read from their source paths and checked "
+        "recorded in the collection), --model M or any other option that changes vectors (--prompts, --image-layout, "
+        "...; the others stay as recorded) into a new physical collection, verify it, and switch the alias in one "
+        "atomic call; searches keep working throughout. Options that shape only query vectors (--query-prompt) or "
+        "give the same vectors leave the collection as it is (reported as already current). Images are re-read from their source paths and checked "
         "against the stored content hash: missing or changed ones are reported and block the swap unless "
         "--allow-missing. Resumable: re-run the same command after a crash. "
         + _STORE_HELP
@@ -441,10 +445,11 @@ def _run_reingest(args) -> int:
     from .errors import E5VConfigError
     from .reingest import reingest
 
-    given = vars(args)
-    if not {"model", "adapter", "image_layout"} & given.keys():
+    vector_options = [f for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"]]
+    if not {f.name for f in vector_options} & vars(args).keys():  # every option that changes vectors is accepted
+        others = ", ".join(flag_of(f) for f in vector_options if f.name not in ("model", "adapter"))
         raise E5VConfigError(
-            "give the new model: --adapter DIR (fine-tuned on the recorded model), --model M or --image-layout L"
+            f"give what changes: --adapter DIR (fine-tuned on the recorded model), --model M, or one of {others}"
         )
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing

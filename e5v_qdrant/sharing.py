@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .config import EncoderConfig
-from .errors import E5VConfigError
 
 if TYPE_CHECKING:
     from .encoder import E5VEncoder
@@ -50,15 +49,7 @@ def encoder_config(
         E5VConfigError: an option ``EncoderConfig`` does not have, or an invalid value.
     """
     values = {name: value for name, value in (options or {}).items() if value is not None}
-    values.update(extra or {})
-    known = {field.name for field in dataclasses.fields(EncoderConfig)} - {"model"}  # model is its own argument
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise E5VConfigError(
-            f"{unknown} {'is not an option' if len(unknown) == 1 else 'are not options'} of this e5v-qdrant's "
-            f"EncoderConfig; use only {sorted(known)} (or upgrade e5v-qdrant for newer options)"
-        )
-    return EncoderConfig(model=str(model), **values)
+    return EncoderConfig.from_options({**values, **(extra or {}), "model": str(model)})
 
 
 def shared_encoder(config: EncoderConfig) -> E5VEncoder:
