@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .config import EncoderConfig
+from .errors import E5VConfigError
 
 if TYPE_CHECKING:
     from .encoder import E5VEncoder
@@ -49,7 +50,10 @@ def encoder_config(
         E5VConfigError: an option ``EncoderConfig`` does not have, or an invalid value.
     """
     values = {name: value for name, value in (options or {}).items() if value is not None}
-    return EncoderConfig.from_options({**values, **(extra or {}), "model": str(model)})
+    values.update(extra or {})
+    if "model" in values:
+        raise E5VConfigError(f"model is the first argument ({model!r}), not an option; drop model={values['model']!r}")
+    return EncoderConfig.from_options(values, model=str(model))
 
 
 def shared_encoder(config: EncoderConfig) -> E5VEncoder:
