@@ -146,7 +146,10 @@ def add_arguments(
         elif f.name.endswith("_env"):
             kwargs["metavar"] = "VAR"
         elif typing.get_origin(tp) in (list, tuple):
-            kwargs["nargs"] = "+"
+            if f.metadata.get("repeatable"):
+                kwargs["action"] = "append"
+            else:
+                kwargs["nargs"] = "+"
         if f.metadata.get("metavar"):
             kwargs["metavar"] = f.metadata["metavar"]
         kwargs["required"] = f.metadata.get("required", False)

@@ -21,6 +21,7 @@ __all__ = [
     "EncoderConfig",
     "StoreConfig",
     "IngestConfig",
+    "SearchConfig",
     "FinetuneConfig",
     "EvalConfig",
     "ServeConfig",
@@ -453,6 +454,41 @@ class FinetuneConfig(Options):
         from .prompts import get_prompts
 
         get_prompts(self.prompts)
+
+
+@dataclass
+class SearchConfig(Options):
+    """How `e5v-qdrant search` ranks and filters (the query itself is its TEXT and --image)."""
+
+    top_k: int = option(10, help="number of results", metavar="K")
+    modality: str = option("any", help="only return this modality", choices=("text", "image", "any"))
+    under: str | None = option(None, help="only results from files under this folder (or this file)", metavar="PATH")
+    where: list[str] = option(
+        default_factory=list,
+        help="only results whose payload field KEY equals VALUE (repeatable, all must hold; e.g. --where page=2 "
+        "--where file_name=report.pdf). A field no result has matches nothing.",
+        metavar="KEY=VALUE",
+        repeatable=True,
+    )
+    score_threshold: float | None = option(
+        None, help="only results with a cosine similarity of at least S", metavar="S"
+    )
+    hybrid: bool = option(
+        False,
+        help="fuse dense results with BM25 keyword results: finds exact codes, ids and names; needs a collection "
+        "ingested with --hybrid and a text query",
+    )
+    fusion: str = option(
+        "rrf",
+        help="how --hybrid fuses: rrf = reciprocal rank fusion (ranks only); dbsf = distribution-based score fusion "
+        "(normalized scores summed; a strong keyword hit wins even when the dense side does not know the token, "
+        "e.g. part numbers that share prefixes)",
+        choices=("rrf", "dbsf"),
+    )
+
+    def validate(self) -> None:
+        if self.top_k < 1:
+            raise E5VConfigError(f"--top-k must be >= 1, got {self.top_k}")
 
 
 @dataclass

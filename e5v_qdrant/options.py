@@ -46,6 +46,7 @@ def option(
     deprecated_flags: tuple[str, ...] = (),
     required: bool = False,
     metavar: str | None = None,
+    repeatable: bool = False,
     **kw,
 ):
     """A dataclass field carrying its CLI help text and facts about it.
@@ -62,6 +63,7 @@ def option(
             value is a usage error before anything else happens (``__post_init__`` still checks it for the API).
         deprecated_flags: old flags still accepted for this option, each with a warning naming ``flag``.
         required: the command line must give it; ``metavar``: its value's name in ``--help``.
+        repeatable: (a list) the flag is given once per value (``--where a=1 --where b=2``) instead of once for all.
         vectors: whether the option changes the vectors an encoder makes, so it is recorded in the collection. The
             model fingerprint, the collection stamp, the adapters' fields, the options ``reingest`` takes and every
             compatibility check derive from this declaration (``e5v_qdrant.identity``), so an option that changes
@@ -84,6 +86,7 @@ def option(
         "deprecated_flags": deprecated_flags,
         "required": required,
         "metavar": metavar,
+        "repeatable": repeatable,
     }
     if "default_factory" in kw:
         return field(metadata=meta, **kw)

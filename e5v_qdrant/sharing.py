@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import typing
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,47 @@ from .errors import E5VConfigError
 if TYPE_CHECKING:
     from .encoder import E5VEncoder
 
-__all__ = ["encoder_config", "shared_encoder", "encoder_lock"]
+__all__ = ["adapter_options", "pydantic_fields", "encoder_config", "shared_encoder", "encoder_lock"]
+
+#: Options every adapter offers besides those that change vectors: where and how the model runs.
+_RUNTIME_OPTIONS = ("device", "dtype", "batch_size")
 
 _ENCODERS: weakref.WeakValueDictionary[str, E5VEncoder] = weakref.WeakValueDictionary()
 _LOAD_GUARD = threading.Lock()
 _LOCKS: weakref.WeakKeyDictionary[E5VEncoder, threading.Lock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+
+
+def adapter_options() -> tuple[str, ...]:
+    """The ``EncoderConfig`` options every framework adapter offers as its own fields, in declaration order: each one
+    declared ``vectors=True`` (so an adapter's serialised form, and LlamaIndex's cache keys, change whenever its
+    vectors would) plus device, dtype and batch size. Adapters pass the others through their ``encoder_kwargs``."""
+    return tuple(
+        f.name for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"] or f.name in _RUNTIME_OPTIONS
+    )
+
+
+def pydantic_fields(renames: Mapping[str, str] | None = None, *, unset_default: bool = False) -> dict[str, Any]:
+    """``adapter_options`` as pydantic field definitions (``pydantic.create_model`` keywords): each option's type,
+    default and help text, from its declaration.
+
+    Args:
+        renames: option name -> the adapter's field name (e.g. ``model`` -> ``model_name`` for LlamaIndex).
+        unset_default: every option but ``model`` is optional and defaults to ``None``, meaning "``EncoderConfig``'s
+            default" (``encoder_config`` leaves it out).
+    """
+    from pydantic import Field
+
+    hints = typing.get_type_hints(EncoderConfig)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(EncoderConfig):
+        if f.name not in adapter_options():
+            continue
+        kind, default = hints[f.name], f.default
+        if unset_default and f.name != "model":
+            kind, default = kind | None, None
+        fields[(renames or {}).get(f.name, f.name)] = (kind, Field(default=default, description=f.metadata["help"]))
+    return fields
 
 
 def encoder_config(

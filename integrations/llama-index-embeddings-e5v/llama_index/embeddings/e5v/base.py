@@ -23,17 +23,15 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, create_model
 from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeRelationship, QueryBundle
 
-from e5v_qdrant.anyres import DEFAULT_LAYOUT
-from e5v_qdrant.config import DEFAULT_MODEL, EncoderConfig
+from e5v_qdrant.config import EncoderConfig
 from e5v_qdrant.encoder import E5VEncoder
 from e5v_qdrant.errors import E5VConfigError, E5VImageError, E5VInputError
-from e5v_qdrant.identity import vector_fields
 from e5v_qdrant.media import ImageInput
-from e5v_qdrant.sharing import encoder_lock
+from e5v_qdrant.sharing import adapter_options, encoder_lock, pydantic_fields
 
 __all__ = ["E5VEmbedding"]
 
@@ -41,15 +39,17 @@ Embedding = list[float]
 
 # LlamaIndex-side names of EncoderConfig options (others keep their EncoderConfig name).
 _LLAMA_NAMES = {"model": "model_name", "prompts": "prompt_preset", "batch_size": "embed_batch_size"}
-# EncoderConfig options that E5VEmbedding mirrors as its own pydantic fields (LlamaIndex name -> encoder name): every
-# option that changes vectors (``identity.vector_fields``, so to_dict() and cache keys change whenever vectors would),
-# plus device, dtype and the batch size. A vector option without a field fails at import (``_check_mirrored``).
-_MIRRORED = {_LLAMA_NAMES.get(name, name): name for name in (*vector_fields(), "device", "dtype", "batch_size")}
+# EncoderConfig options that E5VEmbedding mirrors as its own pydantic fields (LlamaIndex name -> encoder name), derived
+# from their declaration (``sharing.adapter_options``: every option that changes vectors, so to_dict() and cache keys
+# change whenever vectors would, plus device, dtype and the batch size).
+_MIRRORED = {_LLAMA_NAMES.get(name, name): name for name in adapter_options()}
 # EncoderConfig options that do not change the vectors; passed through ``encoder_kwargs``.
 _PASSTHROUGH = {f.name for f in dataclasses.fields(EncoderConfig)} - set(_MIRRORED.values())
+# The mirrored options as pydantic fields (type, default and help from EncoderConfig), under E5VEmbedding.
+_Fields = create_model("E5VEmbeddingFields", __base__=MultiModalEmbedding, **pydantic_fields(_LLAMA_NAMES))
 
 
-class E5VEmbedding(MultiModalEmbedding):
+class E5VEmbedding(_Fields):
     """E5-V embeddings for LlamaIndex: documents, queries, images and composed (image + edit text) queries.
 
     Every option that changes the vectors is a pydantic field, so ``to_dict()`` (and with it LlamaIndex cache keys)
@@ -57,16 +57,11 @@ class E5VEmbedding(MultiModalEmbedding):
     loaded ``E5VEncoder``; the fields then mirror its config).
 
     Args:
-        model_name: hub id or local folder of an E5-V checkpoint (``E5VEncoder``'s ``model``).
-        revision: hub revision to pin.
-        adapter: folder of a LoRA adapter from ``e5v-qdrant finetune``.
-        device: torch device; default CUDA if available, else CPU.
-        dtype: ``auto``, ``float32``, ``float16`` or ``bfloat16``.
-        embed_batch_size: items per LlamaIndex batch; each batch is one encoder call, run with this ``batch_size``.
-        prompt_preset: prompt preset name (``e5v`` = the authors' strings).
-        query_prompt: body for query texts with a ``{text}`` placeholder; ``None`` embeds queries like documents.
-        max_text_tokens: truncate texts to this many tokens before prompting.
-        image_layout: ``"paper"`` (the authors' transformers 4.41.2 anyres layout, default) or ``"llava-next"``.
+        model_name, revision, adapter, device, dtype, embed_batch_size, prompt_preset, query_prompt, max_text_tokens,
+            image_layout, …: the ``EncoderConfig`` options every adapter mirrors (``sharing.adapter_options``: each
+            option that changes vectors, plus device, dtype and batch size), with their types, defaults and help
+            derived from ``EncoderConfig``; ``model``, ``prompts`` and ``batch_size`` are named ``model_name``,
+            ``prompt_preset`` and ``embed_batch_size`` here (each LlamaIndex batch is one encoder call).
         encoder_kwargs: other ``EncoderConfig`` options that do not change vectors (``max_batch_tokens``,
             ``preprocess_workers``, ``max_image_pixels``, ``attn_implementation``).
         encoder: an already loaded ``E5VEncoder`` to use instead of loading one.
@@ -79,24 +74,6 @@ class E5VEmbedding(MultiModalEmbedding):
         >>> index = VectorStoreIndex.from_documents(docs, embed_model=emb)                     # doctest: +SKIP
     """
 
-    model_name: str = Field(default=DEFAULT_MODEL, description="Hub id or local folder of an E5-V checkpoint.")
-    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to pin.")
-    adapter: str | None = Field(
-        default=None, description="Folder of a PEFT LoRA adapter applied to the language model."
-    )
-    device: str | None = Field(default=None, description="Torch device; default cuda if available, else cpu.")
-    dtype: str = Field(default="auto", description="Weights dtype: auto, float32, float16 or bfloat16.")
-    embed_batch_size: int = Field(default=8, gt=0, le=2048, description="Items per batch (one encoder call).")
-    prompt_preset: str = Field(default="e5v", description="Prompt preset (e5v = the authors' exact strings).")
-    query_prompt: str | None = Field(
-        default=None, description="Query body with a {text} placeholder; None embeds queries like documents."
-    )
-    max_text_tokens: int | None = Field(
-        default=None, description="Truncate texts to this many tokens (None: no limit)."
-    )
-    image_layout: str = Field(
-        default=DEFAULT_LAYOUT, description="Anyres image layout: paper (transformers 4.41.2, default) or llava-next."
-    )
     encoder_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other EncoderConfig options that do not change the vectors."
     )
@@ -141,7 +118,7 @@ class E5VEmbedding(MultiModalEmbedding):
                 f"{sorted(_MIRRORED)} for options that change vectors, and only {sorted(_PASSTHROUGH)} here"
             )
         values = {enc: getattr(self, own) for own, enc in _MIRRORED.items()}
-        return EncoderConfig(**values, **self.encoder_kwargs)
+        return EncoderConfig.from_options(values, **self.encoder_kwargs)
 
     @property
     def encoder(self) -> E5VEncoder:
@@ -284,17 +261,6 @@ class E5VEmbedding(MultiModalEmbedding):
         if images:
             _assign(image_nodes, await self.aget_image_embedding_batch(images, show_progress=show_progress))
         return _as_image_nodes(nodes, image_nodes)
-
-
-def _check_mirrored(cls) -> None:
-    """Every mirrored EncoderConfig option must be a field of ``cls`` (a vector option added to EncoderConfig
-    without a field here would otherwise be silently left at its default)."""
-    missing = sorted(set(_MIRRORED) - set(cls.model_fields))
-    if missing:
-        raise TypeError(f"{cls.__name__} lacks fields for the EncoderConfig options {missing}: add them")
-
-
-_check_mirrored(E5VEmbedding)
 
 
 def _assign(nodes: list[BaseNode], vectors: list[Embedding]) -> None:
