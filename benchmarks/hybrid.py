@@ -1,9 +1,10 @@
 """Cost of hybrid search: BM25 sparse encoding, and hybrid (prefetch + RRF) vs dense query latency, side by side.
 
-Run:  python benchmarks/hybrid.py [--points 2000] [--queries 50]   (about a minute on 2 idle CPU cores)
+Run:  python benchmarks/hybrid.py [--points 2000] [--queries 50] [--sparse ours|qdrant]   (about a minute on 2 idle
+      CPU cores; ``--sparse`` picks ``sparse.BM25Encoder`` or ``sparse.QdrantBM25Encoder``, qdrant-edge-py's ``Bm25``)
 
 What it does
-- Encodes synthetic chunks of ~300 words (a 512-token chunk) with ``sparse.sparse_doc_fn`` and reports chunks/s; for
+- Encodes synthetic chunks of ~300 words (a 512-token chunk) with the chosen sparse encoder and reports chunks/s; for
   scale, E5-V embeds a text chunk in tens to hundreds of milliseconds on a CPU, so sparse encoding is noise beside it.
 - Builds one Qdrant collection in local mode (in memory) the way ``ingest --hybrid`` does: ``--points`` points with a
   random unit 4096-d dense vector and the BM25 sparse vector of their chunk (``Modifier.IDF``).
@@ -43,14 +44,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--sparse", choices=("ours", "qdrant"), default="ours", help="the sparse encoder to measure")
     args = parser.parse_args()
 
     from qdrant_client import QdrantClient, models
 
     from e5v_qdrant.config import StoreConfig
-    from e5v_qdrant.sparse import SPARSE_VECTOR_NAME, sparse_doc_fn, sparse_query_fn
+    from e5v_qdrant.sparse import SPARSE_VECTOR_NAME, BM25Encoder, QdrantBM25Encoder
     from e5v_qdrant.store import VECTOR_NAME, QdrantStore, collection_create_kwargs
 
+    encoder = BM25Encoder() if args.sparse == "ours" else QdrantBM25Encoder()
+    sparse_doc_fn, sparse_query_fn = encoder.doc_fn, encoder.query_fn
     rng = np.random.default_rng(0)
     texts = [chunk(rng, i) for i in range(args.points)]
     started = time.perf_counter()
@@ -105,7 +109,7 @@ def main() -> None:
     n = args.queries
     rows = [
         (
-            "BM25 sparse encoding",
+            f"{encoder.spec()['name']} sparse encoding",
             f"{args.points / encode_s:,.0f} chunks/s",
             f"{encode_s / args.points * 1000:.2f} ms/chunk",
             "",

@@ -18,6 +18,12 @@ keyword vector next to it lets Qdrant find those. This encoder needs no model or
    ``SparseVectorParams(modifier=Modifier.IDF)``, which multiplies query weights by the collection's IDF at search
    time, so the score is BM25 over the whole collection and stays correct as it grows.
 
+A second encoder, ``QdrantBM25Encoder``, is Qdrant's own BM25 (qdrant-edge-py's ``Bm25``: murmur3 indices, its word
+tokenizer, which splits codes into their parts and keeps no whole). Both behave the same on words, but on exact
+codes ours finds the chunk first far more often (``benchmarks/sparse_retrieval.py``, README "Hybrid search"), so
+``DEFAULT_ENCODER`` stays ``BM25Encoder()``. A collection's stamp records its encoder's ``spec()``;
+``encoder_from_spec`` rebuilds that encoder, so a collection keeps the vectors it was built with.
+
 ``sparse_doc_fn`` / ``sparse_query_fn`` have the signature of LlamaIndex's ``SparseEncoderCallable``
 (``list[str] -> (list[list[int]], list[list[float]])``), so a collection built with ``ingest --hybrid`` can be queried
 by ``QdrantVectorStore(enable_hybrid=True, sparse_doc_fn=sparse_doc_fn, sparse_query_fn=sparse_query_fn)``.
@@ -45,6 +51,7 @@ from .errors import E5VConfigError
 __all__ = [
     "SPARSE_VECTOR_NAME",
     "BM25Encoder",
+    "QdrantBM25Encoder",
     "DEFAULT_ENCODER",
     "ENGLISH_STOPWORDS",
     "token_index",
@@ -57,6 +64,8 @@ __all__ = [
 SPARSE_VECTOR_NAME = "text-sparse-new"
 #: Version of the recipe above; recorded in collection stamps. Bump it whenever a step changes the output.
 RECIPE_VERSION = 1
+#: Version of ``QdrantBM25Encoder``'s output (qdrant-edge-py's ``Bm25``); bump it if an upgrade changes the vectors.
+QDRANT_RECIPE_VERSION = 1
 
 _TOKEN = re.compile(r"\w+(?:[-._/:@+]\w+)*")
 _PART = re.compile(r"[^\W_]+|_+")
@@ -179,6 +188,74 @@ class BM25Encoder:
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+@functools.lru_cache(maxsize=8)
+def _qdrant_bm25(k: float, b: float, avg_len: float, language: str):
+    """One ``qdrant_edge.Bm25`` model per parameter set (a Rust object; building it loads stopwords and stemmer)."""
+    import qdrant_edge
+
+    try:
+        return qdrant_edge.Bm25(qdrant_edge.Bm25Config(k=k, b=b, avg_len=avg_len, language=language))
+    except ValueError as exc:
+        raise E5VConfigError(
+            f"Qdrant's BM25 refuses these parameters ({exc}); use a lowercase language name such as 'english', "
+            f"k >= 0, 0 <= b <= 1, avg_len > 0"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class QdrantBM25Encoder:
+    """Qdrant's own BM25 sparse vectors, computed by ``qdrant_edge.Bm25`` (qdrant-edge-py, already a dependency).
+
+    A pure function of the text, run in this process for every engine (Edge, local mode, server), so all get the
+    same vectors. Qdrant's recipe: its ``word`` tokenizer (splits on every non-word character, so ``XJ-4471.b``
+    becomes ``xj``, ``4471``, ``b``; no joined token), lowercase, the language's stopwords and Snowball stemmer, a
+    token's index is ``abs`` of its signed 32-bit murmur3 hash (seed 0; the hash fastembed's ``Qdrant/bm25`` uses;
+    ``Bm25Config`` mirrors Qdrant server's), document weights are BM25's term-frequency saturation with ``(k, b, avg_len)``,
+    query weights 1.0 per distinct token. Like ``BM25Encoder`` it needs ``Modifier.IDF`` on the collection.
+
+    Args:
+        k: term-frequency saturation (BM25's ``k1``).
+        b: length normalization strength in [0, 1].
+        avg_len: the fixed average document length in tokens.
+        language: Qdrant's language name for stopwords and stemmer (lowercase: ``english``, ``german``, ...).
+    """
+
+    k: float = 1.2
+    b: float = 0.75
+    avg_len: float = 256.0
+    language: str = "english"
+
+    def __post_init__(self):
+        _qdrant_bm25(self.k, self.b, self.avg_len, self.language)  # validates (E5VConfigError) and warms the cache
+
+    def spec(self) -> dict[str, Any]:
+        """What a collection stamp records about this encoder (a different spec means different sparse vectors)."""
+        return {"name": "qdrant-bm25", "version": QDRANT_RECIPE_VERSION, "vector": SPARSE_VECTOR_NAME, **asdict(self)}
+
+    def encode_document(self, text: str) -> tuple[list[int], list[float]]:
+        """(indices ascending, BM25 term-frequency weights) of one document."""
+        return _sorted(_qdrant_bm25(self.k, self.b, self.avg_len, self.language).embed_document(text))
+
+    def encode_query(self, text: str) -> tuple[list[int], list[float]]:
+        """(indices ascending, 1.0 each) of one query; Qdrant's IDF modifier supplies the term weights."""
+        return _sorted(_qdrant_bm25(self.k, self.b, self.avg_len, self.language).embed_query(text))
+
+    def doc_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
+        """LlamaIndex ``SparseEncoderCallable`` for documents."""
+        pairs = [self.encode_document(t) for t in texts]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def query_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
+        """LlamaIndex ``SparseEncoderCallable`` for queries."""
+        pairs = [self.encode_query(t) for t in texts]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _sorted(vector) -> tuple[list[int], list[float]]:
+    pairs = sorted(zip(vector.indices, vector.values, strict=True))
+    return [i for i, _ in pairs], [float(v) for _, v in pairs]
+
+
 #: The encoder ``ingest --hybrid`` and ``search --hybrid`` use.
 DEFAULT_ENCODER = BM25Encoder()
 
@@ -193,19 +270,29 @@ def sparse_query_fn(texts: list[str]) -> tuple[list[list[int]], list[list[float]
     return DEFAULT_ENCODER.query_fn(texts)
 
 
-def encoder_from_spec(spec: dict[str, Any]) -> BM25Encoder:
-    """The encoder a collection stamp's sparse spec (``BM25Encoder.spec()``) describes.
+def encoder_from_spec(spec: dict[str, Any]) -> BM25Encoder | QdrantBM25Encoder:
+    """The encoder a collection stamp's sparse spec (``BM25Encoder.spec()`` or ``QdrantBM25Encoder.spec()``) describes.
+
+    Search, ingest and reingest call this with the spec the collection records, so a collection keeps the encoder it
+    was built with whatever ``DEFAULT_ENCODER`` is.
 
     Raises:
         E5VConfigError: the spec is of another recipe or version than this package computes.
     """
-    if spec.get("name") != "e5v-bm25" or spec.get("version") != RECIPE_VERSION:
+    recipes = {"e5v-bm25": RECIPE_VERSION, "qdrant-bm25": QDRANT_RECIPE_VERSION}
+    name, version = spec.get("name"), spec.get("version")
+    if recipes.get(name) != version:
+        known = ", ".join(f"{n} version {v}" for n, v in recipes.items())
         raise E5VConfigError(
-            f"the collection's sparse vectors were made by {spec.get('name')!r} version {spec.get('version')!r}, "
-            f"this package computes e5v-bm25 version {RECIPE_VERSION}: re-ingest into a new collection with --hybrid"
+            f"the collection's sparse vectors were made by {name!r} version {version!r}, this package computes "
+            f"{known}: re-ingest into a new collection with --hybrid"
         )
     if spec == DEFAULT_ENCODER.spec():
         return DEFAULT_ENCODER
+    if name == "qdrant-bm25":
+        return QdrantBM25Encoder(
+            k=spec.get("k", 1.2), b=spec.get("b", 0.75), avg_len=spec.get("avg_len", 256.0), language=spec["language"]
+        )
     return BM25Encoder(
         k1=spec.get("k1", 1.2), b=spec.get("b", 0.75), avg_len=spec.get("avg_len", 256.0), language=spec["language"]
     )

@@ -102,3 +102,34 @@ def points_of(qd, name="docs", vectors=False) -> dict:
                 return out
     finally:
         client.close()
+
+
+def edge_points_now(store_dir, name: str) -> int:
+    """Points of collection ``name`` in an Edge store another process may be writing: counted in a copy of the folder
+    (what a crash at this instant would leave), 0 if there is none yet."""
+    import shutil
+    import sys
+    import tempfile
+
+    from e5v_qdrant.edge import EdgeClient, read_manifest
+
+    if not (store_dir / "e5v_edge.json").exists():
+        return 0
+    manifest = read_manifest(str(store_dir))
+    if name not in manifest["collections"] and name not in manifest["aliases"]:
+        return 0  # not created yet: no need to copy
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = f"{tmp}/store"
+        try:
+            shutil.copytree(store_dir, copy)
+            client = EdgeClient(copy)
+        except Exception as exc:  # a file replaced while copying: try again at the next poll
+            # stderr: the tests read the CLI's JSON from stdout
+            print(f"edge_points_now({store_dir}): {exc!r}", file=sys.stderr)
+            return 0
+        try:
+            return client.count(name).count
+        except ValueError:  # not created yet
+            return 0
+        finally:
+            client.close()

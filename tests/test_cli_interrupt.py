@@ -12,8 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import edge_points_now
-from helpers import COMMON, make_corpus, points_of, run_ingest
+from helpers import COMMON, edge_points_now, make_corpus, points_of, run_ingest
 
 from e5v_qdrant.ingest import WRITE_DELAY_ENV
 

@@ -133,7 +133,6 @@ def _write_samples(root: Path) -> None:
     for name, (w, h, seed) in {"dog.jpg": (96, 64, 1), "cat.jpg": (64, 64, 2), "cat.png": (80, 60, 3)}.items():
         draw_image(w, h, seed=seed).save(root / name)
     folders = {
-        "my_docs": {"notes.txt": "How files are chunked: by sentences, under a token budget."},
         "manuals": {"codes.txt": "Error XJ-4471-QZ means the pump is dry.", "setup.md": "Mount the pump level."},
         "catalog": {"shirt.txt": "A blue linen shirt."},
     }
