@@ -10,7 +10,7 @@ Example:
     >>> from e5v_qdrant.config import EncoderConfig
     >>> EncoderConfig.from_options({"prompts": "e5v-typofix"}).prompts
     'e5v-typofix'
-    >>> EncoderConfig.from_options({"prompt": "e5v"})
+    >>> EncoderConfig.from_options({"prompt": "e5v"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     e5v_qdrant.errors.E5VConfigError: 'prompt' is not an option of EncoderConfig; valid options: adapter, ...
