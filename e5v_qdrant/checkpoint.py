@@ -132,7 +132,14 @@ def hub_options(model: str, revision: str | None = None) -> dict[str, Any]:
         return {}
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str):
+    try:
+        cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    except ValueError as exc:  # HFValidationError: not a hub id, so a folder that does not exist
+        raise E5VModelError(
+            f"cannot load {model!r}: no such folder, and not a hub id (owner/name). Pass --model with an existing "
+            "folder holding config.json, the processor files and model.safetensors, or a hub id such as royokong/e5-v."
+        ) from exc
+    if isinstance(cached, str):
         logger.info("%s: loading %s from the local hub cache", why, model)
         return {"local_files_only": True}
     raise E5VModelError(

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from .anyres import DEFAULT_LAYOUT, LAYOUTS
+from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from .collection_names import COLLECTION_NAME_FORBIDDEN, COLLECTION_NAME_MAX, check_collection_name
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
@@ -255,14 +256,23 @@ class IngestConfig(Options):
         required=True,
     )
     paths: list[str] = option(default_factory=list, help="files or folders to ingest", cli=False)
-    chunk_size: int = option(512, help="chunk size in tokens (LlamaIndex SentenceSplitter, tiktoken cl100k counting)")
-    chunk_overlap: int = option(64, help="overlap between consecutive chunks in tokens")
     sync: bool = option(False, help="delete points of files under the given folders that no longer exist")
     follow_symlinks: bool = option(
         False,
         help="also follow symlinks whose target is outside the ingested folders (links inside them are always "
         "followed, each file taken once; loops are detected and reported)",
     )
+    # ---- chunking and file limits (chunking.Chunker; pipeline.plan_file)
+    chunk_size: int = option(
+        DEFAULT_CHUNK_SIZE,
+        help="tokens per chunk by the model's tokenizer, its prompt included (small: E5-V was trained on sentences)",
+    )
+    chunk_overlap: int = option(DEFAULT_CHUNK_OVERLAP, help="tokens shared by consecutive chunks (model tokenizer)")
+    rechunk: bool = option(
+        False, help="re-chunk and re-embed unchanged files whose points another chunker made (default: keep, warn)"
+    )
+    max_file_bytes: int | None = option(64 << 20, help="skip larger files unread (reported as ignored); 0 = no limit")
+    max_chunks_per_file: int | None = option(2000, help="warn about a file making more chunks; 0 = never warn")
     include: list[str] = option(
         default_factory=list,
         help="only take files whose name or path relative to the given folder matches one of these globs ('*.md')",
@@ -274,11 +284,6 @@ class IngestConfig(Options):
         False,
         help="re-read and re-hash every file; by default a file whose size, mtime and inode equal what its points "
         "record is unchanged without being opened",
-    )
-    chunk_time_budget: float = option(
-        30.0,
-        help="seconds of sentence splitting per document; past it (or if nltk's regex guard times out) the rest is "
-        "split without sentence boundaries",
     )
     queue_size: int = option(
         4, help="batches buffered between the reading, embedding and writing threads (bounds memory)"
@@ -316,12 +321,14 @@ class IngestConfig(Options):
 
     def validate(self) -> None:
         check_collection_name(self.collection)
-        if self.chunk_time_budget <= 0:
-            raise E5VConfigError(f"chunk_time_budget must be > 0 seconds, got {self.chunk_time_budget}")
         if self.chunk_size < 16:
             raise E5VConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise E5VConfigError(f"chunk_overlap must be in [0, chunk_size), got {self.chunk_overlap}")
+        for name in ("max_file_bytes", "max_chunks_per_file"):  # 0 = no limit = None
+            if (getattr(self, name) or 0) < 0:
+                raise E5VConfigError(f"{name} must be >= 0 (0 = no limit), got {getattr(self, name)}")
+            setattr(self, name, getattr(self, name) or None)
         if self.queue_size < 1:
             raise E5VConfigError(f"queue_size must be >= 1, got {self.queue_size}")
         if self.replicas < 1 or self.write_concurrency < 1:

@@ -1,7 +1,8 @@
 """The local ingestion engine: files → items → E5-V vectors → Qdrant, idempotent, resumable and bad-input safe.
 
-Per file (``pipeline.plan_file``), a file whose stat (size, mtime, inode) and chunking equal what its stored points
-record is *unchanged* without being opened; otherwise the ids a clean run would store are computed from its current
+Per file (``pipeline.plan_file``), a file whose stat (size, mtime, inode) equals what its stored points record is
+*unchanged* without being opened (points made by another chunker are kept, with a warning, unless ``rechunk``);
+otherwise the ids a clean run would store are computed from its current
 content (ids are deterministic) and compared with the ids stored for that source:
 
 - equal sets → *unchanged*: nothing is embedded or written (kept points are re-stamped with the new stat);
@@ -29,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .chunking import ChunkerSpec, load_chunker
 from .config import EncoderConfig, IngestConfig
 from .errors import E5VInputError
 from .pipeline import (
@@ -42,7 +44,7 @@ from .pipeline import (
     stored_index,
     vanished_sources,
 )
-from .sources import Chunker, Item, SkippedInput, discover
+from .sources import Item, SkippedInput, discover
 from .sparse import DEFAULT_ENCODER, encoder_from_spec
 from .store import QdrantStore
 
@@ -171,7 +173,7 @@ def ingest(
     recorded_sparse = store.sparse_spec(physical) if physical is not None else sparse_spec
     # a hybrid collection gets sparse vectors even without --hybrid (the setting is part of its stamp)
     sparse_encoder = encoder_from_spec(recorded_sparse) if recorded_sparse else None
-    chunker = Chunker(config.chunk_size, config.chunk_overlap, time_budget=config.chunk_time_budget)
+    chunker = load_chunker(ChunkerSpec.for_encoder(model.config, config.chunk_size, config.chunk_overlap))
     max_pixels = model.config.max_image_pixels
     batch = max(store.config.write_batch_size, model.config.batch_size)
     disable = None if progress is None else not progress
@@ -220,7 +222,14 @@ def ingest(
                 current = entry.source
                 discovered_sources.add(entry.source)
                 work = plan_file(
-                    entry, chunker, stored.get(entry.source, {}), verify=config.verify, pdf_pages=config.pdf_pages
+                    entry,
+                    chunker,
+                    stored.get(entry.source, {}),
+                    verify=config.verify,
+                    pdf_pages=config.pdf_pages,
+                    rechunk=config.rechunk,
+                    max_file_bytes=config.max_file_bytes,
+                    max_chunks=config.max_chunks_per_file,
                 )
                 file_bar.update(1)
                 if isinstance(work, SkippedInput):

@@ -4,8 +4,10 @@ One place for each rule, so the engines cannot drift apart:
 
 - ``stored_index``: source → {stored point id: its ``file_stat``} of a collection (one scroll, no vectors);
 - ``plan_file``: one discovered file → its ``FileWork`` or a ``SkippedInput``. A file whose ``os.stat`` (size,
-  mtime, inode) and chunking equal what its stored points record is unchanged without being opened (unless
-  ``verify``); any exception while reading or chunking skips that file only, with a reason naming the exception;
+  mtime, inode) equals what its stored points record is unchanged without being opened (unless ``verify``, or
+  ``rechunk`` and its points record another chunker than this run's: ``earlier_chunking``); a file larger than
+  ``max_file_bytes`` is skipped unread; any exception while reading or chunking skips that file only, with a reason
+  naming the exception;
 - ``plan``: a read ``Document`` against the ids stored for its source → the ``FileWork`` to do;
 - ``decode_images``: image bytes → validated ``PIL`` images, just before embedding;
 - ``embed_points``: items → ``PointStruct``s (``make_point`` is the only place a point is built: vector name,
@@ -18,6 +20,7 @@ Point ids and the LlamaIndex payload of an item are made in ``sources`` (``store
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import textwrap
@@ -26,9 +29,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chunking import Chunker
 from .errors import E5VImageError, E5VInputError
 from .media import load_image
-from .sources import Chunker, Document, Item, SkippedInput, SourceFile, read_source, supported_types
+from .sources import Document, Item, SkippedInput, SourceFile, read_source, supported_types
 from .sparse import SPARSE_VECTOR_NAME
 from .store import VECTOR_NAME
 
@@ -39,6 +43,8 @@ __all__ = [
     "plan",
     "plan_file",
     "is_unchanged",
+    "earlier_chunking",
+    "too_large",
     "restamp",
     "stored_index",
     "stat_record",
@@ -48,6 +54,8 @@ __all__ = [
     "under",
     "vanished_sources",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: ``skip(source, reason)``: how a stage reports a file it gives up on.
 Skip = Callable[[str, str], None]
@@ -294,15 +302,16 @@ def stored_index(store, collection: str) -> StoredIndex:
 
 
 def stat_record(entry: SourceFile, chunker: Chunker, items: int, pdf_pages: str = "auto") -> dict[str, Any] | None:
-    """The ``file_stat`` payload of a file's points: its stat when discovered, the chunking and its item count (and
-    for PDFs the ``pdf_pages`` mode, which changes the items as chunking does)."""
+    """The ``file_stat`` payload of a file's points: its stat when discovered, the chunker that made its chunks
+    (``Chunker.identity``) and its item count (and for PDFs the ``pdf_pages`` mode, which changes the items as
+    chunking does)."""
     if entry.stat is None:
         return None
     record = {
         "size": entry.stat.size,
         "mtime_ns": entry.stat.mtime_ns,
         "inode": entry.stat.inode,
-        "chunking": f"{chunker.chunk_size}/{chunker.chunk_overlap}",
+        "chunking": chunker.identity,
         "items": items,
     }
     if entry.kind == "pdf":
@@ -310,11 +319,42 @@ def stat_record(entry: SourceFile, chunker: Chunker, items: int, pdf_pages: str 
     return record
 
 
-def is_unchanged(entry: SourceFile, chunker: Chunker, have: Mapping[str, Any], pdf_pages: str = "auto") -> bool:
-    """Whether every stored point of ``entry`` (``have``: id → ``file_stat``) records the file's current stat, the
-    same chunking and as many items as are stored — then reading the file again would change nothing."""
+def is_unchanged(
+    entry: SourceFile, chunker: Chunker, have: Mapping[str, Any], pdf_pages: str = "auto", *, rechunk: bool = False
+) -> bool:
+    """Whether every stored point of ``entry`` (``have``: id → ``file_stat``) records the file's current stat and as
+    many items as are stored — then reading the file again would change nothing. Points made by another chunker
+    (``earlier_chunking``) count as unchanged unless ``rechunk``: a new chunker re-chunks a file when it changes, or
+    every file when asked, never by itself."""
     current = stat_record(entry, chunker, len(have), pdf_pages) if have else None
-    return current is not None and all(record == current for record in have.values())
+    if current is None:
+        return False
+    if not rechunk:
+        current.pop("chunking")
+    return all(isinstance(r, dict) and {k: r.get(k) for k in current} == current for r in have.values())
+
+
+def earlier_chunking(chunker: Chunker, have: Mapping[str, Any]) -> str | None:
+    """A warning when the stored points of a file (``have``) record another chunker than ``chunker``, else ``None``."""
+    recorded = sorted({str((r or {}).get("chunking")) for r in have.values()} - {chunker.identity})
+    if not recorded:
+        return None
+    return (
+        "chunks made by another chunker, kept as they are (--rechunk re-chunks them): "
+        f"recorded {', '.join(recorded)}; this run {chunker.identity}"
+    )
+
+
+def too_large(entry: SourceFile, max_file_bytes: int | None) -> SkippedInput | None:
+    """A ``SkippedInput`` for a file above ``max_file_bytes`` (by its discovered size; it is not opened)."""
+    if max_file_bytes is None or entry.stat is None or entry.stat.size <= max_file_bytes:
+        return None
+    return SkippedInput(
+        entry.source,
+        f"larger than --max-file-bytes, not read: {entry.stat.size} > {max_file_bytes} bytes (raise the limit to "
+        "ingest it)",
+        "ignored",
+    )
 
 
 def restamp(store, collection: str, ids: Iterable[str], file_stat: dict[str, Any] | None, source: str) -> None:
@@ -338,17 +378,28 @@ def plan_file(
     verify: bool = False,
     data: bytes | None = None,
     pdf_pages: str = "auto",
+    rechunk: bool = False,
+    max_file_bytes: int | None = None,
+    max_chunks: int | None = None,
 ) -> FileWork | SkippedInput:
     """Plan one discovered file against its stored points ``have`` (id → ``file_stat``); never raises for one file.
 
     Returns an ``unchanged`` ``FileWork`` without opening the file when every stored point records the file's
-    current stat, chunking and item count (unless ``verify``); otherwise reads, chunks and hashes it (``plan``).
-    Any exception while doing so becomes a ``failed`` ``SkippedInput`` naming the exception type. ``pdf_pages``: how
-    PDFs become items (``sources.PDF_PAGES_MODES``).
+    current stat and item count (unless ``verify``; with ``rechunk`` also the same chunker: ``is_unchanged``), with
+    a warning when its chunks were made by another chunker. A file larger than ``max_file_bytes`` is ``ignored``
+    without being read. Otherwise reads, chunks and hashes it (``plan``); more than ``max_chunks`` items add a
+    warning. Any exception while doing so becomes a ``failed`` ``SkippedInput`` naming the exception type.
+    ``pdf_pages``: how PDFs become items (``sources.PDF_PAGES_MODES``).
     """
     kind = "text" if entry.kind == "sniff" else entry.kind
-    if not verify and is_unchanged(entry, chunker, have, pdf_pages):
-        return FileWork(entry.source, "unchanged", [], set(), kind=kind, points=len(have))
+    if not verify and is_unchanged(entry, chunker, have, pdf_pages, rechunk=rechunk):
+        note = earlier_chunking(chunker, have)
+        return FileWork(
+            entry.source, "unchanged", [], set(), warnings=[note] if note else [], kind=kind, points=len(have)
+        )
+    skipped = too_large(entry, max_file_bytes) if data is None else None
+    if skipped is not None:
+        return skipped
     try:
         doc = read_source(entry, chunker, data=data, pdf_pages=pdf_pages)
         if isinstance(doc, SkippedInput):
@@ -357,6 +408,13 @@ def plan_file(
     except Exception as exc:  # noqa: BLE001 - one bad file never stops a run
         return SkippedInput(entry.source, f"{type(exc).__name__} while reading or chunking: {exc}")
     work.warnings, work.kind, work.points = doc.warnings, doc.kind, len(doc.items)
+    if max_chunks is not None and len(doc.items) > max_chunks:
+        note = (
+            "more chunks than --max-chunks-per-file, embedding it takes long (exclude it, or lower --max-file-bytes "
+            f"to skip such files): {len(doc.items)} > {max_chunks}"
+        )
+        logger.warning("%s: %s", entry.source, note)
+        work.warnings.append(note)
     return work
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .chunking import ChunkerSpec, load_chunker
 from .config import EncoderConfig, IngestConfig, StoreConfig
 from .errors import E5VConfigError
 from .pipeline import (
@@ -46,15 +47,17 @@ from .pipeline import (
     FileWork,
     IngestReport,
     decode_images,
+    earlier_chunking,
     embed_points,
     is_unchanged,
     make_point,
     plan_file,
     restamp,
     stored_index,
+    too_large,
     vanished_sources,
 )
-from .sources import Chunker, Item, SkippedInput, SourceFile, discover, kind_of
+from .sources import Item, SkippedInput, SourceFile, discover, kind_of
 from .store import VECTOR_NAME, QdrantStore, StoreError, bulk_load
 
 try:
@@ -261,13 +264,6 @@ class QdrantDatasink(Datasink[dict]):
 _WORKER_CACHE: dict[Any, Any] = {}
 
 
-def _chunker(chunk_size: int, chunk_overlap: int, time_budget: float):
-    key = ("chunker", chunk_size, chunk_overlap, time_budget)
-    if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = Chunker(chunk_size, chunk_overlap, time_budget=time_budget)
-    return _WORKER_CACHE[key]
-
-
 def _stored_index(holder: list) -> dict[str, set[str]]:
     ref = holder[0]
     key = ("stored", ref.hex() if isinstance(ref, ray.ObjectRef) else id(ref))
@@ -282,13 +278,14 @@ def _note(**fields: Any) -> str:
     return json.dumps(fields, ensure_ascii=False)
 
 
-def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: list, time_budget: float = 30.0):
+def plan_files(batch: pa.Table, *, chunker: ChunkerSpec, stored: list, max_chunks: int | None = None):
     """Ray task: files (``bytes``, ``path``) → rows of items that need embedding, and one note per file.
 
     Uses ``pipeline.plan_file`` (read, decompress, strip HTML, chunk, hash, ids, payloads, compare with the stored
-    ids; any exception skips only its file), exactly as the local engine does.
+    ids; any exception skips only its file), exactly as the local engine does, with the same chunker: ``chunker``
+    is its spec, built (tokenizer loaded) once per worker process.
     """
-    chunker = _chunker(chunk_size, chunk_overlap, time_budget)
+    chunker = load_chunker(chunker)
     shared = _stored_index(stored)
     index, entries = shared["index"], shared["entries"]
     rows: dict[str, list] = {name: [] for name in PLAN_SCHEMA.names}
@@ -300,7 +297,8 @@ def plan_files(batch: pa.Table, *, chunk_size: int, chunk_overlap: int, stored: 
     for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist(), strict=True):
         source = path  # read_binary_files gives back the absolute paths discover() produced
         entry = entries.get(source) or SourceFile(source, kind_of(source) or "sniff")
-        work = plan_file(entry, chunker, index.get(source, {}), verify=True, data=data)  # the driver checked stats
+        # the driver checked stats and sizes
+        work = plan_file(entry, chunker, index.get(source, {}), verify=True, data=data, max_chunks=max_chunks)
         if isinstance(work, SkippedInput):
             note = _note(source=source, status="skipped", reason=work.reason, outcome=work.outcome)
             add(source=source, note=note)
@@ -460,7 +458,8 @@ def ingest_ray(
                 )
             report.physical_collection, report.model_fingerprint = physical, fingerprint_id
         stored = stored_index(store, physical) if physical is not None else {}
-        chunker = Chunker(config.chunk_size, config.chunk_overlap)
+        spec = ChunkerSpec.for_encoder(encoder_config, config.chunk_size, config.chunk_overlap)
+        chunker = load_chunker(spec)
 
         files: list[SourceFile] = []
         for entry in discover(
@@ -471,8 +470,18 @@ def ingest_ray(
             else:
                 files.append(entry)
         report.discovered = len(files)
-        todo = [f for f in files if config.verify or not is_unchanged(f, chunker, stored.get(f.source, {}))]
-        report.unchanged = len(files) - len(todo)
+        todo = []
+        for f in files:
+            have = stored.get(f.source, {})
+            if not config.verify and is_unchanged(f, chunker, have, rechunk=config.rechunk):
+                report.unchanged += 1
+                note = earlier_chunking(chunker, have)
+                if note:
+                    report.warnings.append({"source": f.source, "warning": note})
+            elif (skipped := too_large(f, config.max_file_bytes)) is not None:
+                report.skipped_inputs.append(skipped)
+            else:
+                todo.append(f)
 
         result: dict[str, Any] = {"points": 0, "notes": []}
         if todo:  # files whose stat changed: the collection is created (if new) only now
@@ -480,7 +489,9 @@ def ingest_ray(
             report.physical_collection, report.model_fingerprint = physical, fingerprint_id
             sink = QdrantDatasink(physical, store.config, client=None if store.is_server else store.client)
             with bulk_load(store, physical, enabled=config.bulk_load):
-                _run_pipeline(config, encoder_config, store, sink, todo, stored, fingerprint_id, gpus, embedder_class)
+                _run_pipeline(
+                    config, encoder_config, store, sink, todo, stored, fingerprint_id, gpus, embedder_class, spec
+                )
             result = sink.result
 
         # ------------------------------------------------------ driver: outcomes, re-stamps, stale deletes, sync
@@ -511,7 +522,9 @@ def ingest_ray(
             store.close()
 
 
-def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprint_id, gpus, embedder_class) -> None:
+def _run_pipeline(
+    config, encoder_config, store, sink, files, stored, fingerprint_id, gpus, embedder_class, chunker
+) -> None:
     stored_ref = ray.put({"index": stored, "entries": {f.source: f for f in files}})
     paths = sorted(f.source for f in files)
     ds = ray.data.read_binary_files(paths, include_paths=True)  # Ray sizes the read tasks and blocks
@@ -522,9 +535,8 @@ def _run_pipeline(config, encoder_config, store, sink, files, stored, fingerprin
         # a CPU share unlike the actors' keeps reading + chunking in Ray tasks (not fused into the encoder actors)
         num_cpus=0.5,
         fn_kwargs={
-            "chunk_size": config.chunk_size,
-            "chunk_overlap": config.chunk_overlap,
-            "time_budget": config.chunk_time_budget,
+            "chunker": chunker,
+            "max_chunks": config.max_chunks_per_file,
             "stored": [stored_ref],  # wrapped: the task fetches (and caches) it itself
         },
     )

@@ -18,9 +18,7 @@ is valid UTF-8 without NUL bytes, else ignored as binary.
 
 Text is decoded as UTF-8 (a BOM is dropped). Bytes that are not UTF-8 are replaced by U+FFFD and the file is still
 ingested, with a warning naming it and the number of bad bytes; a file containing NUL bytes is treated as binary and
-skipped. Documents are chunked with LlamaIndex's ``SentenceSplitter``; very large texts are fed to its sentence
-tokenizer in bounded pieces, and a text the tokenizer cannot split in time is split without sentence boundaries
-(``Chunker``).
+skipped. Documents are chunked by a ``chunking.Chunker`` (the model's tokens, never over its context).
 
 Every input that is not ingested is a ``SkippedInput`` with an ``outcome``: ``ignored`` (not a supported type, or
 excluded), ``failed`` (a supported file that could not be read), ``duplicate`` (already reached by another path) or
@@ -40,11 +38,11 @@ import lzma
 import mimetypes
 import os
 import stat
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chunking import Chunker
 from .filters import FOLDERS_KEY, ancestor_folders
 from .html_text import html_page, html_to_text
 from .media import IMAGE_SUFFIXES
@@ -56,7 +54,6 @@ __all__ = [
     "SkippedInput",
     "SourceFile",
     "FileStat",
-    "Chunker",
     "TEXT_SUFFIXES",
     "PDF_SUFFIXES",
     "IMAGE_SUFFIXES",
@@ -503,83 +500,6 @@ def _read_pdf(source: str, data: bytes, chunker: Chunker, pdf_pages: str) -> Doc
 
 class _Skip(Exception):
     pass
-
-
-class Chunker:
-    """LlamaIndex ``SentenceSplitter`` with fixed settings; the same text always gives the same chunks.
-
-    Its sentence tokenizer (nltk punkt) slows down more than linearly on huge unbroken texts and gives up with a
-    ``TimeoutError`` from nltk's regular-expression guard when the machine is busy. So texts are given to it in
-    pieces of at most ``SENTENCE_PIECE_CHARS`` characters (cut at a line break, else at a space; texts below that size
-    are split exactly as by a stock ``SentenceSplitter``), and once a document has used ``time_budget`` seconds, or
-    the tokenizer times out, the rest of it is split without sentence boundaries (at clause punctuation, spaces, then
-    characters — the splitter's own next levels) and ``split_document`` says so in a warning.
-
-    Args:
-        chunk_size: tokens per chunk (tiktoken ``cl100k_base`` counting, LlamaIndex's default tokenizer).
-        chunk_overlap: tokens shared by consecutive chunks.
-        time_budget: seconds of sentence tokenizing per document before falling back.
-    """
-
-    SENTENCE_PIECE_CHARS = 100_000
-
-    def __init__(self, chunk_size: int = 512, chunk_overlap: int = 64, time_budget: float = 30.0):
-        from llama_index.core.node_parser import SentenceSplitter
-        from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
-
-        self.chunk_size = chunk_size
-        self.chunk_overlap = chunk_overlap
-        self.time_budget = time_budget
-        self._sentences = split_by_sentence_tokenizer()
-        self._deadline = float("inf")
-        self._fallback: str | None = None
-        self._splitter = SentenceSplitter(
-            chunk_size=chunk_size, chunk_overlap=chunk_overlap, chunking_tokenizer_fn=self._split_sentences
-        )
-
-    def _split_sentences(self, text: str) -> list[str]:
-        sentences: list[str] = []
-        for piece in _bounded_pieces(text, self.SENTENCE_PIECE_CHARS):
-            if self._fallback is None and time.monotonic() > self._deadline:
-                self._fallback = f"sentence splitting exceeded its {self.time_budget:g}s budget"
-            if self._fallback is not None:
-                sentences.append(piece)  # the splitter's next levels (clauses, words) take over
-                continue
-            try:
-                sentences.extend(self._sentences(piece))
-            except TimeoutError as exc:  # nltk's regular-expression guard
-                self._fallback = f"sentence splitter timed out ({exc.__class__.__name__})"
-                sentences.append(piece)
-        return sentences
-
-    def split_document(self, text: str) -> tuple[list[str], list[str]]:
-        """Non-blank chunks of ``text`` in order, and warnings (a fallback that was used). Not thread-safe."""
-        self._deadline, self._fallback = time.monotonic() + self.time_budget, None
-        try:
-            chunks = [chunk for chunk in self._splitter.split_text(text) if chunk.strip()]
-        finally:
-            self._deadline = float("inf")
-        warnings = [f"{self._fallback}: split without sentence boundaries"] if self._fallback else []
-        return chunks, warnings
-
-    def split(self, text: str) -> list[str]:
-        """Non-blank chunks of ``text`` in order."""
-        return self.split_document(text)[0]
-
-
-def _bounded_pieces(text: str, limit: int) -> list[str]:
-    """``text`` cut into consecutive pieces of at most ``limit`` characters, at line breaks or else spaces."""
-    pieces, start = [], 0
-    while len(text) - start > limit:
-        end = start + limit
-        cut = text.rfind("\n", start + 1, end)
-        if cut < 0:
-            cut = text.rfind(" ", start + 1, end)
-        cut = end if cut < 0 else cut + 1
-        pieces.append(text[start:cut])
-        start = cut
-    pieces.append(text[start:])
-    return pieces
 
 
 def _item(

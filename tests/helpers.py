@@ -62,7 +62,7 @@ COMMON = [
     "--dtype",
     "float32",
     "--chunk-size",
-    "32",
+    "128",
     "--chunk-overlap",
     "4",
     "--retry-wait",

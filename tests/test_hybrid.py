@@ -19,7 +19,7 @@ from e5v_qdrant.sparse import SPARSE_VECTOR_NAME, BM25Encoder, sparse_doc_fn, sp
 from e5v_qdrant.store import QdrantStore
 from e5v_qdrant.testing import draw_image
 
-COMMON = ["--device", "cpu", "--dtype", "float32", "--chunk-size", "64", "--chunk-overlap", "4"]
+COMMON = ["--device", "cpu", "--dtype", "float32", "--chunk-size", "128", "--chunk-overlap", "4"]
 CODES = {7: "QZ-7781-K", 31: "ZX44R9"}
 TOPICS = ["pump", "valve", "boiler", "filter", "gasket", "sensor", "relay", "motor"]
 

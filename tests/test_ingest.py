@@ -19,7 +19,7 @@ from e5v_qdrant.testing import draw_image
 
 
 def cfg(root, **kw) -> IngestConfig:
-    return IngestConfig(collection="docs", paths=[str(root)], chunk_size=32, chunk_overlap=4, **kw)
+    return IngestConfig(collection="docs", paths=[str(root)], chunk_size=96, chunk_overlap=4, **kw)
 
 
 def snapshot(store: QdrantStore, name: str = "docs") -> dict[str, dict]:

@@ -13,7 +13,6 @@ import os
 
 import pytest
 from helpers import COMMON, points_of
-from llama_index.core.node_parser import SentenceSplitter
 
 from e5v_qdrant import encoder as encoder_module
 from e5v_qdrant.cli import main
@@ -223,33 +222,11 @@ def test_run_that_writes_nothing_creates_no_collection(tmp_path, replica_path, m
 
 
 # ---------------------------------------------------------------- chunking of pathological text
-def test_small_text_chunks_exactly_like_a_stock_sentence_splitter():
-    text = " ".join(SENTENCE.format(i=i) for i in range(300))
-    stock = [c for c in SentenceSplitter(chunk_size=64, chunk_overlap=8).split_text(text) if c.strip()]
-    assert Chunker(64, 8).split(text) == stock
-
-
 def test_huge_unbroken_text_is_split_in_bounded_pieces_and_covers_every_word():
     text = " ".join(SENTENCE.format(i=i) for i in range(3000))  # ~250 K characters, one line
     chunks, warnings = Chunker(512, 0).split_document(text)
     assert warnings == [] and len(chunks) > 50
     assert " ".join(chunks).split() == text.split()  # no overlap: the chunks are the text, in order
-
-
-def test_sentence_splitter_timeout_or_budget_falls_back_without_losing_text(monkeypatch):
-    text = " ".join(SENTENCE.format(i=i) for i in range(400))
-    chunker = Chunker(128, 0)
-
-    def timed_out(piece):
-        raise TimeoutError("regular-expression match exceeded its 5.0s time limit")
-
-    monkeypatch.setattr(chunker, "_sentences", timed_out)
-    chunks, warnings = chunker.split_document(text)
-    assert warnings and "timed out" in warnings[0] and " ".join(chunks).split() == text.split()
-
-    budget = Chunker(128, 0, time_budget=1e-9)
-    chunks, warnings = budget.split_document(text)
-    assert warnings and "budget" in warnings[0] and " ".join(chunks).split() == text.split()
 
 
 def test_gzip_bz2_xz_and_sniffed_text_are_read(tmp_path):

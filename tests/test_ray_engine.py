@@ -17,6 +17,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs pip install 'e5v-q
 from helpers import points_of  # noqa: E402
 from qdrant_client import QdrantClient, models  # noqa: E402
 
+from e5v_qdrant.chunking import ChunkerSpec, load_chunker  # noqa: E402
 from e5v_qdrant.cli import main  # noqa: E402
 from e5v_qdrant.config import EncoderConfig, IngestConfig, StoreConfig  # noqa: E402
 from e5v_qdrant.ingest import ingest  # noqa: E402
@@ -27,7 +28,7 @@ from e5v_qdrant.ray_engine import (  # noqa: E402
     RayEncoderActor,
     ingest_ray,
 )
-from e5v_qdrant.sources import Chunker, SourceFile, read_source  # noqa: E402
+from e5v_qdrant.sources import SourceFile, read_source  # noqa: E402
 from e5v_qdrant.store import VECTOR_NAME, QdrantStore, StoreError, open_client  # noqa: E402
 from e5v_qdrant.testing import draw_image  # noqa: E402
 
@@ -146,7 +147,8 @@ def test_ray_engine_matches_local_engine_then_resumes(ray_session, corpus, encod
         status = main(argv)
     again = json.loads(capsys.readouterr().out)["counts"]
     assert status == 1  # finished, some inputs (the bad ones) skipped
-    doc = read_source(SourceFile(str(changed), "text"), Chunker(**CHUNK))  # independent: the ids a clean run stores
+    chunker = load_chunker(ChunkerSpec.for_encoder(EncoderConfig(model=str(replica_path)), **CHUNK))
+    doc = read_source(SourceFile(str(changed), "text"), chunker)  # independent: the ids a clean run stores
     assert (again["replaced"], again["deleted"], again["new"]) == (1, 1, 0)
     assert again["unchanged"] == report.new - 2
     assert again["embedded"] == again["points_written"] == len(doc.items)

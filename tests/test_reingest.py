@@ -53,7 +53,7 @@ def _vectors(store, name):
 
 
 def _cfg(root):
-    return IngestConfig(collection="docs", paths=[str(root)], chunk_size=32, chunk_overlap=4)
+    return IngestConfig(collection="docs", paths=[str(root)], chunk_size=96, chunk_overlap=4)
 
 
 def test_reingest_serves_adapter_vectors_keeps_ids_and_payloads(tmp_path, encoder, adapted):

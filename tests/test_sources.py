@@ -1,4 +1,4 @@
-"""sources.py: discovery with bad inputs listed, reading/decoding decisions, chunking, ids and LlamaIndex payloads."""
+"""sources.py: discovery with bad inputs listed, reading/decoding decisions, ids and LlamaIndex payloads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from llama_index.core.schema import ImageNode, TextNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-from e5v_qdrant.sources import Chunker, Document, SkippedInput, SourceFile, discover, html_to_text, read_source
+from e5v_qdrant.chunking import Chunker
+from e5v_qdrant.sources import Document, SkippedInput, SourceFile, discover, html_to_text, read_source
 from e5v_qdrant.store import ID_NAMESPACE
 from e5v_qdrant.testing import draw_image
 
