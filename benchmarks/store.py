@@ -210,7 +210,7 @@ def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = Fals
 
         def open_vs():
             if engine == "edge":
-                from e5v_qdrant.llamaindex_edge import QdrantEdgeVectorStore
+                from llama_index.vector_stores.qdrant_edge import QdrantEdgeVectorStore
 
                 return QdrantEdgeVectorStore(path=folder, collection_name="bench")
             from llama_index.vector_stores.qdrant import QdrantVectorStore

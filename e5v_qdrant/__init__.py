@@ -1,4 +1,5 @@
-"""e5v-qdrant: E5-V multimodal embeddings for retrieval, with Qdrant storage and LlamaIndex integration."""
+"""e5v-qdrant: E5-V multimodal embeddings for retrieval, with Qdrant storage (the framework adapters live in
+``integrations/``: llama-index-embeddings-e5v, llama-index-vector-stores-qdrant-edge, langchain-e5v, e5v-haystack)."""
 
 from __future__ import annotations
 
@@ -26,16 +27,21 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .encoder import E5VEncoder
-    from .llamaindex import E5VEmbedding
+    from llama_index.embeddings.e5v import E5VEmbedding
 
-_LAZY = {"E5VEmbedding": ".llamaindex", "E5VEncoder": ".encoder"}
+    from .encoder import E5VEncoder
 
 
 def __getattr__(name: str):
     # torch and transformers load only when the encoder is first used, so `e5v-qdrant --help` stays fast.
-    if name in _LAZY:
-        import importlib
+    if name == "E5VEncoder":
+        from .encoder import E5VEncoder
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        return E5VEncoder
+    if name == "E5VEmbedding":  # moved to its LlamaIndex integration package; kept here with a DeprecationWarning
+        from .deprecations import moved_to_integration
+
+        return moved_to_integration(
+            "llama_index.embeddings.e5v", "E5VEmbedding", "llama-index-embeddings-e5v", old=__name__
+        )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,7 @@ Each subcommand is a ``_add_<name>`` (its options, built from the config datacla
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -19,6 +20,7 @@ from . import __version__
 from .cli_options import add_arguments, collection_name
 from .config import CREATE, SEARCH, WRITE, EncoderConfig, from_namespace, namespace_options
 from .errors import E5VError
+from .options import flag_of
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 
@@ -232,7 +234,7 @@ def _run_ingest(args) -> int:
 
 
 def _add_search(sub) -> Callable:
-    from .config import StoreConfig
+    from .config import SearchConfig, StoreConfig
 
     p = sub.add_parser(
         "search",
@@ -243,36 +245,7 @@ def _add_search(sub) -> Callable:
     p.add_argument("text", nargs="?", default=None, metavar="TEXT", help="query text (with --image: the modification)")
     p.add_argument("--image", help="query image path (alone: image query; with TEXT: composed query)")
     p.add_argument("--collection", required=True, type=collection_name, help="collection (alias) to search")
-    p.add_argument("--top-k", type=int, default=10, metavar="K", help="number of results (default: 10)")
-    p.add_argument(
-        "--modality", choices=("text", "image", "any"), default="any", help="only return this modality (default: any)"
-    )
-    p.add_argument("--under", metavar="PATH", help="only results from files under this folder (or this file)")
-    p.add_argument(
-        "--where",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="only results whose payload field KEY equals VALUE (repeatable, all must hold; e.g. --where page=2 "
-        "--where file_name=report.pdf). A field no result has matches nothing.",
-    )
-    p.add_argument(
-        "--score-threshold", type=float, metavar="S", help="only results with a cosine similarity of at least S"
-    )
-    p.add_argument(
-        "--hybrid",
-        action="store_true",
-        help="fuse dense results with BM25 keyword results: finds exact codes, ids and names; needs a collection "
-        "ingested with --hybrid and a text query",
-    )
-    p.add_argument(
-        "--fusion",
-        choices=("rrf", "dbsf"),
-        default="rrf",
-        help="how --hybrid fuses: rrf = reciprocal rank fusion (ranks only); dbsf = distribution-based score fusion "
-        "(normalized scores summed; a strong keyword hit wins even when the dense side does not know the token, "
-        "e.g. part numbers that share prefixes) (default: rrf)",
-    )
+    add_arguments(p, SearchConfig, group="search")
     p.add_argument("--json", action="store_true", help="print results as JSON (score, id, modality, source, page, ...)")
     add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
     add_arguments(p, StoreConfig, group="store", scopes=(SEARCH,))
@@ -280,34 +253,22 @@ def _add_search(sub) -> Callable:
 
 
 def _run_search(args) -> int:
+    from .config import SearchConfig
     from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .filters import parse_where
     from .search import search
 
-    where = parse_where(args.where)
+    options = from_namespace(SearchConfig, args)
     if args.text is None and args.image is None:
         raise E5VConfigError("give a query TEXT, an --image PATH, or both")
-    if args.top_k < 1:
-        raise E5VConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    where = parse_where(options.where)
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
         encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
-        hits = search(
-            store,
-            encoder,
-            args.collection,
-            text=args.text,
-            image=args.image,
-            top_k=args.top_k,
-            modality=args.modality,
-            under=args.under,
-            where=where,
-            score_threshold=args.score_threshold,
-            hybrid=args.hybrid,
-            fusion=args.fusion,
-        )
+        ranking = {**dataclasses.asdict(options), "where": where}
+        hits = search(store, encoder, args.collection, text=args.text, image=args.image, **ranking)
     if args.json:
         _print_json([h.to_dict() for h in hits])
     else:
@@ -401,10 +362,12 @@ def _add_reingest(sub) -> Callable:
 
     p = sub.add_parser(
         "reingest",
-        help="re-embed a collection with a new model or adapter, then swap its alias (zero downtime)",
+        help="re-embed a collection with a new model, adapter or vector option, then swap its alias (zero downtime)",
         description="Re-embed every point of COLLECTION (an alias made by ingest) with --adapter DIR (on the model "
-        "recorded in the collection) or --model M into a new physical collection, verify it, and switch the alias in "
-        "one atomic call; searches keep working throughout. Images are re-read from their source paths and checked "
+        "recorded in the collection), --model M or any other option that changes vectors (--prompts, --image-layout, "
+        "...; the others stay as recorded) into a new physical collection, verify it, and switch the alias in one "
+        "atomic call; searches keep working throughout. Options that shape only query vectors (--query-prompt) or "
+        "give the same vectors leave the collection as it is (reported as already current). Images are re-read from their source paths and checked "
         "against the stored content hash: missing or changed ones are reported and block the swap unless "
         "--allow-missing. Resumable: re-run the same command after a crash. "
         + _STORE_HELP
@@ -441,10 +404,11 @@ def _run_reingest(args) -> int:
     from .errors import E5VConfigError
     from .reingest import reingest
 
-    given = vars(args)
-    if not {"model", "adapter", "image_layout"} & given.keys():
+    vector_options = [f for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"]]
+    if not {f.name for f in vector_options} & vars(args).keys():  # every option that changes vectors is accepted
+        others = ", ".join(flag_of(f) for f in vector_options if f.name not in ("model", "adapter"))
         raise E5VConfigError(
-            "give the new model: --adapter DIR (fine-tuned on the recorded model), --model M or --image-layout L"
+            f"give what changes: --adapter DIR (fine-tuned on the recorded model), --model M, or one of {others}"
         )
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing

@@ -20,8 +20,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .config import check_collection_name
+from .collection_names import check_collection_name
 from .errors import E5VConfigError
+from .options import flag_of
 
 __all__ = ["add_arguments", "checked", "collection_name"]
 
@@ -128,7 +129,7 @@ def add_arguments(
             continue
         if scopes is not None and f.metadata.get("scope") not in (None, *scopes):
             continue
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        flag = flag_of(f)
         tp = _unwrap_optional(hints[f.name])
         help_text = _help_of(f, tp, recorded_default)
         if tp is bool:
@@ -145,7 +146,10 @@ def add_arguments(
         elif f.name.endswith("_env"):
             kwargs["metavar"] = "VAR"
         elif typing.get_origin(tp) in (list, tuple):
-            kwargs["nargs"] = "+"
+            if f.metadata.get("repeatable"):
+                kwargs["action"] = "append"
+            else:
+                kwargs["nargs"] = "+"
         if f.metadata.get("metavar"):
             kwargs["metavar"] = f.metadata["metavar"]
         kwargs["required"] = f.metadata.get("required", False)

@@ -41,10 +41,10 @@ def encoder_config_for(store: QdrantStore, collection: str, **given: Any) -> Enc
     paths valid from any working directory.
 
     Raises:
-        E5VConfigError: an invalid option (recorded or given).
+        E5VConfigError: an invalid option (recorded or given), or one this e5v-qdrant does not know (e.g. recorded
+            by a newer version: its vectors could not be reproduced, so it is not dropped).
     """
     recorded = recorded_encoder_options(store, collection)
     if "model" in given:
         recorded.pop("adapter", None)
-    known = {name for name in EncoderConfig.__dataclass_fields__}
-    return EncoderConfig(**absolute_folders({k: v for k, v in {**recorded, **given}.items() if k in known}))
+    return EncoderConfig.from_options(absolute_folders({**recorded, **given}))

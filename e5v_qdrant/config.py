@@ -1,33 +1,38 @@
 """Validated option dataclasses: the single source of options, defaults and help text for the CLI and Python API.
 
-Each field's ``metadata["help"]`` is its ``--help`` text; ``cli_options.add_arguments`` turns a dataclass into argparse
-options and ``from_namespace`` builds the validated dataclass back from parsed arguments, so the CLI cannot drift
-from the API.
+Each field is declared once with ``options.option`` (help text, choices, whether it changes vectors, …);
+``cli_options.add_arguments`` turns a dataclass into argparse options and ``from_namespace`` builds the validated
+dataclass back from parsed arguments, so the CLI cannot drift from the API. Declared choices are validated by the
+``Options`` base; each class's ``validate`` checks the rest.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
 
 from .anyres import DEFAULT_LAYOUT, LAYOUTS
 from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+from .collection_names import COLLECTION_NAME_FORBIDDEN, COLLECTION_NAME_MAX, check_collection_name
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
+from .options import Options, from_namespace, namespace_options, option
 
 __all__ = [
     "EncoderConfig",
     "StoreConfig",
     "IngestConfig",
+    "SearchConfig",
     "FinetuneConfig",
     "EvalConfig",
     "ServeConfig",
+    "Options",
+    "option",
     "from_namespace",
     "namespace_options",
+    "check_collection_name",
+    "COLLECTION_NAME_FORBIDDEN",
+    "COLLECTION_NAME_MAX",
     "DEFAULT_MODEL",
     "DTYPE_NAMES",
 ]
@@ -35,63 +40,9 @@ __all__ = [
 DEFAULT_MODEL = "royokong/e5-v"
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 
-T = TypeVar("T")
-
-
-def option(
-    default: Any = dataclasses.MISSING,
-    *,
-    help: str,
-    flag: str | None = None,
-    choices=None,
-    cli: bool = True,
-    vectors: bool = False,
-    cli_default: Any = dataclasses.MISSING,
-    scope: str | None = None,
-    check: Callable[[Any], None] | None = None,
-    deprecated_flags: tuple[str, ...] = (),
-    required: bool = False,
-    metavar: str | None = None,
-    **kw,
-):
-    """A dataclass field carrying its CLI help text and facts about it.
-
-    Args:
-        help: the ``--help`` text.
-        flag: the CLI flag (default ``--field-name``); ``choices``: allowed values.
-        cli: whether the CLI offers it at all.
-        scope: what the option is for, so each command offers only its own (``add_arguments(..., scopes=...)``);
-            ``None`` = every command that takes this dataclass. ``StoreConfig`` uses ``CREATE``, ``WRITE``, ``SEARCH``.
-        check: validates a typed value (raises ``E5VConfigError``) while the command line is parsed, so a bad
-            value is a usage error before anything else happens (``__post_init__`` still checks it for the API).
-        deprecated_flags: old flags still accepted for this option, each with a warning naming ``flag``.
-        required: the command line must give it; ``metavar``: its value's name in ``--help``.
-        vectors: whether the option changes the vectors an encoder makes. The model fingerprint, the collection stamp,
-            the LlamaIndex adapter's fields and every compatibility check derive from this declaration
-            (``e5v_qdrant.identity``), so an option that changes vectors can never be left out of one of them.
-        cli_default: a different default for the command line than for the Python API (e.g. process-wide tuning
-            that a CLI process may turn on but a library must not impose on its host).
-    """
-    meta = {
-        "help": help,
-        "flag": flag,
-        "choices": choices,
-        "cli": cli,
-        "vectors": vectors,
-        "cli_default": cli_default,
-        "scope": scope,
-        "check": check,
-        "deprecated_flags": deprecated_flags,
-        "required": required,
-        "metavar": metavar,
-    }
-    if "default_factory" in kw:
-        return field(metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
-
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(Options):
     """How to load and run E5-V. Everything that changes the vectors lives here."""
 
     model: str = option(DEFAULT_MODEL, help="hub id or local folder of an E5-V / LLaVA-NeXT checkpoint", vectors=True)
@@ -121,6 +72,7 @@ class EncoderConfig:
         None,
         help="body for search queries with a {text} placeholder; default: queries use the document text prompt",
         vectors=True,
+        query_time=True,
     )
     max_text_tokens: int | None = option(
         None,
@@ -154,9 +106,7 @@ class EncoderConfig:
         vectors=True,
     )
 
-    def __post_init__(self):
-        if self.dtype not in DTYPE_NAMES:
-            raise E5VConfigError(f"dtype {self.dtype!r} is not one of {DTYPE_NAMES}")
+    def validate(self) -> None:
         if self.batch_size < 1:
             raise E5VConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
@@ -167,8 +117,6 @@ class EncoderConfig:
             raise E5VConfigError(f"preprocess_workers must be >= 0, got {self.preprocess_workers}")
         if not self.model:
             raise E5VConfigError("model must be a hub id or a local folder")
-        if self.image_layout not in LAYOUTS:
-            raise E5VConfigError(f"image_layout {self.image_layout!r} is not one of {LAYOUTS} (--image-layout)")
         if self.adapter is not None and not os.path.isdir(self.adapter):
             raise E5VConfigError(
                 f"adapter folder {self.adapter!r} does not exist (pass the --output folder of `e5v-qdrant finetune`)"
@@ -185,7 +133,7 @@ CREATE, WRITE, SEARCH = "create", "write", "search"
 
 
 @dataclass
-class StoreConfig:
+class StoreConfig(Options):
     """Where vectors go: embedded Qdrant in a folder (default) or a Qdrant server / cluster by URL."""
 
     qdrant_path: str | None = option(
@@ -255,11 +203,9 @@ class StoreConfig:
         scope=WRITE,
     )
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if self.qdrant_path and self.qdrant_url:
             raise E5VConfigError("give either --qdrant-path (embedded store) or --qdrant-url (server), not both")
-        if self.embedded not in (None, "edge", "local"):
-            raise E5VConfigError(f"embedded must be edge or local, got {self.embedded!r}")
         if self.timeout <= 0:
             raise E5VConfigError(f"timeout must be > 0, got {self.timeout}")
         if self.write_batch_size < 1:
@@ -268,10 +214,6 @@ class StoreConfig:
             raise E5VConfigError(f"retries must be >= 1 (1 = no retry), got {self.retries}")
         if self.retry_wait < 0:
             raise E5VConfigError(f"retry_wait must be >= 0, got {self.retry_wait}")
-        if self.vector_datatype not in ("float32", "float16"):
-            raise E5VConfigError(f"vector_datatype must be float32 or float16, got {self.vector_datatype!r}")
-        if self.quantization not in ("none", "int8", "binary"):
-            raise E5VConfigError(f"quantization must be none, int8 or binary, got {self.quantization!r}")
         if self.oversampling < 1:
             raise E5VConfigError(f"oversampling must be >= 1, got {self.oversampling}")
         if self.write_batch_bytes < 1024:
@@ -303,41 +245,8 @@ class StoreConfig:
         return self.qdrant_path or "qdrant_data"
 
 
-#: Characters Qdrant refuses in collection names (qdrant/qdrant ``validate_collection_name``, lib/api/src/grpc/validate.rs).
-COLLECTION_NAME_FORBIDDEN = '<>:"/\\|?*\0\x1f'
-#: Qdrant's limit is 255 characters; the physical collection adds ``-e5v-`` and a 16-character fingerprint id.
-COLLECTION_NAME_MAX = 255 - len("-e5v-") - 16
-
-
-def check_collection_name(name: str) -> None:
-    """Refuse a collection name Qdrant would refuse (checked before anything is loaded or created).
-
-    Qdrant's rule: no ``< > : " / \\ | ? *``, NUL or U+001F; we also refuse other non-printable characters (they
-    make unreadable folder names in the embedded store) and names too long for the physical collection's suffix.
-
-    Raises:
-        E5VConfigError: naming the offending character or the length limit.
-
-    Example:
-        >>> check_collection_name("docs-2024.v1")
-    """
-    if not name:
-        raise E5VConfigError("a collection name is required: pass --collection NAME")
-    bad = sorted({c for c in name if c in COLLECTION_NAME_FORBIDDEN or not c.isprintable()})
-    if bad:
-        raise E5VConfigError(
-            f"invalid collection name {name!r}: it contains {', '.join(repr(c) for c in bad)}; Qdrant refuses "
-            f"{' '.join(repr(c) for c in COLLECTION_NAME_FORBIDDEN)} in names (use letters, digits, '-', '_', '.')"
-        )
-    if len(name) > COLLECTION_NAME_MAX:
-        raise E5VConfigError(
-            f"collection name {name[:40]!r}... is {len(name)} characters; at most {COLLECTION_NAME_MAX} fit Qdrant's "
-            "255-character limit once the model suffix is added"
-        )
-
-
 @dataclass
-class IngestConfig:
+class IngestConfig(Options):
     """What `e5v-qdrant ingest` reads and how: the collection (an alias), chunking and sync behaviour."""
 
     collection: str = option(
@@ -410,7 +319,7 @@ class IngestConfig:
         2, help="ray engine: parallel Qdrant write tasks (server only; the embedded store is written by the driver)"
     )
 
-    def __post_init__(self):
+    def validate(self) -> None:
         check_collection_name(self.collection)
         if self.chunk_size < 16:
             raise E5VConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
@@ -422,10 +331,6 @@ class IngestConfig:
             setattr(self, name, getattr(self, name) or None)
         if self.queue_size < 1:
             raise E5VConfigError(f"queue_size must be >= 1, got {self.queue_size}")
-        if self.pdf_pages not in ("auto", "images", "text", "both"):
-            raise E5VConfigError(f"pdf_pages must be auto, images, text or both, got {self.pdf_pages!r}")
-        if self.engine not in ("local", "ray"):
-            raise E5VConfigError(f"engine must be local or ray, got {self.engine!r}")
         if self.replicas < 1 or self.write_concurrency < 1:
             raise E5VConfigError(
                 f"replicas and write_concurrency must be >= 1, got {self.replicas} and {self.write_concurrency}"
@@ -439,7 +344,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(Options):
     """Text-only LoRA fine-tuning of E5-V's language model. Defaults are the paper's recipe (arXiv 2407.12580 §4).
 
     Feeds both ``e5v-qdrant finetune`` and ``e5v_qdrant.finetune.finetune(config)``.
@@ -520,13 +425,11 @@ class FinetuneConfig:
     eval_batch_size: int = option(32, help="texts per forward pass when measuring recall@1")
     show_progress: bool = option(True, help="tqdm progress bar", cli=False)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if not self.train:
             raise E5VConfigError("a training file is required (--train FILE, JSONL or CSV)")
         if not self.output:
             raise E5VConfigError("an output folder is required (--output DIR)")
-        if self.dtype not in DTYPE_NAMES:
-            raise E5VConfigError(f"dtype {self.dtype!r} is not one of {DTYPE_NAMES}")
         positive = {
             "epochs": self.epochs,
             "lr": self.lr,
@@ -561,7 +464,42 @@ class FinetuneConfig:
 
 
 @dataclass
-class EvalConfig:
+class SearchConfig(Options):
+    """How `e5v-qdrant search` ranks and filters (the query itself is its TEXT and --image)."""
+
+    top_k: int = option(10, help="number of results", metavar="K")
+    modality: str = option("any", help="only return this modality", choices=("text", "image", "any"))
+    under: str | None = option(None, help="only results from files under this folder (or this file)", metavar="PATH")
+    where: list[str] = option(
+        default_factory=list,
+        help="only results whose payload field KEY equals VALUE (repeatable, all must hold; e.g. --where page=2 "
+        "--where file_name=report.pdf). A field no result has matches nothing.",
+        metavar="KEY=VALUE",
+        repeatable=True,
+    )
+    score_threshold: float | None = option(
+        None, help="only results with a cosine similarity of at least S", metavar="S"
+    )
+    hybrid: bool = option(
+        False,
+        help="fuse dense results with BM25 keyword results: finds exact codes, ids and names; needs a collection "
+        "ingested with --hybrid and a text query",
+    )
+    fusion: str = option(
+        "rrf",
+        help="how --hybrid fuses: rrf = reciprocal rank fusion (ranks only); dbsf = distribution-based score fusion "
+        "(normalized scores summed; a strong keyword hit wins even when the dense side does not know the token, "
+        "e.g. part numbers that share prefixes)",
+        choices=("rrf", "dbsf"),
+    )
+
+    def validate(self) -> None:
+        if self.top_k < 1:
+            raise E5VConfigError(f"--top-k must be >= 1, got {self.top_k}")
+
+
+@dataclass
+class EvalConfig(Options):
     """Options shared by the `e5v-qdrant eval` commands (the data options are each command's own)."""
 
     report: str | None = option(None, help="also write the numbers and run facts as JSON to this file")
@@ -574,13 +512,13 @@ class EvalConfig:
     )
     progress: bool = option(True, help="show tqdm progress bars while embedding")
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise E5VConfigError(f"limit must be >= 1, got {self.limit}")
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(Options):
     """How `e5v-qdrant serve` listens, batches and limits requests (feeds ``e5v_qdrant.server.create_app`` too)."""
 
     host: str = option(
@@ -630,7 +568,7 @@ class ServeConfig:
         "server refuses to start",
     )
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise E5VConfigError(f"port must be in 0..65535, got {self.port}")
         if self.max_wait_ms < 0:
@@ -658,23 +596,3 @@ class ServeConfig:
                 "key in it, or drop --server-api-key-env to serve without a key"
             )
         return key
-
-
-def namespace_options(cls: type, ns: argparse.Namespace) -> dict[str, Any]:
-    """The options of dataclass ``cls`` in parsed arguments: what the user typed, plus each field's ``cli_default``
-    where it declares one and the user typed nothing (other fields are left to the dataclass default)."""
-    fields = dataclasses.fields(cls)
-    names = {f.name for f in fields}
-    values = {
-        f.name: f.metadata["cli_default"]
-        for f in fields
-        if f.metadata.get("cli_default", dataclasses.MISSING) is not dataclasses.MISSING
-    }
-    values.update((k, v) for k, v in vars(ns).items() if k in names)
-    return values
-
-
-def from_namespace(cls: type[T], ns: argparse.Namespace, **extra: Any) -> T:
-    """Build ``cls`` from the parsed options that belong to it (``namespace_options``; others are ignored), plus
-    ``extra``."""
-    return cls(**{**namespace_options(cls, ns), **extra})

@@ -86,7 +86,7 @@ class E5VEncoder:
                 options["dtype"] = str(options["dtype"]).removeprefix("torch.")
             if options.get("dtype") is None:
                 options.pop("dtype", None)
-            config = EncoderConfig(model=os.fspath(model), **options)
+            config = EncoderConfig.from_options(options, model=os.fspath(model))
         elif options:
             raise TypeError("pass either config= or keyword options, not both")
         self.config = config

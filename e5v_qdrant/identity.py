@@ -55,8 +55,9 @@ __all__ = [
 #: (``stored_prompts_digest``).
 _FOLDER_FIELDS = ("model", "adapter")
 _PROMPT_FIELDS = ("prompts", "query_prompt")
-#: ``EncoderConfig`` fields that shape query vectors only: recorded (search reuses them), never a mismatch.
-QUERY_TIME_FIELDS = ("query_prompt",)
+#: ``EncoderConfig`` fields that shape query vectors only (declared ``query_time=True``): recorded (search reuses
+#: them), never a mismatch.
+QUERY_TIME_FIELDS = tuple(f.name for f in dataclasses.fields(EncoderConfig) if f.metadata.get("query_time"))
 #: The kinds of points ingest stores; their prompt bodies are part of a collection's identity.
 _STORED_KINDS = ("text", "image")
 #: What the query-time prompt fields held in the digest of every stamp written before the split (issue 27): the

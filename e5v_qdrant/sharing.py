@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import typing
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,47 @@ from .errors import E5VConfigError
 if TYPE_CHECKING:
     from .encoder import E5VEncoder
 
-__all__ = ["encoder_config", "shared_encoder", "encoder_lock"]
+__all__ = ["adapter_options", "pydantic_fields", "encoder_config", "shared_encoder", "encoder_lock"]
+
+#: Options every adapter offers besides those that change vectors: where and how the model runs.
+_RUNTIME_OPTIONS = ("device", "dtype", "batch_size")
 
 _ENCODERS: weakref.WeakValueDictionary[str, E5VEncoder] = weakref.WeakValueDictionary()
 _LOAD_GUARD = threading.Lock()
 _LOCKS: weakref.WeakKeyDictionary[E5VEncoder, threading.Lock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+
+
+def adapter_options() -> tuple[str, ...]:
+    """The ``EncoderConfig`` options every framework adapter offers as its own fields, in declaration order: each one
+    declared ``vectors=True`` (so an adapter's serialised form, and LlamaIndex's cache keys, change whenever its
+    vectors would) plus device, dtype and batch size. Adapters pass the others through their ``encoder_kwargs``."""
+    return tuple(
+        f.name for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"] or f.name in _RUNTIME_OPTIONS
+    )
+
+
+def pydantic_fields(renames: Mapping[str, str] | None = None, *, unset_default: bool = False) -> dict[str, Any]:
+    """``adapter_options`` as pydantic field definitions (``pydantic.create_model`` keywords): each option's type,
+    default and help text, from its declaration.
+
+    Args:
+        renames: option name -> the adapter's field name (e.g. ``model`` -> ``model_name`` for LlamaIndex).
+        unset_default: every option but ``model`` is optional and defaults to ``None``, meaning "``EncoderConfig``'s
+            default" (``encoder_config`` leaves it out).
+    """
+    from pydantic import Field
+
+    hints = typing.get_type_hints(EncoderConfig)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(EncoderConfig):
+        if f.name not in adapter_options():
+            continue
+        kind, default = hints[f.name], f.default
+        if unset_default and f.name != "model":
+            kind, default = kind | None, None
+        fields[(renames or {}).get(f.name, f.name)] = (kind, Field(default=default, description=f.metadata["help"]))
+    return fields
 
 
 def encoder_config(
@@ -51,14 +87,9 @@ def encoder_config(
     """
     values = {name: value for name, value in (options or {}).items() if value is not None}
     values.update(extra or {})
-    known = {field.name for field in dataclasses.fields(EncoderConfig)} - {"model"}  # model is its own argument
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise E5VConfigError(
-            f"{unknown} {'is not an option' if len(unknown) == 1 else 'are not options'} of this e5v-qdrant's "
-            f"EncoderConfig; use only {sorted(known)} (or upgrade e5v-qdrant for newer options)"
-        )
-    return EncoderConfig(model=str(model), **values)
+    if "model" in values:
+        raise E5VConfigError(f"model is the first argument ({model!r}), not an option; drop model={values['model']!r}")
+    return EncoderConfig.from_options(values, model=str(model))
 
 
 def shared_encoder(config: EncoderConfig) -> E5VEncoder:

@@ -101,8 +101,22 @@ def token_index(token: str) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=4).digest(), "big")
 
 
+class _LlamaIndexCallables:
+    """LlamaIndex's ``SparseEncoderCallable`` pair over an encoder's ``encode_document`` / ``encode_query``."""
+
+    def doc_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
+        """LlamaIndex ``SparseEncoderCallable`` for documents."""
+        pairs = [self.encode_document(t) for t in texts]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def query_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
+        """LlamaIndex ``SparseEncoderCallable`` for queries."""
+        pairs = [self.encode_query(t) for t in texts]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
 @dataclass(frozen=True)
-class BM25Encoder:
+class BM25Encoder(_LlamaIndexCallables):
     """BM25-style sparse encoder (see the module docstring for the exact recipe).
 
     Args:
@@ -176,16 +190,6 @@ class BM25Encoder:
         indices = sorted(self._counts(text)[0])
         return indices, [1.0] * len(indices)
 
-    def doc_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
-        """LlamaIndex ``SparseEncoderCallable`` for documents."""
-        pairs = [self.encode_document(t) for t in texts]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    def query_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
-        """LlamaIndex ``SparseEncoderCallable`` for queries."""
-        pairs = [self.encode_query(t) for t in texts]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
 
 @functools.lru_cache(maxsize=8)
 def _qdrant_bm25(k: float, b: float, avg_len: float, language: str):
@@ -205,7 +209,7 @@ def _qdrant_bm25(k: float, b: float, avg_len: float, language: str):
 
 
 @dataclass(frozen=True)
-class QdrantBM25Encoder:
+class QdrantBM25Encoder(_LlamaIndexCallables):
     """Qdrant's own BM25 sparse vectors, computed by ``qdrant_edge.Bm25`` (qdrant-edge-py, already a dependency).
 
     A pure function of the text, run in this process for every engine (Edge, local mode, server), so all get the
@@ -241,16 +245,6 @@ class QdrantBM25Encoder:
     def encode_query(self, text: str) -> tuple[list[int], list[float]]:
         """(indices ascending, 1.0 each) of one query; Qdrant's IDF modifier supplies the term weights."""
         return _sorted(_qdrant_bm25(self.k, self.b, self.avg_len, self.language).embed_query(text))
-
-    def doc_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
-        """LlamaIndex ``SparseEncoderCallable`` for documents."""
-        pairs = [self.encode_document(t) for t in texts]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    def query_fn(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
-        """LlamaIndex ``SparseEncoderCallable`` for queries."""
-        pairs = [self.encode_query(t) for t in texts]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def _sorted(vector) -> tuple[list[int], list[float]]:

@@ -46,8 +46,9 @@ def main() -> None:
     cli(["search", "--image", reference, "shorter sleeves, in red", "--top-k", "3", *store])
 
     print("== the same query through LlamaIndex")
+    from llama_index.embeddings.e5v import E5VEmbedding
+
     from e5v_qdrant import E5VEncoder
-    from e5v_qdrant.llamaindex import E5VEmbedding
 
     encoder = E5VEncoder(model, prompts=preset)
     bundle = E5VEmbedding(encoder=encoder).query_bundle(image=reference, text="shorter sleeves, in red")

@@ -50,9 +50,8 @@ def main() -> None:
 
     print("== the same collection through LlamaIndex (QdrantEdgeVectorStore)")
     from llama_index.core import VectorStoreIndex
-
-    from e5v_qdrant.llamaindex import E5VEmbedding
-    from e5v_qdrant.llamaindex_edge import QdrantEdgeVectorStore  # the CLI made an Edge folder (the default)
+    from llama_index.embeddings.e5v import E5VEmbedding
+    from llama_index.vector_stores.qdrant_edge import QdrantEdgeVectorStore  # the CLI made an Edge folder (the default)
 
     vector_store = QdrantEdgeVectorStore(path=str(work / "qdrant_data"), collection_name="docs")
     index = VectorStoreIndex.from_vector_store(vector_store, embed_model=E5VEmbedding(model_name=model))

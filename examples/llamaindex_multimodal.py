@@ -23,10 +23,10 @@ from llama_index.core.indices import MultiModalVectorStoreIndex
 from llama_index.core.ingestion import IngestionPipeline
 from llama_index.core.schema import Document, ImageDocument, ImageNode, NodeWithScore, TextNode
 from llama_index.core.vector_stores import VectorStoreQuery
+from llama_index.embeddings.e5v import E5VEmbedding
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
-from e5v_qdrant import E5VEmbedding
 from e5v_qdrant.testing import build_replica, draw_image
 
 TEXTS = [

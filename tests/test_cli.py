@@ -116,7 +116,7 @@ def test_defaults_are_shown_where_they_apply():
     assert "(default: as recorded in the collection, else royokong/e5-v)" in ingest
     assert "(default: as recorded in the collection, else paper)" in ingest  # --image-layout
     assert "info --help" not in ingest
-    assert "(default: 512)" in ingest and "(default: 64)" in ingest  # --chunk-size, --write-batch-size
+    assert "(default: 128)" in ingest and "(default: 64)" in ingest  # --chunk-size, --write-batch-size
     search = " ".join(_help("search").split())
     assert "default: as recorded in the collection, else no limit" in search  # --max-text-tokens
     assert "(default: 2.0)" in search and "(default: 10)" in search  # --oversampling, --top-k

@@ -240,9 +240,8 @@ def test_cli_collection_is_readable_by_stock_llamaindex_qdrant_vector_store(tmp_
     from llama_index.core import VectorStoreIndex
     from llama_index.core.schema import ImageNode, TextNode
     from llama_index.core.vector_stores.types import VectorStoreQuery
+    from llama_index.embeddings.e5v import E5VEmbedding
     from llama_index.vector_stores.qdrant import QdrantVectorStore
-
-    from e5v_qdrant.llamaindex import E5VEmbedding
 
     root = make_corpus(tmp_path / "corpus")
     qd = tmp_path / "qd"

@@ -234,7 +234,7 @@ def test_api_key_comes_from_the_environment_only(monkeypatch):
         ({"replication_factor": 1, "write_consistency_factor": 2}, "cannot exceed replication_factor"),
         ({"write_consistency_factor": 0}, "write_consistency_factor must be >= 1"),
         ({"oversampling": 0.5}, "oversampling must be >= 1"),
-        ({"quantization": "pq"}, "quantization must be none, int8 or binary"),
+        ({"quantization": "pq"}, r"quantization .pq. is not one of none, int8, binary \(--quantization\)"),
     ],
 )
 def test_invalid_cluster_options_are_refused(options, message):

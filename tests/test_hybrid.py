@@ -44,9 +44,8 @@ def test_cli_hybrid_search_finds_the_rare_code_and_llamaindex_hybrid_too(tmp_pat
     """On both embedded engines through the CLI; then (local mode, which stock LlamaIndex reads) the stored sparse
     vectors and LlamaIndex's own hybrid retrieval over the CLI-built collection."""
     from llama_index.core import VectorStoreIndex
+    from llama_index.embeddings.e5v import E5VEmbedding
     from llama_index.vector_stores.qdrant import QdrantVectorStore
-
-    from e5v_qdrant.llamaindex import E5VEmbedding
 
     notes = make_notes(tmp_path / "notes")
     draw_image(64, 48, seed=1).save(notes / "pic.png")

@@ -304,7 +304,7 @@ def test_fashioniq_needs_its_image_folder_and_split_file(fiq, capsys):
 
 # ------------------------------------------------------------------ catalogue search
 def test_catalogue_search_with_fashioniq_prompts_cli_and_llamaindex(replica_path, dress_encoder, fiq, tmp_path, capsys):
-    from e5v_qdrant.llamaindex import E5VEmbedding
+    from llama_index.embeddings.e5v import E5VEmbedding
 
     root, ids, _ = fiq
     store = ["--qdrant-path", str(tmp_path / "qd"), "--collection", "shop"]

@@ -65,7 +65,8 @@ def test_fingerprint_without_weights_equals_the_loaded_encoders(replica_path, en
 
 
 def test_stamp_and_llamaindex_fields_cover_every_vector_option(encoder):
-    from e5v_qdrant.llamaindex import E5VEmbedding
+    from llama_index.embeddings.e5v import E5VEmbedding
+
     from e5v_qdrant.store import encoder_record
 
     assert set(encoder_record(encoder)) == set(vector_fields())

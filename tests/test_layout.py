@@ -119,11 +119,6 @@ def test_readme_layout_section_names_every_module_and_only_existing_ones():
 
 
 # ---------------------------------------------------------------- only the store package talks to Qdrant
-#: Modules outside ``e5v_qdrant/store/`` allowed to call a Qdrant client: the LlamaIndex Edge adapter hands an Edge
-#: client to LlamaIndex's stock store (it moves into its integration package, issue 25 item 5).
-CLIENT_CALL_ALLOWED = {"e5v_qdrant.llamaindex_edge"}
-
-
 def _qdrant_client_methods() -> set[str]:
     from qdrant_client import QdrantClient
 
@@ -168,7 +163,7 @@ def test_no_module_outside_the_store_package_calls_the_qdrant_client():
     offenders = {}
     for path in PACKAGE.rglob("*.py"):
         name = _module_name(path)
-        if name == "e5v_qdrant.store" or name.startswith("e5v_qdrant.store.") or name in CLIENT_CALL_ALLOWED:
+        if name == "e5v_qdrant.store" or name.startswith("e5v_qdrant.store."):
             continue
         found = _client_reach_ins(path.read_text(encoding="utf-8"), methods)
         if found:

@@ -22,10 +22,11 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import Document, ImageDocument, ImageNode, MetadataMode, TextNode
 from llama_index.core.vector_stores import VectorStoreQuery
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
+from llama_index.embeddings.e5v import E5VEmbedding
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
-from e5v_qdrant import E5VConfigError, E5VEmbedding, E5VEncoder, E5VImageError
+from e5v_qdrant import E5VConfigError, E5VEncoder, E5VImageError
 from e5v_qdrant.testing import draw_image
 
 TEXTS = ["A red house by the lake.", "Quarterly revenue grew four percent.", "", "Ein Hund läuft am Strand."]
@@ -382,3 +383,40 @@ def test_multimodal_index_builds_reloads_and_retrieves(encoder, image_paths, tmp
         assert {type(h.node) for h in both} == {TextNode, ImageNode}
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name", "dist"),
+    [
+        ("e5v_qdrant.llamaindex", "llama_index.embeddings.e5v", "E5VEmbedding", "llama-index-embeddings-e5v"),
+        (
+            "e5v_qdrant.llamaindex_edge",
+            "llama_index.vector_stores.qdrant_edge",
+            "QdrantEdgeVectorStore",
+            "llama-index-vector-stores-qdrant-edge",
+        ),
+    ],
+)
+def test_moved_adapters_keep_their_old_import_with_a_warning_or_name_the_package(monkeypatch, old, new, name, dist):
+    import importlib
+    import sys
+
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=f"use from {new} import {name}"):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)
+    monkeypatch.delitem(sys.modules, old)
+    monkeypatch.setitem(sys.modules, new, None)  # the integration package is not installed
+    with pytest.raises(ImportError, match=f"pip install {dist}, then from {new} import {name}"):
+        importlib.import_module(old)
+    if name == "E5VEmbedding":
+        with pytest.raises(ImportError, match=f"pip install {dist}"):
+            from e5v_qdrant import E5VEmbedding  # noqa: F401
+
+
+def test_the_cli_imports_no_llamaindex_adapter():
+    import subprocess
+    import sys
+
+    code = "import sys, e5v_qdrant.cli, e5v_qdrant.search; print(sorted(m for m in sys.modules if 'e5v' in m and 'llama' in m))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -29,11 +29,11 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
+from llama_index.embeddings.e5v import E5VEmbedding
 from llama_index.vector_stores.qdrant import QdrantVectorStore
+from llama_index.vector_stores.qdrant_edge import QdrantEdgeVectorStore
 from qdrant_client import AsyncQdrantClient, QdrantClient
 
-from e5v_qdrant import E5VEmbedding
-from e5v_qdrant.llamaindex_edge import QdrantEdgeVectorStore
 from e5v_qdrant.sparse import sparse_doc_fn, sparse_query_fn
 
 HYBRID = {"enable_hybrid": True, "sparse_doc_fn": sparse_doc_fn, "sparse_query_fn": sparse_query_fn}
@@ -605,7 +605,7 @@ def test_the_stock_local_mode_client_on_an_edge_folder_loses_nothing(built, tmp_
         assert getattr(engine_client, "e5v_engine", None) == "edge"
     finally:
         engine_client.close()
-    with caplog.at_level("WARNING", logger="e5v_qdrant.llamaindex_edge"):
+    with caplog.at_level("WARNING", logger="llama_index.vector_stores.qdrant_edge.base"):
         edge = QdrantEdgeVectorStore(path=folder, collection_name="docs")
     try:
         assert "local-mode collections ['docs']" in caplog.text and "QdrantEdgeVectorStore" in caplog.text

@@ -271,3 +271,51 @@ def test_cli_reingest_usage_errors_exit_2(tmp_path, adapter_path, capsys):
     assert "--adapter DIR" in capsys.readouterr().err
     assert main(["reingest", "--collection", "nope", "--adapter", str(adapter_path), "--qdrant-path", str(qd)]) == 2
     assert "no store at" in capsys.readouterr().err and not qd.exists()  # nothing to re-embed: nothing created
+
+
+def _vector_option_cases(replica_path, adapter_path, tmp_path):
+    """A new value per option that changes vectors, and whether reingest must build a new collection for it."""
+    from e5v_qdrant.testing import ReplicaSpec, build_replica
+
+    other_model = build_replica(tmp_path / "other-model", ReplicaSpec(legacy_weight_names=True, seed=7))
+    return {
+        "model": (str(other_model), True),  # other weights
+        "revision": ("v2", True),  # recorded by value (for a local folder too)
+        "adapter": (str(adapter_path), True),
+        "prompts": ("e5v-cirr-target", True),  # another stored image prompt
+        "query_prompt": ("Find the passage: {text}", False),  # shapes query vectors only
+        "max_text_tokens": (4, True),
+        "image_layout": ("llava-next", True),
+    }
+
+
+def test_cli_reingest_accepts_every_vector_option_and_swaps_when_vectors_change(
+    tmp_path, replica_path, adapter_path, capsys
+):
+    import shutil
+
+    from e5v_qdrant.collection_model import recorded_encoder_options
+    from e5v_qdrant.identity import vector_fields
+
+    base = tmp_path / "base"
+    assert run_ingest([make_corpus(tmp_path / "corpus")], base, replica_path) == 0
+    with QdrantStore(StoreConfig(qdrant_path=str(base))) as store:
+        old = store.resolve("docs")
+    cases = _vector_option_cases(replica_path, adapter_path, tmp_path)
+    cases["prompts e5v-typofix"] = ("e5v-typofix", False)  # fixes only the (query-time) composed prompt
+    assert {name.split()[0] for name in cases} == set(vector_fields())  # a new vector option needs a case here
+    for case, (value, changes) in cases.items():
+        name = case.split()[0]
+        qd = tmp_path / case.replace(" ", "-")
+        shutil.copytree(base, qd)
+        capsys.readouterr()
+        argv = ["reingest", "--collection", "docs", "--qdrant-path", str(qd), "--device", "cpu", "--json"]
+        assert main([*argv, "--" + name.replace("_", "-"), str(value)]) == 0, (case, capsys.readouterr().err)
+        report = json.loads(capsys.readouterr().out)
+        with QdrantStore(StoreConfig(qdrant_path=str(qd))) as store:
+            now = store.resolve("docs")
+            recorded = recorded_encoder_options(store, "docs")
+            assert store.count("docs") == report["points"] > 0
+        assert (report["swapped"], report["already_current"], now != old) == (changes, not changes, changes), case
+        if changes:
+            assert now == report["target_collection"] and str(recorded[name]).endswith(str(value)), case

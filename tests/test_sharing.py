@@ -41,3 +41,39 @@ def test_equal_configs_share_one_encoder_until_nobody_holds_it(replica_path):
     del first, other
     gc.collect()
     assert gone() is None  # the cache holds encoders weakly: the model's memory is freed
+
+
+#: Written out: the options that change vectors (EncoderConfig's vectors=True) plus where and how the model runs.
+_MIRRORED = {"model", "revision", "adapter", "prompts", "query_prompt", "max_text_tokens", "image_layout"} | {
+    "device",
+    "dtype",
+    "batch_size",
+}
+
+
+def test_every_adapter_mirrors_the_same_options_with_encoder_configs_types_defaults_and_help():
+    from e5v_qdrant.sharing import adapter_options
+
+    assert set(adapter_options()) == _MIRRORED
+    help_of = {name: f.metadata["help"] for name, f in EncoderConfig.__dataclass_fields__.items()}
+
+    llama = pytest.importorskip("llama_index.embeddings.e5v").E5VEmbedding
+    renamed = {"model": "model_name", "prompts": "prompt_preset", "batch_size": "embed_batch_size"}
+    for name in _MIRRORED:
+        field = llama.model_fields[renamed.get(name, name)]
+        assert (field.default, field.description) == (getattr(EncoderConfig(), name), help_of[name]), name
+
+    langchain = pytest.importorskip("langchain_e5v").E5VEmbeddings
+    assert _MIRRORED <= set(langchain.model_fields)
+    assert {langchain.model_fields[name].description for name in _MIRRORED} == {help_of[n] for n in _MIRRORED}
+    options = {"prompts": "e5v-typofix", "max_text_tokens": 7, "query_prompt": "Q: {text}"}
+    assert langchain(model="m", **options).encoder_config() == EncoderConfig(model="m", **options)
+
+    haystack = pytest.importorskip("haystack_integrations.components.embedders.e5v")
+    for component in (haystack.E5VTextEmbedder, haystack.E5VDocumentEmbedder, haystack.E5VDocumentImageEmbedder):
+        embedder = component(model="m", **options)
+        assert embedder.encoder_config() == EncoderConfig(model="m", **options)
+        assert _MIRRORED <= set(embedder.to_dict()["init_parameters"])
+        assert component.from_dict(embedder.to_dict()).encoder_config() == embedder.encoder_config()
+        with pytest.raises(E5VConfigError, match="max_batch_tokens"):  # names where the others go
+            component(model="m", prompt="e5v")

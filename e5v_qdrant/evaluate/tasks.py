@@ -93,6 +93,28 @@ def _via_qdrant(directions: list[Direction], metrics, ks: Sequence[int], store, 
     return qdrant_section(metrics, recalls, facts[directions[0][0]], warnings)
 
 
+def _report(
+    task: str,
+    encoder: E5VEncoder,
+    files: Sequence[str],
+    counts: dict[str, int],
+    facts: dict[str, Any],
+    clock: Clock,
+    warnings: list[str],
+    notes: list[str],
+    metrics: dict[str, dict[str, float | None]],
+    image_tokens: dict[str, Any] | None = None,
+    qdrant: dict[str, Any] | None = None,
+    paper: dict[str, Any] | None = None,
+    prompts: dict[str, str] | None = None,
+) -> EvalReport:
+    """A task's ``EvalReport``: its results plus what every task records alike (model facts, data files with their
+    ``counts`` and other ``facts``, timings, environment)."""
+    return EvalReport(task=task, metrics=metrics, model=model_facts(encoder), data=data_facts(files, counts, **facts),
+                      image_tokens=image_tokens, timings=clock.total(), warnings=warnings, notes=notes, qdrant=qdrant,
+                      paper=paper, environment=environment(), prompts=prompts)  # fmt: skip
+
+
 def _check_benchmark_split(
     key, paper, data: RetrievalSet, limited: bool, warnings: list[str], notes: list[str]
 ) -> None:
@@ -154,18 +176,9 @@ def evaluate_retrieval(
     paper = PAPER_RESULTS.get(key) if key else None
     _check_benchmark_split(key, paper, data, limited, warnings, notes)
     counts = {"images": len(data.images), "captions": len(data.captions)}
-    return EvalReport(
-        task="retrieval",
-        metrics=metrics,
-        model=model_facts(encoder),
-        data=data_facts(data.files, counts, dataset=data.dataset, split=data.split),
-        image_tokens=tokens,
-        timings=clock.total(),
-        warnings=warnings,
-        notes=notes,
-        qdrant=qdrant,
-        paper=paper,
-        environment=environment(),
+    facts = {"dataset": data.dataset, "split": data.split}
+    return _report(
+        "retrieval", encoder, data.files, counts, facts, clock, warnings, notes, metrics, tokens, qdrant, paper
     )
 
 
@@ -279,20 +292,9 @@ def _composed_report(
         t = clock.lap("qdrant_s", t)
     tokens = image_token_stats(encoder, list(dict.fromkeys(data.candidates + data.references)))
     clock.lap("image_token_count_s", t)
-    return EvalReport(
-        task=task,
-        metrics=metrics,
-        model=model_facts(encoder),
-        data=data_facts(data.files, counts, **data_extra),
-        image_tokens=tokens,
-        timings=clock.total(),
-        warnings=warnings,
-        notes=notes,
-        qdrant=qdrant,
-        paper=paper,
-        environment=environment(),
-        prompts=composed_prompts(encoder, pairs=isinstance(data, FashionIQSet)),
-    )
+    prompts = composed_prompts(encoder, pairs=isinstance(data, FashionIQSet))
+    return _report(task, encoder, data.files, counts, data_extra, clock, warnings, notes, metrics, tokens, qdrant, paper,
+                   prompts=prompts)  # fmt: skip
 
 
 def evaluate_sts(
@@ -314,18 +316,8 @@ def evaluate_sts(
     clock.lap("score_s", t)
     warnings, notes = diagnose(encoder, "sts", limited=limited)
     counts = {"pairs": len(data.scores), "distinct_sentences": len(unique)}
-    return EvalReport(
-        task="sts",
-        metrics=metrics,
-        model=model_facts(encoder),
-        data=data_facts(data.files, counts),
-        image_tokens=None,
-        timings=clock.total(),
-        warnings=warnings,
-        notes=notes + ["image_tokens is null: STS evaluates no images"],
-        paper=PAPER_RESULTS["sts"],
-        environment=environment(),
-    )
+    notes.append("image_tokens is null: STS evaluates no images")
+    return _report("sts", encoder, data.files, counts, {}, clock, warnings, notes, metrics, paper=PAPER_RESULTS["sts"])
 
 
 def evaluate_triplets(
@@ -367,18 +359,8 @@ def evaluate_triplets(
         qdrant = _via_qdrant(directions, metrics, ks, store, warnings)
         t = clock.lap("qdrant_s", t)
     counts = {"triplets": len(data.anchors), "pool": len(pool), "with_negative": len(with_neg)}
-    return EvalReport(
-        task="triplets",
-        metrics=metrics,
-        model=model_facts(encoder),
-        data=data_facts(data.files, counts),
-        image_tokens=None,
-        timings=clock.total(),
-        warnings=warnings,
-        notes=notes + ["image_tokens is null: triplets are text only"],
-        qdrant=qdrant,
-        environment=environment(),
-    )
+    notes.append("image_tokens is null: triplets are text only")
+    return _report("triplets", encoder, data.files, counts, {}, clock, warnings, notes, metrics, qdrant=qdrant)
 
 
 def evaluate_i2i(
@@ -445,27 +427,14 @@ def evaluate_i2i(
     paper = PAPER_RESULTS.get(f"i2i-{key}") if key else None
     _check_benchmark_split(key, paper, data, limited, warnings, notes)
     counts = {"images": len(data.images), "captions": len(data.captions)}
-    return EvalReport(
-        task="i2i",
-        metrics=metrics,
-        model=model_facts(encoder),
-        data=data_facts(
-            data.files,
-            counts,
-            dataset=data.dataset,
-            split=data.split,
-            font=font_facts(font_path),
-            rendered_captions=os.path.abspath(save_rendered) if save_rendered else None,
-            rendered_caption_image_tokens=rendered_tokens,
-        ),
-        image_tokens=tokens,
-        timings=clock.total(),
-        warnings=warnings,
-        notes=notes,
-        qdrant=qdrant,
-        paper=paper,
-        environment=environment(),
-    )
+    facts = {
+        "dataset": data.dataset,
+        "split": data.split,
+        "font": font_facts(font_path),
+        "rendered_captions": os.path.abspath(save_rendered) if save_rendered else None,
+        "rendered_caption_image_tokens": rendered_tokens,
+    }
+    return _report("i2i", encoder, data.files, counts, facts, clock, warnings, notes, metrics, tokens, qdrant, paper)
 
 
 # ====================================================================================================== task table

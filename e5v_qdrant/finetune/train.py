@@ -7,6 +7,7 @@ share of each global batch and the loss sees every rank's embeddings (see ``loss
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import json
@@ -77,12 +78,22 @@ def _init_distributed() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # leave the group before interpreter teardown: a gloo group left to process exit can abort a finished rank
+        # ("terminate called without an active exception", exit -6), failing a run whose work is done
+        atexit.register(_leave_distributed)
     if dist.is_available() and dist.is_initialized():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         return dist.get_rank(), dist.get_world_size(), local_rank
     return 0, 1, 0
+
+
+def _leave_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _barrier() -> None:

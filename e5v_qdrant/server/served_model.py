@@ -25,14 +25,14 @@ def served_encoder_config(store, given: Mapping[str, Any]) -> EncoderConfig:
             the message lists them.
     """
     if store is None or "model" in given:
-        return EncoderConfig(**given)
+        return EncoderConfig.from_options(given)
     recorded = {alias: recorded_encoder_options(store, alias) for alias in sorted(store.aliases())}
     by_options: dict[str, list[str]] = {}
     for alias, options in recorded.items():
         if options:
             by_options.setdefault(json.dumps(options, sort_keys=True, default=str), []).append(alias)
     if not by_options:
-        return EncoderConfig(**given)
+        return EncoderConfig.from_options(given)
     if len(by_options) > 1:
         built = "; ".join(
             f"{', '.join(aliases)}: {recorded[aliases[0]].get('model')}" for aliases in by_options.values()

@@ -13,21 +13,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, create_model
 
-from e5v_qdrant.config import DEFAULT_MODEL, EncoderConfig
+from e5v_qdrant.config import EncoderConfig
 from e5v_qdrant.encoder import E5VEncoder
 from e5v_qdrant.errors import E5VConfigError
 from e5v_qdrant.media import ImageInput
-from e5v_qdrant.sharing import encoder_config, encoder_lock, shared_encoder
+from e5v_qdrant.sharing import adapter_options, encoder_config, encoder_lock, pydantic_fields, shared_encoder
 
 __all__ = ["E5VEmbeddings"]
 
-# Fields that are EncoderConfig options of the same name (``encoder_kwargs`` carries any other option).
-_OPTIONS = ("revision", "adapter", "image_layout", "device", "dtype", "batch_size", "query_prompt")
+# Fields that are EncoderConfig options of the same name, derived from their declaration (``sharing.adapter_options``:
+# every option that changes vectors, plus device, dtype and batch size); ``encoder_kwargs`` carries any other option.
+_OPTIONS = tuple(name for name in adapter_options() if name != "model")
+# Those options as pydantic fields: EncoderConfig's types and help; ``None`` (the default) = EncoderConfig's default.
+_Fields = create_model("E5VEmbeddingsFields", **pydantic_fields(unset_default=True))
 
 
-class E5VEmbeddings(BaseModel, Embeddings):
+class E5VEmbeddings(_Fields, Embeddings):
     """E5-V embeddings for LangChain: texts, queries, images and composed (image + edit text) queries.
 
     Texts, images and composed queries share one space: a text query's vector finds image documents in any vector
@@ -35,15 +38,11 @@ class E5VEmbeddings(BaseModel, Embeddings):
 
     Args:
         model: hub id or local folder of an E5-V checkpoint (default ``royokong/e5-v``).
-        revision: hub revision to pin.
-        adapter: folder of a LoRA adapter from ``e5v-qdrant finetune``.
-        image_layout: how images are tiled (``EncoderConfig.image_layout``: ``paper`` = the authors' environment,
-            ``llava-next``); ``None`` = the encoder's default.
-        device: torch device; default CUDA if available, else CPU.
-        dtype: ``auto``, ``float32``, ``float16`` or ``bfloat16``; ``None`` = ``auto``.
-        batch_size: most items per forward pass; ``None`` = the encoder's default.
-        query_prompt: body for ``embed_query`` with a ``{text}`` placeholder; ``None`` embeds queries like documents.
-        encoder_kwargs: any other ``EncoderConfig`` option (``prompts``, ``max_text_tokens``, ``max_batch_tokens``…).
+        revision, adapter, device, dtype, batch_size, prompts, query_prompt, max_text_tokens, image_layout, …: the
+            ``EncoderConfig`` options every adapter mirrors (``sharing.adapter_options``: each option that changes
+            vectors, plus device, dtype and batch size), typed and documented as in ``EncoderConfig``; ``None`` (the
+            default) = ``EncoderConfig``'s default. ``query_prompt`` shapes ``embed_query``.
+        encoder_kwargs: any other ``EncoderConfig`` option (``max_batch_tokens``, ``preprocess_workers``…).
         encoder: an already loaded ``E5VEncoder`` to use (the fields then mirror its config).
 
     Raises:
@@ -57,16 +56,6 @@ class E5VEmbeddings(BaseModel, Embeddings):
         >>> emb.embed_composed(["dog.jpg"], ["make it a cat"])                   # doctest: +SKIP
     """
 
-    model: str = Field(default=DEFAULT_MODEL, description="Hub id or local folder of an E5-V checkpoint.")
-    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to pin.")
-    adapter: str | None = Field(default=None, description="Folder of a PEFT LoRA adapter from e5v-qdrant finetune.")
-    image_layout: str | None = Field(default=None, description="Image tiling layout; None = the encoder's default.")
-    device: str | None = Field(default=None, description="Torch device; default cuda if available, else cpu.")
-    dtype: str | None = Field(default=None, description="auto, float32, float16 or bfloat16; None = auto.")
-    batch_size: int | None = Field(default=None, gt=0, description="Most items per forward pass.")
-    query_prompt: str | None = Field(
-        default=None, description="Query body with a {text} placeholder; None embeds queries like documents."
-    )
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict, description="Other EncoderConfig options.")
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())

@@ -33,7 +33,8 @@ def test_class_is_a_llamaindex_multimodal_embedding_and_not_a_copy():
     import e5v_qdrant
 
     assert issubclass(E5VEmbedding, MultiModalEmbedding)
-    assert E5VEmbedding is e5v_qdrant.E5VEmbedding  # re-exported, not duplicated
+    with pytest.warns(DeprecationWarning, match="from llama_index.embeddings.e5v import E5VEmbedding"):
+        assert E5VEmbedding is e5v_qdrant.E5VEmbedding  # the old name still works, not duplicated
     assert E5VEmbedding.class_name() == "E5VEmbedding"
 
 

@@ -1,9 +1,9 @@
-"""E5-V multimodal embeddings for LlamaIndex (``llama-index-embeddings-e5v``).
+"""E5-V multimodal embeddings for LlamaIndex (``llama-index-embeddings-e5v``): ``E5VEmbedding``, a
+``MultiModalEmbedding`` over :class:`e5v_qdrant.encoder.E5VEncoder` (``base.py``).
 
-The implementation is :class:`e5v_qdrant.llamaindex.E5VEmbedding`; this namespace package re-exports it so LlamaIndex
-code finds it where integrations live (``from llama_index.embeddings.e5v import E5VEmbedding``).
+``from e5v_qdrant import E5VEmbedding`` and ``e5v_qdrant.llamaindex`` still find it, with a ``DeprecationWarning``.
 """
 
-from e5v_qdrant.llamaindex import E5VEmbedding
+from llama_index.embeddings.e5v.base import E5VEmbedding
 
 __all__ = ["E5VEmbedding"]

@@ -1,9 +1,9 @@
-"""Qdrant Edge vector store for LlamaIndex (``llama-index-vector-stores-qdrant-edge``).
+"""Qdrant Edge vector store for LlamaIndex (``llama-index-vector-stores-qdrant-edge``): ``QdrantEdgeVectorStore``, the
+stock ``QdrantVectorStore`` over an embedded Qdrant Edge store folder (``base.py``).
 
-The implementation is :class:`e5v_qdrant.llamaindex_edge.QdrantEdgeVectorStore`; this namespace package re-exports it
-where LlamaIndex integrations live (``from llama_index.vector_stores.qdrant_edge import QdrantEdgeVectorStore``).
+``e5v_qdrant.llamaindex_edge`` still finds it, with a ``DeprecationWarning``.
 """
 
-from e5v_qdrant.llamaindex_edge import QdrantEdgeVectorStore
+from llama_index.vector_stores.qdrant_edge.base import QdrantEdgeVectorStore
 
 __all__ = ["QdrantEdgeVectorStore"]

@@ -24,7 +24,9 @@ class E5VDocumentEmbedder(EncoderBacked):
 
     Args:
         model: hub id or local folder of an E5-V checkpoint.
-        revision, adapter, image_layout, device, dtype, batch_size: ``E5VEncoder`` options (``None``: its default).
+        options: the ``EncoderConfig`` options every adapter mirrors (``e5v_qdrant.sharing.adapter_options``: each
+            option that changes vectors — revision, adapter, prompts, query_prompt, max_text_tokens, image_layout —
+            plus device, dtype and batch_size); ``None``: its default.
         encoder_kwargs: any other ``EncoderConfig`` option.
         meta_fields_to_embed: meta keys whose values are embedded before the content.
         embedding_separator: what joins meta values and content.
@@ -39,29 +41,14 @@ class E5VDocumentEmbedder(EncoderBacked):
         self,
         model: str = DEFAULT_MODEL,
         *,
-        revision: str | None = None,
-        adapter: str | None = None,
-        image_layout: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        batch_size: int | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
         meta_fields_to_embed: list[str] | None = None,
         embedding_separator: str = "\n",
         progress_bar: bool = True,
+        **options: Any,
     ):
         # explicit base call: @component rebuilds the class, which breaks zero-argument super() in __init__
-        EncoderBacked.__init__(
-            self,
-            model,
-            revision=revision,
-            adapter=adapter,
-            image_layout=image_layout,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            encoder_kwargs=encoder_kwargs,
-        )
+        EncoderBacked.__init__(self, model, encoder_kwargs=encoder_kwargs, **options)
         self.meta_fields_to_embed = list(meta_fields_to_embed or [])
         self.embedding_separator = embedding_separator
         self.progress_bar = progress_bar

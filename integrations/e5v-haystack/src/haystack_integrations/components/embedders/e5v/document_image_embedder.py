@@ -34,7 +34,9 @@ class E5VDocumentImageEmbedder(EncoderBacked):
 
     Args:
         model: hub id or local folder of an E5-V checkpoint.
-        revision, adapter, image_layout, device, dtype, batch_size: ``E5VEncoder`` options (``None``: its default).
+        options: the ``EncoderConfig`` options every adapter mirrors (``e5v_qdrant.sharing.adapter_options``: each
+            option that changes vectors — revision, adapter, prompts, query_prompt, max_text_tokens, image_layout —
+            plus device, dtype and batch_size); ``None``: its default.
         encoder_kwargs: any other ``EncoderConfig`` option.
         file_path_meta_field: meta key holding the image or PDF path.
         root_path: folder the paths are relative to; paths that resolve outside it are refused (set it when meta
@@ -53,30 +55,15 @@ class E5VDocumentImageEmbedder(EncoderBacked):
         self,
         model: str = DEFAULT_MODEL,
         *,
-        revision: str | None = None,
-        adapter: str | None = None,
-        image_layout: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        batch_size: int | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
         file_path_meta_field: str = "file_path",
         root_path: str | None = None,
         pdf_dpi: int = 150,
         progress_bar: bool = True,
+        **options: Any,
     ):
         # explicit base call: @component rebuilds the class, which breaks zero-argument super() in __init__
-        EncoderBacked.__init__(
-            self,
-            model,
-            revision=revision,
-            adapter=adapter,
-            image_layout=image_layout,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            encoder_kwargs=encoder_kwargs,
-        )
+        EncoderBacked.__init__(self, model, encoder_kwargs=encoder_kwargs, **options)
         if pdf_dpi < 1:
             raise E5VInputError(f"pdf_dpi={pdf_dpi}", "must be a positive number of dots per inch, e.g. 150")
         self.file_path_meta_field = file_path_meta_field

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from haystack import Document, default_from_dict
 
 from e5v_qdrant.config import DEFAULT_MODEL, EncoderConfig
 from e5v_qdrant.encoder import E5VEncoder
-from e5v_qdrant.errors import E5VInputError
-from e5v_qdrant.sharing import encoder_config, encoder_lock, shared_encoder
+from e5v_qdrant.errors import E5VConfigError, E5VInputError
+from e5v_qdrant.sharing import adapter_options, encoder_config, encoder_lock, shared_encoder
 
 __all__ = ["EncoderBacked"]
 
-# Init parameters that are EncoderConfig options of the same name (``encoder_kwargs`` carries any other option).
-_OPTIONS = ("revision", "adapter", "image_layout", "device", "dtype", "batch_size")
+# Init parameters that are EncoderConfig options of the same name, derived from their declaration
+# (``sharing.adapter_options``: every option that changes vectors, plus device, dtype and batch size);
+# ``encoder_kwargs`` carries any other option.
+_OPTIONS = tuple(name for name in adapter_options() if name != "model")
 
 
 class EncoderBacked:
@@ -29,21 +32,18 @@ class EncoderBacked:
         self,
         model: str = DEFAULT_MODEL,
         *,
-        revision: str | None = None,
-        adapter: str | None = None,
-        image_layout: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        batch_size: int | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ):
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise E5VConfigError(
+                f"{', '.join(unknown)}: not an option of {type(self).__name__}; its encoder options are "
+                f"{', '.join(_OPTIONS)} (others go in encoder_kwargs: {', '.join(_passthrough())})"
+            )
         self.model = str(model)
-        self.revision = revision
-        self.adapter = adapter
-        self.image_layout = image_layout
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = batch_size
+        for name in _OPTIONS:
+            setattr(self, name, options.get(name))
         self.encoder_kwargs = dict(encoder_kwargs or {})
         self.encoder_config()  # validate now; the model itself loads in warm_up()
         self._encoder: E5VEncoder | None = None
@@ -95,3 +95,7 @@ class EncoderBacked:
             **{name: getattr(self, name) for name in _OPTIONS},
             "encoder_kwargs": self.encoder_kwargs,
         }
+
+
+def _passthrough() -> list[str]:
+    return [f.name for f in dataclasses.fields(EncoderConfig) if f.name not in ("model", *_OPTIONS)]

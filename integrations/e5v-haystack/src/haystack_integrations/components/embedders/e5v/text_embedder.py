@@ -20,12 +20,14 @@ class E5VTextEmbedder(EncoderBacked):
     """Embed a query text with E5-V, e.g. before an embedding retriever.
 
     The vector lives in the space of ``E5VDocumentEmbedder`` (texts) and ``E5VDocumentImageEmbedder`` (images and PDF
-    pages): one text query finds both. Queries use E5-V's text prompt unless ``encoder_kwargs={"query_prompt": ...}``.
+    pages): one text query finds both. Queries use E5-V's text prompt unless ``query_prompt=...``.
 
     Args:
         model: hub id or local folder of an E5-V checkpoint.
-        revision, adapter, image_layout, device, dtype, batch_size: ``E5VEncoder`` options (``None``: its default).
-        encoder_kwargs: any other ``EncoderConfig`` option (``query_prompt``, ``prompts``, ``max_text_tokens``…).
+        options: the ``EncoderConfig`` options every adapter mirrors (``e5v_qdrant.sharing.adapter_options``: each
+            option that changes vectors — revision, adapter, prompts, query_prompt, max_text_tokens, image_layout —
+            plus device, dtype and batch_size); ``None``: its default.
+        encoder_kwargs: any other ``EncoderConfig`` option (``max_batch_tokens``, ``preprocess_workers``…).
 
     Example:
         >>> embedder = E5VTextEmbedder(model="royokong/e5-v", dtype="bfloat16")   # doctest: +SKIP
@@ -36,26 +38,11 @@ class E5VTextEmbedder(EncoderBacked):
         self,
         model: str = DEFAULT_MODEL,
         *,
-        revision: str | None = None,
-        adapter: str | None = None,
-        image_layout: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        batch_size: int | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ):
         # explicit base call: @component rebuilds the class, which breaks zero-argument super() in __init__
-        EncoderBacked.__init__(
-            self,
-            model,
-            revision=revision,
-            adapter=adapter,
-            image_layout=image_layout,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            encoder_kwargs=encoder_kwargs,
-        )
+        EncoderBacked.__init__(self, model, encoder_kwargs=encoder_kwargs, **options)
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (its options; never the model)."""
