@@ -21,6 +21,15 @@ def command(delay: float) -> list[str]:
     return [sys.executable, SCRIPT, str(delay)]
 
 
+def slow_ingest(root, qd, model, *extra, delay: float = 0.4) -> list[str]:
+    """``e5v-qdrant ingest ROOT`` into collection ``docs`` of the store ``qd``, 2 points a write, each write ``delay``
+    seconds late (with the tests' common options): a run that takes a while to stop mid-way."""
+    from helpers import COMMON
+
+    args = ["ingest", root, "--collection", "docs", "--qdrant-path", qd, "--model", model, *COMMON]
+    return [*command(delay), *map(str, args), "--write-batch-size", "2", "--batch-size", "2", *map(str, extra)]
+
+
 def slow_down_writes(delay: float) -> None:
     upsert = QdrantStore.upsert
 

@@ -197,22 +197,7 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path, replica_path):
     clean = points_of(clean_qd, vectors=True)
     assert len(clean) > 10
 
-    cmd = [
-        *slow_writes.command(0.4),  # each 2-point write waits 0.4 s: the run takes a while
-        "ingest",
-        str(root),
-        "--collection",
-        "docs",
-        "--qdrant-path",
-        str(crash_qd),
-        "--model",
-        str(replica_path),
-        *COMMON,
-        "--write-batch-size",
-        "2",
-        "--batch-size",
-        "2",
-    ]
+    cmd = slow_writes.slow_ingest(root, crash_qd, replica_path)  # each 2-point write waits 0.4 s
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300  # the child loads torch and the model first: slow on a busy machine

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import slow_writes
-from helpers import COMMON, edge_points_now, make_corpus, points_of, run_ingest
+from helpers import edge_points_now, make_corpus, points_of, run_ingest
 
 
 @pytest.mark.slow  # a child process must import torch and load the model before it can be interrupted
@@ -24,24 +24,7 @@ def test_interrupted_ingest_reports_what_it_did_and_a_rerun_resumes(sig, tmp_pat
     assert len(clean) > 10
 
     report_file = tmp_path / "report.json"
-    cmd = [
-        *slow_writes.command(0.4),  # each 2-point write waits 0.4 s: the run takes a while
-        "ingest",
-        str(root),
-        "--collection",
-        "docs",
-        "--qdrant-path",
-        str(qd),
-        "--model",
-        str(replica_path),
-        *COMMON,
-        "--write-batch-size",
-        "2",
-        "--batch-size",
-        "2",
-        "--report",
-        str(report_file),
-    ]
+    cmd = slow_writes.slow_ingest(root, qd, replica_path, "--report", report_file)  # each 2-point write waits 0.4 s
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300  # the child loads torch and the model first: slow on a busy machine
