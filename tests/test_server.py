@@ -483,13 +483,15 @@ def test_search_page_text_snippet_and_image_thumbnail(live, browser, corpus, tmp
     """Type a text: its snippet and source show. Choose an image: its thumbnail shows (a loaded JPEG)."""
     import os
 
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     artifacts = os.environ.get("E5V_TEST_ARTIFACTS") or str(tmp_path)
     os.makedirs(artifacts, exist_ok=True)
-    wait = WebDriverWait(browser, 60)
+    # the second search replaces the first one's results: an element read while they are swapped is stale, so ask again
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(live.url + "/")
     wait.until(lambda d: [o.text for o in d.find_elements(By.CSS_SELECTOR, "#collection option")] == ["docs"])
 
@@ -508,8 +510,9 @@ def test_search_page_text_snippet_and_image_thumbnail(live, browser, corpus, tmp
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#drop img")))
     browser.find_element(By.ID, "search").click()
     wait.until(lambda d: "blue.png" in d.find_element(By.CSS_SELECTOR, "#results .hit .meta").text)
+    loaded = "const t = document.querySelector('#results .hit img.thumb'); return t && t.complete && t.naturalWidth"
+    wait.until(lambda d: d.execute_script(loaded))
     thumb = browser.find_element(By.CSS_SELECTOR, "#results .hit img.thumb")
-    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb))
     assert thumb.get_attribute("src").startswith("blob:")
     assert browser.execute_script("return arguments[0].naturalWidth", thumb) == 64  # the 64x48 original, unscaled
     browser.save_screenshot(os.path.join(artifacts, "search_page_image.png"))
