@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import E5VConfigError, E5VModelError
+from .hub import hub_options
 
 __all__ = [
     "Chunker",
@@ -107,8 +108,9 @@ def load_chunker(spec: ChunkerSpec) -> Chunker:
 
     where = f"{spec.model!r}" + (f" at revision {spec.revision!r}" if spec.revision else "")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec.model, revision=spec.revision)
-        config = AutoConfig.from_pretrained(spec.model, revision=spec.revision)
+        hub = hub_options(spec.model, spec.revision)  # offline: the cached copy, or one clear error at once
+        tokenizer = AutoTokenizer.from_pretrained(spec.model, revision=spec.revision, **hub)
+        config = AutoConfig.from_pretrained(spec.model, revision=spec.revision, **hub)
     except (OSError, ValueError) as exc:
         raise E5VModelError(
             f"cannot read the tokenizer of {where} to size chunks: {str(exc).rstrip('.')}. Pass a hub id or a local "

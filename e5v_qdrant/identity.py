@@ -35,6 +35,7 @@ from typing import Any
 
 from .config import EncoderConfig
 from .errors import E5VConfigError, E5VModelError
+from .hub import hub_options
 from .prompts import PromptSet, get_prompts
 
 __all__ = [
@@ -97,8 +98,6 @@ def model_dim(config: EncoderConfig) -> int:
         E5VModelError: no LLaVA-NeXT config can be read from ``config.model`` at ``config.revision``.
     """
     from transformers import LlavaNextConfig
-
-    from .checkpoint import hub_options
 
     try:
         hub = hub_options(config.model, config.revision)  # offline: fast, one clear error or the cached copy
