@@ -16,7 +16,7 @@ import numpy as np
 from qdrant_client import models
 from qdrant_client.conversions.conversion import RestToGrpc
 
-from e5v_qdrant.ray_engine import REST_MAX_REQUEST_BYTES, estimate_point_bytes
+from e5v_qdrant.ingest.ray_data import REST_MAX_REQUEST_BYTES, estimate_point_bytes
 from e5v_qdrant.sources import text_item
 from e5v_qdrant.store import VECTOR_NAME
 

@@ -1,4 +1,4 @@
-"""Ingestion stages shared by the local executor (``ingest.local``), the Ray executor (``ray_engine``) and
+"""Ingestion stages shared by the local executor (``ingest.local``), the Ray executor (``ingest.ray_data``) and
 ``reingest``: turning files into points. What a run does around them (the stored id index, re-stamps, deletes,
 ``sync``) is the driver's, ``ingest.run``.
 

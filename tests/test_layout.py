@@ -85,7 +85,7 @@ def test_checker_finds_a_planted_cycle_and_private_import(tmp_path, monkeypatch)
 
 def test_no_import_cycles_and_no_private_imports_across_modules():
     graph, private = _graph()
-    assert graph["e5v_qdrant.ray_engine"] >= {"e5v_qdrant.pipeline"}  # the graph is real: known edges are seen
+    assert graph["e5v_qdrant.ingest.ray_data"] >= {"e5v_qdrant.pipeline"}  # the graph is real: known edges are seen
     assert _cycles(graph) == []
     assert private == []
 
@@ -93,14 +93,19 @@ def test_no_import_cycles_and_no_private_imports_across_modules():
 def test_ingestion_arrows_point_down():
     graph, _ = _graph()
     ingest = {m for m in graph if m == "e5v_qdrant.ingest" or m.startswith("e5v_qdrant.ingest.")}
-    for engine in ("e5v_qdrant.ingest.local", "e5v_qdrant.ingest.run", "e5v_qdrant.ray_engine", "e5v_qdrant.reingest"):
+    for engine in (
+        "e5v_qdrant.ingest.local",
+        "e5v_qdrant.ingest.run",
+        "e5v_qdrant.ingest.ray_data",
+        "e5v_qdrant.reingest",
+    ):
         assert "e5v_qdrant.pipeline" in graph[engine]
     # the two executors share the driver's run and nothing else of each other
-    for executor in ("e5v_qdrant.ingest.local", "e5v_qdrant.ray_engine"):
+    for executor in ("e5v_qdrant.ingest.local", "e5v_qdrant.ingest.ray_data"):
         assert "e5v_qdrant.ingest.run" in graph[executor]
-    assert graph["e5v_qdrant.ray_engine"] & ingest == {"e5v_qdrant.ingest.run"}
-    assert not graph["e5v_qdrant.ingest.run"] & (ingest | {"e5v_qdrant.ray_engine"})
-    assert not graph["e5v_qdrant.pipeline"] & (ingest | {"e5v_qdrant.ray_engine", "e5v_qdrant.reingest"})
+    assert graph["e5v_qdrant.ingest.ray_data"] & ingest == {"e5v_qdrant.ingest.run"}
+    assert not graph["e5v_qdrant.ingest.run"] & (ingest | {"e5v_qdrant.ingest.ray_data"})
+    assert not graph["e5v_qdrant.pipeline"] & (ingest | {"e5v_qdrant.ingest.ray_data", "e5v_qdrant.reingest"})
     assert not graph["e5v_qdrant.sources"] & ({"e5v_qdrant.pipeline"} | ingest)
 
 

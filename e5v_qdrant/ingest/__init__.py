@@ -5,7 +5,7 @@
   re-stamps, stale deletes, ``sync``;
 - ``local``: the threads executor (read -> embed -> write through bounded queues; Ctrl-C finishes the write in
   progress, ``IngestInterrupted`` carries the report);
-- the Ray Data executor is ``e5v_qdrant.ray_engine`` (optional dependency).
+- ``ray_data``: the Ray Data executor (optional dependency `ray[data]`; imported only for ``engine="ray"``).
 """
 
 from ..pipeline import IngestReport

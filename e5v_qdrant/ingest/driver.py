@@ -55,7 +55,7 @@ def ingest(
     """
     check_paths(config.paths)
     if config.engine == "ray":
-        from ..ray_engine import ingest_ray
+        from .ray_data import ingest_ray
 
         if isinstance(encoder, EncoderConfig):  # the model is loaded on the Ray workers only
             return ingest_ray(config, encoder, store, progress=progress)

@@ -4,7 +4,7 @@
 existing collection (model fingerprint, hybrid or not) before anything is read, the stored id index, which sparse
 encoder the points get, creating the collection when the first file needs embedding, bulk load, re-stamping kept
 points, deleting stale ones and ``sync``. The local executor (``ingest.local``, threads) and the Ray executor
-(``ray_engine``) only plan files and turn them into points, so both write the same collection the same way.
+(``ingest.ray_data``) only plan files and turn them into points, so both write the same collection the same way.
 
 Bulk load follows one rule on both executors: HNSW building is deferred from the moment the collection is ensured
 until the run ends (even on failure), on every engine that has an HNSW index to defer — a server and Qdrant Edge

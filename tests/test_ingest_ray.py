@@ -1,4 +1,4 @@
-"""ray_engine.py: Ray Data ingestion equals the local engine; the Qdrant Datasink's batching, retries and failures;
+"""ingest/ray_data.py: Ray Data ingestion equals the local engine; the Qdrant Datasink's batching, retries and failures;
 killed workers / jobs converge to the clean point set. CPU only, one local Ray session for the whole module."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from e5v_qdrant.chunking import ChunkerSpec, load_chunker  # noqa: E402
 from e5v_qdrant.cli import main  # noqa: E402
 from e5v_qdrant.config import EncoderConfig, IngestConfig, StoreConfig  # noqa: E402
 from e5v_qdrant.ingest import ingest  # noqa: E402
-from e5v_qdrant.ray_engine import (  # noqa: E402
+from e5v_qdrant.ingest.ray_data import (  # noqa: E402
     POINT_SCHEMA,
     REST_MAX_REQUEST_BYTES,
     QdrantDatasink,
@@ -496,3 +496,16 @@ def test_ray_engine_against_a_live_server_matches_the_local_engine(
                 )
             if physical:
                 store.client.delete_collection(physical)
+
+
+def test_old_ray_engine_module_reexports_the_executor_with_a_deprecation_warning():
+    """``e5v_qdrant.ray_engine`` (the README's old path) still imports, warns, and is the moved executor."""
+    import importlib
+    import sys
+
+    from e5v_qdrant.ingest import ray_data
+
+    sys.modules.pop("e5v_qdrant.ray_engine", None)
+    with pytest.warns(DeprecationWarning, match="e5v_qdrant.ingest.ray_data"):
+        old = importlib.import_module("e5v_qdrant.ray_engine")
+    assert old.ingest_ray is ray_data.ingest_ray and old.QdrantDatasink is ray_data.QdrantDatasink
