@@ -358,7 +358,7 @@ def _run_finetune(args) -> int:
 
 # ---------------------------------------------------------------- reingest
 def _add_reingest(sub) -> Callable:
-    from .config import StoreConfig
+    from .config import IngestConfig, StoreConfig
 
     p = sub.add_parser(
         "reingest",
@@ -367,7 +367,9 @@ def _add_reingest(sub) -> Callable:
         "recorded in the collection), --model M or any other option that changes vectors (--prompts, --image-layout, "
         "...; the others stay as recorded) into a new physical collection, verify it, and switch the alias in one "
         "atomic call; searches keep working throughout. Options that shape only query vectors (--query-prompt) or "
-        "give the same vectors leave the collection as it is (reported as already current). Images are re-read from their source paths and checked "
+        "give the same vectors leave the collection as it is (reported as already current). --sparse-encoder alone "
+        "switches the keyword encoder of a hybrid collection (or makes it hybrid): dense vectors are copied and the "
+        "model is not loaded. Images are re-read from their source paths and checked "
         "against the stored content hash: missing or changed ones are reported and block the swap unless "
         "--allow-missing. Resumable: re-run the same command after a crash. "
         + _STORE_HELP
@@ -395,29 +397,32 @@ def _add_reingest(sub) -> Callable:
         group="new model (--adapter applies to the recorded model unless --model is given)",
         recorded_default=_RECORDED,
     )
+    add_arguments(p, IngestConfig, only=("sparse_encoder",), group="keyword vectors (--hybrid collections)")
     add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     return _run_reingest
 
 
 def _run_reingest(args) -> int:
-    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .reingest import reingest
 
     vector_options = [f for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"]]
-    if not {f.name for f in vector_options} & vars(args).keys():  # every option that changes vectors is accepted
+    given = vars(args).keys()
+    if not {f.name for f in vector_options} & given and "sparse_encoder" not in given:  # every vector option counts
         others = ", ".join(flag_of(f) for f in vector_options if f.name not in ("model", "adapter"))
         raise E5VConfigError(
-            f"give what changes: --adapter DIR (fine-tuned on the recorded model), --model M, or one of {others}"
+            f"give what changes: --adapter DIR (fine-tuned on the recorded model), --model M, one of {others}, or "
+            f"--sparse-encoder NAME (the keyword side only)"
         )
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
+        encoder = _encoder_config_from(args, store, args.collection)  # loaded by reingest only if vectors change
         report = reingest(
             args.collection,
             encoder,
             store,
+            sparse_encoder=getattr(args, "sparse_encoder", None),
             drop_old=args.drop_old,
             allow_missing=args.allow_missing,
             progress=args.progress,

@@ -105,6 +105,7 @@ def add_arguments(
     cls: type,
     *,
     exclude: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
     group: str | None = None,
     recorded_default: str | None = None,
     scopes: tuple[str, ...] | None = None,
@@ -113,6 +114,7 @@ def add_arguments(
 
     Args:
         exclude: fields not offered.
+        only: offer just these fields (``None`` = all but ``exclude``).
         group: title of an argument group to put them in.
         recorded_default: what options that change vectors default to (e.g. "as recorded in the collection"), for
             commands that take them from a collection's stamp; the field's own default is shown after it ("else X").
@@ -125,7 +127,7 @@ def add_arguments(
     target = parser.add_argument_group(group) if group and hasattr(parser, "add_argument_group") else parser
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in exclude or not f.metadata.get("cli", True):
+        if f.name in exclude or (only is not None and f.name not in only) or not f.metadata.get("cli", True):
             continue
         if scopes is not None and f.metadata.get("scope") not in (None, *scopes):
             continue

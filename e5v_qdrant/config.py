@@ -17,6 +17,7 @@ from .collection_names import COLLECTION_NAME_FORBIDDEN, COLLECTION_NAME_MAX, ch
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
 from .options import Options, from_namespace, namespace_options, option
+from .points import SPARSE_ENCODERS
 
 __all__ = [
     "EncoderConfig",
@@ -296,6 +297,14 @@ class IngestConfig(Options):
         False,
         help="also store a BM25 keyword (sparse) vector per text chunk for `search --hybrid` (exact codes, ids, "
         "names); recorded in the collection, so later ingests and reingest keep it",
+    )
+    sparse_encoder: str | None = option(
+        None,
+        help="the keyword encoder of a --hybrid collection (implies --hybrid): e5v-bm25 = this package's BM25 "
+        "(keeps codes like XJ-4471.b whole and in parts; the default), qdrant-bm25 = Qdrant's own BM25 (qdrant-edge-py). "
+        "Recorded in the collection; to switch an existing one: reingest --sparse-encoder (re-embeds only the keyword "
+        "side, no model load)",
+        choices=SPARSE_ENCODERS,
     )
     pdf_pages: str = option(
         "auto",

@@ -23,6 +23,8 @@ from typing import Any
 __all__ = [
     "VECTOR_NAME",
     "SPARSE_VECTOR_NAME",
+    "DEFAULT_SPARSE_ENCODER",
+    "SPARSE_ENCODERS",
     "ID_NAMESPACE",
     "MODALITY",
     "SOURCE",
@@ -57,6 +59,10 @@ __all__ = [
 VECTOR_NAME = "text-dense"
 #: Name of the sparse (keyword) vector of hybrid collections; LlamaIndex's default sparse vector name.
 SPARSE_VECTOR_NAME = "text-sparse-new"
+#: The name (``spec()["name"]``) of the keyword encoder ``--hybrid`` uses unless ``--sparse-encoder`` says otherwise.
+DEFAULT_SPARSE_ENCODER = "e5v-bm25"
+#: Every keyword encoder a collection can be built with (``sparse.spec_named``), by that name.
+SPARSE_ENCODERS = (DEFAULT_SPARSE_ENCODER, "qdrant-bm25")
 #: UUIDv5 namespace of point ids (fixed forever: changing it changes every id).
 ID_NAMESPACE = uuid.UUID("5b0c7f4e-2f1d-5e6a-9c3b-e5a0d1a7c001")
 

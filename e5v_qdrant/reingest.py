@@ -6,7 +6,11 @@ against the stored content hash — with the same id and payload (only ``model_f
 new collection holds exactly the expected ids, then points the alias at it in one ``update_collection_aliases`` call.
 Searches through the alias see the old collection until that call and the new one after it, never a mix.
 
-Resumable: the target collection's name depends only on the alias and the new model, so a re-run after a crash
+``sparse_encoder`` switches a hybrid collection's keyword encoder (or makes a dense collection hybrid): when the
+dense vectors stay the same (the same model identity), only the keyword side is computed — dense vectors are copied
+from the old collection and the model is not loaded (pass an ``EncoderConfig``).
+
+Resumable: the target collection's name depends only on the alias, the new model and the keyword encoder, so a re-run after a crash
 continues it, skipping points already written. Image sources that vanished, moved or changed are reported and the swap
 is refused unless ``allow_missing`` (then those points are left out of the new collection, and listed).
 """
@@ -21,14 +25,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import EncoderConfig
 from .errors import E5VConfigError, E5VImageError, E5VInputError
 from .identity import stamp_id
 from .media import load_image
-from .pipeline import FileWork, embed_points
-from .points import CONTENT_HASH, NODE_CONTENT, PAGE, SOURCE, point_modality
+from .pipeline import EncoderFacts, FileWork, embed_points
+from .points import CONTENT_HASH, NODE_CONTENT, PAGE, SOURCE, dense_vector, make_point, point_modality
 from .sources import PDF_SUFFIXES, Item, render_pdf_page
-from .sparse import encoder_from_spec
-from .store import QdrantStore, StoreError, physical_name
+from .sparse import encoder_from_spec, spec_named
+from .store import CollectionMismatchError, QdrantStore, StoreError, physical_name
 
 __all__ = ["ReingestReport", "reingest"]
 
@@ -51,6 +56,8 @@ class ReingestReport:
     swapped: bool = False
     dropped_old: list[str] = field(default_factory=list)
     already_current: bool = False
+    #: only the keyword (sparse) side was computed; dense vectors were copied (no model loaded)
+    sparse_only: bool = False
     problems: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -66,7 +73,8 @@ class ReingestReport:
         else:
             lines = [
                 f"{self.alias}: {self.source_collection} -> {self.target_collection}: {self.points} points, "
-                f"{self.embedded} re-embedded, {self.resumed} from an earlier run",
+                f"{self.embedded} {'keyword vectors computed (dense copied)' if self.sparse_only else 're-embedded'}, "
+                f"{self.resumed} from an earlier run",
                 "alias swapped" if self.swapped else "alias NOT swapped (see problems; --allow-missing to swap anyway)",
             ]
         lines += [f"dropped old collection {name}" for name in self.dropped_old]
@@ -89,6 +97,7 @@ class ReingestReport:
                 "swapped",
                 "dropped_old",
                 "already_current",
+                "sparse_only",
                 "problems",
             )
         }
@@ -139,6 +148,7 @@ def reingest(
     encoder,
     store: QdrantStore,
     *,
+    sparse_encoder: str | None = None,
     drop_old: bool = False,
     allow_missing: bool = False,
     batch_size: int | None = None,
@@ -148,8 +158,11 @@ def reingest(
 
     Args:
         alias: the collection name users pass (an alias created by ``ingest``).
-        encoder: the new ``E5VEncoder`` (e.g. ``E5VEncoder(model, adapter="out/adapter")``).
+        encoder: the new ``E5VEncoder`` (e.g. ``E5VEncoder(model, adapter="out/adapter")``), or its ``EncoderConfig``
+            (the model is then loaded only if dense vectors change).
         store: the open ``QdrantStore``.
+        sparse_encoder: the keyword encoder of the new collection (``sparse.SPARSE_ENCODERS``; makes it hybrid);
+            ``None`` keeps the old collection's (hybrid or not).
         drop_old: delete the previously served physical collection(s) of this alias after the swap.
         allow_missing: swap even if some image sources are missing or changed (their points are left out).
         batch_size: points per embedding call (default: the store's write batch size).
@@ -159,13 +172,19 @@ def reingest(
         The ``ReingestReport``; ``swapped`` tells whether the alias now serves the new collection.
 
     Raises:
-        E5VConfigError: ``alias`` does not exist or is a plain collection (not an alias).
+        E5VConfigError: ``alias`` does not exist or is a plain collection (not an alias), or an unknown
+            ``sparse_encoder``.
         StoreError: Qdrant failed, or the verification of the new collection failed.
+
+    Example:
+        >>> reingest("docs", EncoderConfig(), store, sparse_encoder="qdrant-bm25")  # doctest: +SKIP
     """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    fingerprint = encoder.fingerprint
+    loaded = None if isinstance(encoder, EncoderConfig) else encoder
+    facts = EncoderFacts.of(encoder) if loaded is None else loaded
+    fingerprint = facts.fingerprint
     report = ReingestReport(alias=alias, new_fingerprint=fingerprint["id"])
     aliases = store.aliases()
     if alias not in aliases:
@@ -181,11 +200,19 @@ def reingest(
     stamp = store.stamp(source)
     report.source_collection = source
     report.old_fingerprint = stamp.fingerprint.get("id") if stamp else None
-    target = physical_name(alias, fingerprint["id"])
+    old_sparse = stamp.sparse if stamp else None
+    new_sparse = spec_named(sparse_encoder) if sparse_encoder is not None else old_sparse
+    same_dense = source == physical_name(alias, fingerprint["id"], old_sparse) or (
+        stamp is not None and stamp_id(stamp.fingerprint, stamp.encoder) == fingerprint["id"]
+    )  # (a collection stamped before issue 27 may be named by its old id)
+    target = physical_name(alias, fingerprint["id"], new_sparse)
+    if target == source and new_sparse != old_sparse:  # a dense collection made hybrid with the default encoder
+        target = f"{target}-{new_sparse['name']}"
     report.target_collection = target
+    report.sparse_only = same_dense and new_sparse != old_sparse
 
-    if source == target or (stamp is not None and stamp_id(stamp.fingerprint, stamp.encoder) == fingerprint["id"]):
-        report.already_current = True  # (a collection stamped before issue 27 may be named by its old id)
+    if same_dense and new_sparse == old_sparse:
+        report.already_current = True
         report.points = store.count(source)
         report.target_collection = source
         if drop_old:
@@ -194,17 +221,21 @@ def reingest(
         return report
 
     if store.exists(target):
-        store.check_compatible(alias, target, encoder)
+        store.check_compatible(alias, target, facts)
+        if store.sparse_spec(target) != new_sparse:
+            raise CollectionMismatchError(
+                f"{target!r} exists with other keyword vectors than asked for (an older recipe version?); delete it "
+                f"(`e5v-qdrant collections`) or reingest without --sparse-encoder"
+            )
         logger.info("resuming re-ingest into existing %s", target)
     else:
-        store.create_physical(target, encoder, alias=alias, sparse=stamp.sparse if stamp else None)
-    sparse_spec = store.sparse_spec(target)  # a hybrid collection stays hybrid
-    sparse_encoder = encoder_from_spec(sparse_spec) if sparse_spec else None
+        store.create_physical(target, facts, alias=alias, sparse=new_sparse)
+    keywords = encoder_from_spec(new_sparse) if new_sparse else None
     done = {str(r.id) for r in store.scroll(target, with_payload=False, page_size=1024)}
     report.resumed = len(done)
 
     size = batch_size or store.config.write_batch_size
-    max_pixels = encoder.config.max_image_pixels
+    max_pixels = facts.config.max_image_pixels
     expected: set[str] = set()
     pending: list[tuple[Any, str, Any]] = []  # (record, modality, content)
     bar = tqdm(
@@ -216,8 +247,27 @@ def reingest(
     )
 
     def flush() -> None:
+        nonlocal loaded
         if not pending:
             return
+        if report.sparse_only:  # same dense vectors: copy them, compute only the keyword side
+            points = [
+                make_point(
+                    str(r.id),
+                    dense_vector(r),
+                    dict(r.payload or {}),
+                    sparse=keywords.encode_document(c) if keywords is not None and m == "text" else None,
+                )
+                for r, m, c in pending
+            ]
+            store.upsert(target, points)
+            report.embedded += len(points)
+            pending.clear()
+            return
+        if loaded is None:
+            from .encoder import E5VEncoder
+
+            loaded = E5VEncoder(config=facts.config)
         batch = [
             (
                 FileWork(str((r.payload or {}).get(SOURCE)), "new", [], set()),
@@ -225,19 +275,21 @@ def reingest(
             )
             for r, m, c in pending
         ]
-        points = embed_points(encoder, batch, fingerprint["id"], sparse_encoder=sparse_encoder)
+        points = embed_points(loaded, batch, fingerprint["id"], sparse_encoder=keywords)
         store.upsert(target, points)
         report.embedded += len(points)
         pending.clear()
 
     try:
-        for record in store.scroll(source, with_payload=True):
+        for record in store.scroll(source, with_payload=True, with_vectors=report.sparse_only):
             report.points += 1
             bar.update(1)
             pid = str(record.id)
             payload = record.payload or {}
             modality = point_modality(payload)
-            if modality == "image":
+            if modality == "image" and report.sparse_only:  # its dense vector is copied; it has no keyword side
+                content = None
+            elif modality == "image":
                 image, problem = (None, None) if pid in done else _image_problem(payload, max_pixels)
                 if problem:
                     report.problems.append({"id": pid, "source": str(payload.get(SOURCE)), "reason": problem})

@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import E5VConfigError
-from .points import SPARSE_VECTOR_NAME
+from .points import DEFAULT_SPARSE_ENCODER, SPARSE_ENCODERS, SPARSE_VECTOR_NAME
 
 __all__ = [
     "SPARSE_VECTOR_NAME",
@@ -59,6 +59,8 @@ __all__ = [
     "sparse_doc_fn",
     "sparse_query_fn",
     "encoder_from_spec",
+    "SPARSE_ENCODERS",
+    "spec_named",
 ]
 
 #: Version of the recipe above; recorded in collection stamps. Bump it whenever a step changes the output.
@@ -292,3 +294,16 @@ def encoder_from_spec(spec: dict[str, Any]) -> BM25Encoder | QdrantBM25Encoder:
     return BM25Encoder(
         k1=spec.get("k1", 1.2), b=spec.get("b", 0.75), avg_len=spec.get("avg_len", 256.0), language=spec["language"]
     )
+
+
+def spec_named(name: str) -> dict[str, Any]:
+    """The spec of the encoder ``--sparse-encoder NAME`` selects (default parameters).
+
+    Raises:
+        E5VConfigError: an unknown name (the message lists ``SPARSE_ENCODERS``).
+    """
+    if name == DEFAULT_SPARSE_ENCODER:
+        return DEFAULT_ENCODER.spec()
+    if name == "qdrant-bm25":
+        return QdrantBM25Encoder().spec()
+    raise E5VConfigError(f"unknown sparse encoder {name!r}; choose one of: {', '.join(SPARSE_ENCODERS)}")

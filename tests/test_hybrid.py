@@ -190,3 +190,95 @@ def test_server_hybrid_collection_has_filter_indexes_and_finds_codes(tmp_path, e
         for physical_name in {store.resolve(name)} - {None}:
             store.client.delete_collection(physical_name)
         store.close()
+
+
+def _points(store, collection):
+    """id -> (payload, dense vector, {sparse index: value} or None) of every point."""
+    out = {}
+    for r in store.scroll(collection, with_vectors=True):
+        sparse = r.vector.get(SPARSE_VECTOR_NAME)
+        out[str(r.id)] = (
+            r.payload,
+            list(r.vector["text-dense"]),
+            dict(zip(sparse.indices, sparse.values, strict=True)) if sparse is not None else None,
+        )
+    return out
+
+
+def test_reingest_sparse_encoder_switches_only_the_keyword_side_without_loading_the_model(
+    tmp_path, replica_path, capsys, monkeypatch
+):
+    """`reingest --sparse-encoder qdrant-bm25` on an e5v-bm25 hybrid collection: the model is never constructed, the
+    dense vectors are the old ones bit for bit, the keyword vectors are what Qdrant's own Bm25 (qdrant_edge, called
+    here directly) gives each chunk text, and the result equals a clean `ingest --sparse-encoder qdrant-bm25`."""
+    import qdrant_edge
+
+    from e5v_qdrant import encoder as encoder_module
+
+    notes = make_notes(tmp_path / "notes")
+    draw_image(64, 48, seed=1).save(notes / "pic.png")
+    qd, clean = tmp_path / "qd", tmp_path / "clean"
+    args = (notes, "--collection", "docs", "--model", replica_path, *COMMON)
+    assert cli("ingest", *args, "--qdrant-path", qd, "--hybrid") == 0
+    assert cli("ingest", *args, "--qdrant-path", clean, "--sparse-encoder", "qdrant-bm25") == 0
+    # the ingest's "--sparse-encoder" on a collection of the other encoder is refused, naming the switch
+    assert cli("ingest", *args, "--qdrant-path", qd, "--sparse-encoder", "qdrant-bm25") == 2
+    assert "reingest --collection docs --sparse-encoder qdrant-bm25" in capsys.readouterr().err
+    with QdrantStore(StoreConfig(qdrant_path=str(qd))) as store:
+        before = _points(store, store.resolve("docs"))
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded for a keyword-only switch")
+
+    monkeypatch.setattr(encoder_module.E5VEncoder, "__init__", no_model)
+    assert (
+        cli("reingest", "--collection", "docs", "--qdrant-path", qd, "--sparse-encoder", "qdrant-bm25", "--json") == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["swapped"] and report["sparse_only"] and report["embedded"] == len(before) == 41
+    assert report["target_collection"].endswith("-qdrant-bm25")
+    monkeypatch.undo()
+
+    bm25 = qdrant_edge.Bm25(qdrant_edge.Bm25Config(k=1.2, b=0.75, avg_len=256.0, language="english"))
+    with QdrantStore(StoreConfig(qdrant_path=str(qd))) as store, QdrantStore(StoreConfig(qdrant_path=str(clean))) as c:
+        after = _points(store, store.resolve("docs"))
+        assert store.sparse_spec(store.resolve("docs"))["name"] == "qdrant-bm25"
+        assert after.keys() == before.keys()
+        for pid, (payload, dense, sparse) in after.items():
+            assert payload == before[pid][0] and dense == before[pid][1]  # copied, not recomputed
+            if payload["modality"] == "image":
+                assert sparse is None
+            else:
+                v = bm25.embed_document(json.loads(payload["_node_content"])["text"])
+                assert sparse == pytest.approx(dict(zip(v.indices, v.values, strict=True)))
+        reference = _points(c, c.resolve("docs"))
+        assert reference.keys() == after.keys()
+        for pid, (payload, dense, sparse) in reference.items():
+            assert dense == pytest.approx(after[pid][1], abs=1e-6) and sparse == after[pid][2]
+    # hybrid search now encodes queries with the collection's (new) encoder and still finds the codes
+    for i, code in CODES.items():
+        assert (
+            cli("search", code, "--collection", "docs", "--qdrant-path", qd, "--hybrid", "--top-k", "1", "--json") == 0
+        )
+        assert [h["source"] for h in json.loads(capsys.readouterr().out)] == [str(notes / f"note{i:02d}.txt")]
+    # switching back re-uses nothing stale and is again keyword-only; asking for what it has is already current
+    assert cli("reingest", "--collection", "docs", "--qdrant-path", qd, "--sparse-encoder", "e5v-bm25", "--json") == 0
+    back = json.loads(capsys.readouterr().out)
+    assert back["swapped"] and back["sparse_only"] and back["target_collection"] == report["source_collection"]
+    assert cli("reingest", "--collection", "docs", "--qdrant-path", qd, "--sparse-encoder", "e5v-bm25", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["already_current"]
+
+
+def test_reingest_sparse_encoder_makes_a_dense_collection_hybrid(tmp_path, encoder):
+    notes = make_notes(tmp_path / "notes")
+    with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "qd"))) as store:
+        ingest(IngestConfig(collection="docs", paths=[str(notes)], chunk_size=64, chunk_overlap=4), encoder, store)
+        with pytest.raises(E5VConfigError, match="without --hybrid"):
+            search(store, encoder, "docs", text="QZ-7781-K", hybrid=True)
+        report = reingest("docs", encoder.config, store, sparse_encoder="e5v-bm25")
+        assert (
+            report.swapped and report.sparse_only and store.sparse_spec(store.resolve("docs")) == BM25Encoder().spec()
+        )
+        for i, code in CODES.items():
+            hits = search(store, encoder, "docs", text=code, hybrid=True, top_k=1)
+            assert [h.source for h in hits] == [str(notes / f"note{i:02d}.txt")]

@@ -24,10 +24,19 @@ from ..config import IngestConfig
 from ..errors import E5VInputError
 from ..pipeline import IngestReport
 from ..points import FILE_STAT, SOURCE
-from ..sparse import DEFAULT_ENCODER, encoder_from_spec
-from ..store import QdrantStore, bulk_load
+from ..sparse import DEFAULT_ENCODER, encoder_from_spec, spec_named
+from ..store import CollectionMismatchError, QdrantStore, bulk_load
 
-__all__ = ["IngestRun", "StoredIndex", "check_paths", "stored_index", "restamp", "vanished_sources"]
+__all__ = [
+    "IngestRun",
+    "StoredIndex",
+    "check_paths",
+    "check_sparse_encoder",
+    "requested_sparse",
+    "stored_index",
+    "restamp",
+    "vanished_sources",
+]
 
 #: Source -> {stored point id: its ``file_stat`` payload}.
 StoredIndex = dict[str, dict[str, Any]]
@@ -51,12 +60,14 @@ class IngestRun:
     def __init__(self, config: IngestConfig, store: QdrantStore, facts, report: IngestReport):
         self.config, self.store, self.report = config, store, report
         #: the sparse encoder spec a new collection is created with (``--hybrid``), else ``None``
-        self.requested_sparse = DEFAULT_ENCODER.spec() if config.hybrid else None
+        self.requested_sparse = requested_sparse(config)
         self.physical = store.resolve(config.collection)
         if self.physical is not None:
             stamp = store.stamp(self.physical)
             store.check_compatible(config.collection, self.physical, facts)  # another model is refused up front
             store.check_sparse(config.collection, self.physical, self.requested_sparse)  # so is --hybrid on dense
+            if config.sparse_encoder is not None:  # and another keyword encoder than the collection's
+                check_sparse_encoder(config.collection, stamp.sparse if stamp else None, config.sparse_encoder)
             report.physical_collection = self.physical
             report.model_fingerprint = (stamp.fingerprint.get("id") if stamp else None) or ""
         #: source -> {stored point id: its file_stat} (empty for a new collection)
@@ -103,6 +114,29 @@ class IngestRun:
 
     def __exit__(self, *exc) -> bool | None:
         return self._bulk.__exit__(*exc)
+
+
+def requested_sparse(config: IngestConfig) -> dict[str, Any] | None:
+    """The keyword encoder spec a new collection of this run gets: ``--sparse-encoder``'s (which implies
+    ``--hybrid``), else the default one with ``--hybrid``, else ``None`` (dense only)."""
+    if config.sparse_encoder is not None:
+        return spec_named(config.sparse_encoder)
+    return DEFAULT_ENCODER.spec() if config.hybrid else None
+
+
+def check_sparse_encoder(name: str, recorded: dict[str, Any] | None, asked: str) -> None:
+    """Refuse ``--sparse-encoder ASKED`` on a collection whose keyword vectors another encoder made.
+
+    Raises:
+        CollectionMismatchError: naming ``reingest --sparse-encoder``, which switches without loading the model.
+    """
+    has = (recorded or {}).get("name")
+    if has is not None and has != asked:
+        raise CollectionMismatchError(
+            f"collection {name!r} holds keyword vectors of {has!r}, not {asked!r}. Ingest without --sparse-encoder "
+            f"(the collection's own encoder is used), or switch it first: `e5v-qdrant reingest --collection {name} "
+            f"--sparse-encoder {asked}` (re-embeds only the keyword side; the model is not loaded)"
+        )
 
 
 def check_paths(paths) -> None:

@@ -232,7 +232,7 @@ class QdrantStore:
             self.check_compatible(name, physical, encoder)
             self.check_sparse(name, physical, sparse)
             return physical
-        physical = physical_name(name, encoder.fingerprint["id"])
+        physical = physical_name(name, encoder.fingerprint["id"], sparse)
         if self.exists(physical):  # a run killed between creating the collection and its alias
             self.check_compatible(name, physical, encoder)
             self.check_sparse(name, physical, sparse)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import E5VConfigError
 from ..identity import vector_options
+from ..points import DEFAULT_SPARSE_ENCODER
 
 __all__ = ["METADATA_KEY", "CollectionMismatchError", "CollectionStamp", "encoder_record", "physical_name"]
 
@@ -20,9 +21,12 @@ class CollectionMismatchError(E5VConfigError):
     """The collection holds vectors of another model, prompt set or dimension."""
 
 
-def physical_name(alias: str, fingerprint_id: str) -> str:
-    """Name of the physical collection serving ``alias`` for the model with this fingerprint id."""
-    return f"{alias}-e5v-{fingerprint_id}"
+def physical_name(alias: str, fingerprint_id: str, sparse: dict[str, Any] | None = None) -> str:
+    """Name of the physical collection serving ``alias`` for the model with this fingerprint id and, for a hybrid
+    collection whose keyword encoder is not the default one, that encoder's name (``-qdrant-bm25``): the two kinds of
+    the same model can live side by side while ``reingest --sparse-encoder`` switches the alias."""
+    name = (sparse or {}).get("name")
+    return f"{alias}-e5v-{fingerprint_id}" + (f"-{name}" if name and name != DEFAULT_SPARSE_ENCODER else "")
 
 
 @dataclass
