@@ -397,14 +397,14 @@ def _add_reingest(sub) -> Callable:
         group="new model (--adapter applies to the recorded model unless --model is given)",
         recorded_default=_RECORDED,
     )
-    add_arguments(p, IngestConfig, only=("sparse_encoder",), group="keyword vectors (--hybrid collections)")
+    add_arguments(p, IngestConfig, only=("sparse_encoder", "bulk_load"), group="new collection")
     add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     return _run_reingest
 
 
 def _run_reingest(args) -> int:
     from .errors import E5VConfigError
-    from .reingest import reingest
+    from .reingest import ReingestInterrupted, reingest
 
     vector_options = [f for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"]]
     given = vars(args).keys()
@@ -418,15 +418,19 @@ def _run_reingest(args) -> int:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
         encoder = _encoder_config_from(args, store, args.collection)  # loaded by reingest only if vectors change
-        report = reingest(
-            args.collection,
-            encoder,
-            store,
-            sparse_encoder=getattr(args, "sparse_encoder", None),
-            drop_old=args.drop_old,
-            allow_missing=args.allow_missing,
-            progress=args.progress,
-        )
+        try:
+            report = reingest(
+                args.collection,
+                encoder,
+                store,
+                sparse_encoder=getattr(args, "sparse_encoder", None),
+                bulk_load=getattr(args, "bulk_load", False),
+                drop_old=args.drop_old,
+                allow_missing=args.allow_missing,
+                progress=args.progress,
+            )
+        except ReingestInterrupted as exc:  # Ctrl-C / SIGTERM: report what was written; a re-run resumes
+            report = exc.report
     if args.json:
         _print_json(report.to_dict())
     else:

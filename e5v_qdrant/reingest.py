@@ -21,7 +21,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +36,9 @@ from .points import CONTENT_HASH, NODE_CONTENT, PAGE, SOURCE, dense_vector, make
 from .sources import PDF_SUFFIXES, Item, render_pdf_page
 from .sparse import encoder_from_spec, spec_named
 from .store import CollectionMismatchError, QdrantStore, StoreError, physical_name
+from .store import bulk_load as store_bulk_load
 
-__all__ = ["ReingestReport", "reingest"]
+__all__ = ["ReingestInterrupted", "ReingestReport", "reingest"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +62,26 @@ class ReingestReport:
     #: only the keyword (sparse) side was computed; dense vectors were copied (no model loaded)
     sparse_only: bool = False
     problems: list[dict[str, str]] = field(default_factory=list)
+    #: the signal that stopped the run (``SIGINT`` / ``SIGTERM``), else ""; a re-run resumes
+    interrupted: str = ""
     seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
-        """0 swapped (or already current) with nothing missing; 1 problems were found (swap refused or allowed)."""
+        """0 swapped (or already current) with nothing missing; 1 problems were found (swap refused or allowed);
+        128 + the signal number when interrupted (130 Ctrl-C, 143 SIGTERM)."""
+        if self.interrupted:
+            return 128 + int(getattr(signal, self.interrupted, signal.SIGINT))
         return 1 if self.problems else 0
 
     def summary(self) -> str:
         """A few lines for people: what moved where, whether the alias switched, dropped collections, problems."""
+        if self.interrupted:
+            return (
+                f"{self.alias}: interrupted ({self.interrupted}) after writing {self.embedded} points into "
+                f"{self.target_collection} ({self.resumed} from an earlier run); the alias still serves "
+                f"{self.source_collection}. Run the same command again to resume (points already written are kept)."
+            )
         if self.already_current:
             lines = [f"{self.alias} -> {self.target_collection} already serves this model ({self.points} points)"]
         else:
@@ -101,8 +115,29 @@ class ReingestReport:
                 "problems",
             )
         }
+        data["interrupted"] = self.interrupted or None
         data["seconds"] = round(self.seconds, 3)
         return data
+
+
+class ReingestInterrupted(KeyboardInterrupt):
+    """A re-ingest stopped by ``KeyboardInterrupt`` (Ctrl-C; the CLI turns SIGTERM into one too). ``report`` counts
+    what was written; the alias was not touched and the same call resumes."""
+
+    def __init__(self, report: ReingestReport):
+        super().__init__(report.interrupted)
+        self.report = report
+
+
+@contextmanager
+def _interrupts(report: ReingestReport):
+    """Turn Ctrl-C / SIGTERM (``KeyboardInterrupt("SIGTERM")`` from the CLI) into ``ReingestInterrupted`` with the
+    report so far. Points written are kept (ids are deterministic, upserts idempotent): a re-run resumes."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        report.interrupted = "SIGTERM" if str(exc) == "SIGTERM" else "SIGINT"
+        raise ReingestInterrupted(report) from exc
 
 
 def _text_of(payload: dict[str, Any]) -> str | None:
@@ -149,6 +184,7 @@ def reingest(
     store: QdrantStore,
     *,
     sparse_encoder: str | None = None,
+    bulk_load: bool = False,
     drop_old: bool = False,
     allow_missing: bool = False,
     batch_size: int | None = None,
@@ -163,6 +199,8 @@ def reingest(
         store: the open ``QdrantStore``.
         sparse_encoder: the keyword encoder of the new collection (``sparse.SPARSE_ENCODERS``; makes it hybrid);
             ``None`` keeps the old collection's (hybrid or not).
+        bulk_load: server and Edge: build the new collection's HNSW index once after all points are written
+            (``store.bulk_load``), not while writing; it is built before the alias swaps.
         drop_old: delete the previously served physical collection(s) of this alias after the swap.
         allow_missing: swap even if some image sources are missing or changed (their points are left out).
         batch_size: points per embedding call (default: the store's write batch size).
@@ -172,6 +210,7 @@ def reingest(
         The ``ReingestReport``; ``swapped`` tells whether the alias now serves the new collection.
 
     Raises:
+        ReingestInterrupted: Ctrl-C (or SIGTERM through the CLI) arrived; carries the report; the alias is untouched.
         E5VConfigError: ``alias`` does not exist or is a plain collection (not an alias), or an unknown
             ``sparse_encoder``.
         StoreError: Qdrant failed, or the verification of the new collection failed.
@@ -281,34 +320,35 @@ def reingest(
         pending.clear()
 
     try:
-        for record in store.scroll(source, with_payload=True, with_vectors=report.sparse_only):
-            report.points += 1
-            bar.update(1)
-            pid = str(record.id)
-            payload = record.payload or {}
-            modality = point_modality(payload)
-            if modality == "image" and report.sparse_only:  # its dense vector is copied; it has no keyword side
-                content = None
-            elif modality == "image":
-                image, problem = (None, None) if pid in done else _image_problem(payload, max_pixels)
-                if problem:
-                    report.problems.append({"id": pid, "source": str(payload.get(SOURCE)), "reason": problem})
+        with store_bulk_load(store, target, enabled=bulk_load), _interrupts(report):
+            for record in store.scroll(source, with_payload=True, with_vectors=report.sparse_only):
+                report.points += 1
+                bar.update(1)
+                pid = str(record.id)
+                payload = record.payload or {}
+                modality = point_modality(payload)
+                if modality == "image" and report.sparse_only:  # its dense vector is copied; it has no keyword side
+                    content = None
+                elif modality == "image":
+                    image, problem = (None, None) if pid in done else _image_problem(payload, max_pixels)
+                    if problem:
+                        report.problems.append({"id": pid, "source": str(payload.get(SOURCE)), "reason": problem})
+                        continue
+                    content = image
+                else:
+                    content = _text_of(payload)
+                    if content is None:
+                        report.problems.append(
+                            {"id": pid, "source": str(payload.get(SOURCE)), "reason": "no text in the payload"}
+                        )
+                        continue
+                expected.add(pid)
+                if pid in done:
                     continue
-                content = image
-            else:
-                content = _text_of(payload)
-                if content is None:
-                    report.problems.append(
-                        {"id": pid, "source": str(payload.get(SOURCE)), "reason": "no text in the payload"}
-                    )
-                    continue
-            expected.add(pid)
-            if pid in done:
-                continue
-            pending.append((record, modality, content))
-            if len(pending) >= size:
-                flush()
-        flush()
+                pending.append((record, modality, content))
+                if len(pending) >= size:
+                    flush()
+            flush()
     finally:
         bar.close()
 

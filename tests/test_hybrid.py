@@ -254,7 +254,9 @@ def test_reingest_sparse_encoder_switches_only_the_keyword_side_without_loading_
         reference = _points(c, c.resolve("docs"))
         assert reference.keys() == after.keys()
         for pid, (payload, dense, sparse) in reference.items():
-            assert dense == pytest.approx(after[pid][1], abs=1e-6) and sparse == after[pid][2]
+            assert (
+                payload == after[pid][0] and dense == pytest.approx(after[pid][1], abs=1e-6) and sparse == after[pid][2]
+            )
     # hybrid search now encodes queries with the collection's (new) encoder and still finds the codes
     for i, code in CODES.items():
         assert (

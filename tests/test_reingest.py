@@ -319,3 +319,90 @@ def test_cli_reingest_accepts_every_vector_option_and_swaps_when_vectors_change(
         assert (report["swapped"], report["already_current"], now != old) == (changes, not changes, changes), case
         if changes:
             assert now == report["target_collection"] and str(recorded[name]).endswith(str(value)), case
+
+
+def test_cli_reingest_sigterm_reports_leaves_the_alias_and_resumes(tmp_path, replica_path, capsys):
+    """SIGTERM mid-way through a (keyword-only, so model-free and quick to start) reingest: exit 143 with a JSON
+    report saying so, the alias still on the old collection; the same command then resumes and swaps, and the result
+    equals an uninterrupted switch in another store."""
+    from slow_writes import command
+
+    root = make_corpus(tmp_path / "corpus")
+    for i in range(30):  # enough points that the slowed run takes a while
+        (root / f"extra{i:02d}.txt").write_text(f"Extra note {i} about part QX-{i:04d}.\n")
+    crash_qd, clean_qd = tmp_path / "crash", tmp_path / "clean"
+    for qd in (crash_qd, clean_qd):
+        assert run_ingest([root], qd, replica_path, "--hybrid") == 0
+    switch = ["reingest", "--collection", "docs", "--sparse-encoder", "qdrant-bm25", "--json"]
+    assert main([*switch, "--qdrant-path", str(clean_qd)]) == 0
+    capsys.readouterr()
+
+    cmd = [*command(0.5), *switch, "--qdrant-path", str(crash_qd), "--write-batch-size", "2", "--progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and _points_read("".join(seen)) < 6:
+            time.sleep(0.05)  # the progress bar (stderr) shows 6 points read: 3 slowed writes are under way
+        assert proc.poll() is None, "reingest finished before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        out = proc.stdout.read()
+        proc.wait(60)
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(seen)
+    assert proc.returncode == 143, err
+    stopped = json.loads(out)
+    assert stopped["interrupted"] == "SIGTERM" and not stopped["swapped"] and 0 < stopped["embedded"]
+    assert "interrupted (SIGTERM)" not in out
+    with QdrantStore(StoreConfig(qdrant_path=str(crash_qd))) as store:
+        assert store.resolve("docs") == stopped["source_collection"]  # searches still see the old collection
+
+    assert main([*switch, "--qdrant-path", str(crash_qd)]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["swapped"] and resumed["resumed"] >= stopped["embedded"]
+    assert points_of(crash_qd, vectors=True).keys() == points_of(clean_qd, vectors=True).keys()
+    with (
+        QdrantStore(StoreConfig(qdrant_path=str(crash_qd))) as a,
+        QdrantStore(StoreConfig(qdrant_path=str(clean_qd))) as b,
+    ):
+
+        def dump(store):
+            return {str(r.id): (r.payload, r.vector) for r in store.scroll(store.resolve("docs"), with_vectors=True)}
+
+        assert dump(a) == dump(b)
+
+
+def _points_read(progress: str) -> int:
+    """The last count a "re-embedding: ... N/M" progress bar printed (0 before the first)."""
+    import re
+
+    counts = re.findall(r"(\d+)/\d+ \[", progress)
+    return int(counts[-1]) if counts else 0
+
+
+def test_reingest_bulk_load_defers_the_index_while_writing_and_restores_it(tmp_path, encoder, monkeypatch):
+    """`reingest --bulk-load` on Qdrant Edge: every write into the new collection happens with HNSW m = 0 (read from
+    the engine during the write), and the swapped collection has the original m back."""
+    root = make_corpus(tmp_path / "corpus")
+    with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "qd"))) as store:
+        if not store.honours_options:
+            pytest.skip("local mode has no HNSW index to defer")
+        ingest(_cfg(root), encoder, store, progress=False)
+        m_before = store.client.get_collection(store.resolve("docs")).config.hnsw_config.m
+        seen = []
+        upsert = QdrantStore.upsert
+
+        def spy(self, collection, points):
+            seen.append(self.client.get_collection(collection).config.hnsw_config.m)
+            return upsert(self, collection, points)
+
+        monkeypatch.setattr(QdrantStore, "upsert", spy)
+        report = reingest("docs", encoder.config, store, sparse_encoder="e5v-bm25", bulk_load=True, progress=False)
+        monkeypatch.undo()
+        assert report.swapped and seen and set(seen) == {0}
+        assert store.client.get_collection(store.resolve("docs")).config.hnsw_config.m == m_before > 0
