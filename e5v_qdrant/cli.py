@@ -38,6 +38,12 @@ def _print_json(data) -> None:
 
 
 # ---------------------------------------------------------------- info
+def _print_report(args, data, report) -> int:
+    """Print a run's report (``--json``: ``data``, else its summary); return its exit code."""
+    _print_json(data) if args.json else print(report.summary())
+    return report.exit_code
+
+
 def _add_info(sub) -> Callable:
     p = sub.add_parser(
         "info",
@@ -226,11 +232,7 @@ def _run_ingest(args) -> int:
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False)
-    if args.json:
-        _print_json(data)
-    else:
-        print(report.summary())
-    return report.exit_code
+    return _print_report(args, data, report)
 
 
 def _add_search(sub) -> Callable:
@@ -415,8 +417,6 @@ def _run_reingest(args) -> int:
             f"--sparse-encoder NAME (the keyword side only)"
         )
     with _store_from(args) as store:
-        if store.resolve(args.collection) is None:  # before loading a model for nothing
-            raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
         encoder = _encoder_config_from(args, store, args.collection)  # loaded by reingest only if vectors change
         try:
             report = reingest(
@@ -431,11 +431,7 @@ def _run_reingest(args) -> int:
             )
         except ReingestInterrupted as exc:  # Ctrl-C / SIGTERM: report what was written; a re-run resumes
             report = exc.report
-    if args.json:
-        _print_json(report.to_dict())
-    else:
-        print(report.summary())
-    return report.exit_code
+    return _print_report(args, report.to_dict(), report)
 
 
 # ---------------------------------------------------------------- serve

@@ -300,10 +300,8 @@ class IngestConfig(Options):
     )
     sparse_encoder: str | None = option(
         None,
-        help="the keyword encoder of a --hybrid collection (implies --hybrid): e5v-bm25 = this package's BM25 "
-        "(keeps codes like XJ-4471.b whole and in parts; the default), qdrant-bm25 = Qdrant's own BM25 (qdrant-edge-py). "
-        "Recorded in the collection; to switch an existing one: reingest --sparse-encoder (re-embeds only the keyword "
-        "side, no model load)",
+        help="keyword encoder of a --hybrid collection (implies --hybrid): e5v-bm25 (default; keeps codes whole) or "
+        "qdrant-bm25 (Qdrant's own). Recorded; reingest --sparse-encoder switches it without the model",
         choices=SPARSE_ENCODERS,
     )
     pdf_pages: str = option(
