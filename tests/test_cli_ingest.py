@@ -197,7 +197,8 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path, replica_path):
     clean = points_of(clean_qd, vectors=True)
     assert len(clean) > 10
 
-    cmd = slow_writes.slow_ingest(root, crash_qd, replica_path)  # each 2-point write waits 0.4 s
+    # each 2-point write waits 1 s: counting an Edge store (a folder copy) can take seconds on a busy machine
+    cmd = slow_writes.slow_ingest(root, crash_qd, replica_path, delay=1.0)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300  # the child loads torch and the model first: slow on a busy machine
