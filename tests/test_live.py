@@ -1,0 +1,190 @@
+"""Live collections (issue 29): `serve --watch` keeps a collection equal to a clean ingest of its folder.
+
+Reference: a clean ``ingest`` of the same folder into a fresh second store, after every change (an independent
+computation: the stock driver from nothing). Renames are checked against the model counter in ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("watchfiles")
+
+from e5v_qdrant.config import IngestConfig, ServeConfig, StoreConfig  # noqa: E402
+from e5v_qdrant.ingest import ingest  # noqa: E402
+from e5v_qdrant.live.config import LiveConfig  # noqa: E402
+from e5v_qdrant.points import dense_vector  # noqa: E402
+from e5v_qdrant.server import create_app  # noqa: E402
+from e5v_qdrant.store import QdrantStore  # noqa: E402
+from e5v_qdrant.testing import draw_image  # noqa: E402
+
+DEADLINE_S = 60
+
+
+def sentence(i: int, topic: str = "harbour") -> str:
+    return f"Note {i}: the {topic} keeps record {i * 7} of boats, gulls and lighthouse keepers seen at dawn."
+
+
+class Served:
+    """uvicorn serving ``app`` on a free 127.0.0.1 port in a background thread."""
+
+    def __init__(self, app):
+        self.app = app
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(60)
+        self.sock.close()
+
+
+def points_of(store, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
+    """id -> (payload without the model fingerprint, dense vector) of every point of ``collection``."""
+    physical = store.resolve(collection)
+    if physical is None:
+        return {}
+    out = {}
+    for record in store.scroll(physical, with_vectors=True):
+        payload = dict(record.payload or {})
+        payload.pop("model_fingerprint", None)
+        out[str(record.id)] = (payload, np.asarray(dense_vector(record), dtype=np.float64))
+    return out
+
+
+def clean_points(encoder, folder, tmp_path) -> dict:
+    """The points a clean ingest of ``folder`` into a fresh store writes."""
+    path = tmp_path / f"clean-{time.monotonic_ns()}"
+    with QdrantStore(StoreConfig(qdrant_path=str(path))) as store:
+        ingest(IngestConfig(collection="docs", paths=[str(folder)]), encoder, store, progress=False)
+        points = points_of(store, "docs")
+    shutil.rmtree(path)
+    return points
+
+
+def differences(live: dict, clean: dict) -> list[str]:
+    problems = [f"missing {clean[i][0]['source']}" for i in clean.keys() - live.keys()]
+    problems += [f"extra {live[i][0]['source']}" for i in live.keys() - clean.keys()]
+    for i in live.keys() & clean.keys():
+        (lp, lv), (cp, cv) = live[i], clean[i]
+        if lp != cp:
+            problems.append(f"payload of {cp['source']}#{cp.get('chunk_index')}")
+        elif float(lv @ cv / np.linalg.norm(lv) / np.linalg.norm(cv)) < 0.999:
+            problems.append(f"vector of {cp['source']}#{cp.get('chunk_index')}")
+    return problems
+
+
+def metric(client, name: str) -> float:
+    text = client.get("/metrics").text
+    found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def wait_in_sync(client, owner, encoder, folder, tmp_path, *, deadline_s: float = DEADLINE_S) -> dict:
+    """Wait until the live collection equals a clean ingest of ``folder`` (and the watcher is idle); its status."""
+    clean = clean_points(encoder, folder, tmp_path)
+    deadline = time.monotonic() + deadline_s
+    while True:
+        status = client.get("/v1/collections/docs").json()
+        problems = differences(points_of(owner.model_thread_store, "docs"), clean)
+        if not problems and status["pending"] == 0 and status["ingesting"] == 0 and status["state"] == "watching":
+            return status
+        assert time.monotonic() < deadline, f"not in sync after {deadline_s} s: {problems[:5]}; status {status}"
+        time.sleep(0.2)
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    root = tmp_path / "notes"
+    root.mkdir()
+    (root / "a.txt").write_text(" ".join(sentence(i) for i in range(6)))
+    (root / "b.md").write_text("# Recipes\n\n" + " ".join(sentence(i, "kitchen") for i in range(4)))
+    draw_image(80, 60, seed=1).save(root / "red.png")
+    return root
+
+
+@pytest.fixture()
+def served(encoder, folder, tmp_path):
+    store = QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "live-store")))
+    live = LiveConfig(watch=[str(folder)], collection="docs", watch_quiet_ms=300)
+    ingest_options = IngestConfig(collection="docs", paths=[str(folder)])
+    app = create_app(encoder, store=store, config=ServeConfig(max_wait_ms=2), live=live, ingest=ingest_options)
+    with Served(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client, app.state.owner
+    store.close()
+
+
+def test_watched_folder_equals_a_clean_ingest_after_every_change(served, encoder, folder, tmp_path):
+    client, owner = served
+    status = wait_in_sync(client, owner, encoder, folder, tmp_path)  # catch-up at start
+    assert status["watched"] == [str(folder)] and status["failed"] == 0
+
+    (folder / "c.txt").write_text(" ".join(sentence(i, "orchard") for i in range(5)))  # create
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    status = wait_in_sync(client, owner, encoder, folder, tmp_path)
+    assert status["failed"] == 1 and status["errors"][0]["source"] == str(folder / "broken.png")
+    assert status["errors"][0]["error"]  # the reason, as ingest reports it
+
+    with open(folder / "a.txt", "a") as fh:  # modify: a burst of appends is one change
+        for i in range(5):
+            fh.write(" " + sentence(100 + i, "harbour"))
+            fh.flush()
+            time.sleep(0.03)
+    (folder / "broken.png").unlink()
+    status = wait_in_sync(client, owner, encoder, folder, tmp_path)
+    assert status["failed"] == 0
+
+    (folder / "b.md").unlink()  # delete
+    wait_in_sync(client, owner, encoder, folder, tmp_path)
+
+    embedded = metric(client, "e5v_ingest_embedded_items_total")
+    assert embedded > 0
+    os.rename(folder / "c.txt", folder / "c-renamed.txt")  # rename
+    wait_in_sync(client, owner, encoder, folder, tmp_path)
+    (folder / "sub").mkdir()
+    os.rename(folder / "red.png", folder / "sub" / "red.png")  # move into a subfolder
+    wait_in_sync(client, owner, encoder, folder, tmp_path)
+    assert metric(client, "e5v_ingest_embedded_items_total") == embedded  # renames and moves run no model
+    assert metric(client, "e5v_ingest_rekeyed_items_total") >= 6
+    assert metric(client, "e5v_ingest_renamed_files_total") == 2
+
+    before = client.get("/v1/collections/docs").json()["totals"]
+    tmp = folder / ".goutputstream-XK2Q"  # an editor's save: write a temp file, rename it over the file
+    tmp.write_text((folder / "a.txt").read_text().replace("Note 3:", "Note three:"))
+    os.replace(tmp, folder / "a.txt")
+    after = wait_in_sync(client, owner, encoder, folder, tmp_path)["totals"]
+    assert after["files_written"] - before["files_written"] == 1  # one modification
+    assert after["files_deleted"] == before["files_deleted"]  # not a delete + add
+    assert 1 <= after["embedded"] - before["embedded"] <= 2  # only the changed chunk (and a boundary neighbour)
+
+    shutil.rmtree(folder / "sub")  # a folder deleted
+    wait_in_sync(client, owner, encoder, folder, tmp_path)
+
+    burst = folder / "burst"
+    burst.mkdir()
+    for i in range(200):  # 200 files dropped at once
+        (burst / f"n{i:03d}.txt").write_text(sentence(1000 + i, f"topic {i}"))
+    status = wait_in_sync(client, owner, encoder, folder, tmp_path, deadline_s=180)
+    assert status["points"] >= 200
