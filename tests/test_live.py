@@ -74,11 +74,11 @@ def points_of(store, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
     return out
 
 
-def clean_points(encoder, folder, tmp_path) -> dict:
-    """The points a clean ingest of ``folder`` into a fresh store writes."""
+def clean_points(encoder, folder, tmp_path, **options) -> dict:
+    """The points a clean ingest of ``folder`` (with ingest ``options``) into a fresh store writes."""
     path = tmp_path / f"clean-{time.monotonic_ns()}"
     with QdrantStore(StoreConfig(qdrant_path=str(path))) as store:
-        ingest(IngestConfig(collection="docs", paths=[str(folder)]), encoder, store, progress=False)
+        ingest(IngestConfig(collection="docs", paths=[str(folder)], **options), encoder, store, progress=False)
         points = points_of(store, "docs")
     shutil.rmtree(path)
     return points
@@ -188,3 +188,110 @@ def test_watched_folder_equals_a_clean_ingest_after_every_change(served, encoder
         (burst / f"n{i:03d}.txt").write_text(sentence(1000 + i, f"topic {i}"))
     status = wait_in_sync(client, owner, encoder, folder, tmp_path, deadline_s=180)
     assert status["points"] >= 200
+
+
+# ---------------------------------------------------------------------- a real process: kill -9, one owner
+def start_serve(cmd: list[str], log_path, url: str):
+    import subprocess
+
+    log = open(log_path, "a")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, open(log_path).read()[-3000:]
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.2)
+
+
+def serve_command(folder, qd, model, port, *extra) -> list[str]:
+    from helpers import COMMON
+
+    return [
+        "serve", "--watch", str(folder), "--collection", "docs", "--qdrant-path", str(qd), "--model", str(model),
+        "--port", str(port), "--watch-quiet-ms", "200", *COMMON, *map(str, extra),
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_bulk_sync_then_restart_equals_a_clean_ingest(replica_path, encoder, tmp_path, capsys):
+    import signal
+    import sys
+
+    import slow_writes
+
+    from e5v_qdrant.cli import main
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(80):
+        (folder / f"n{i:03d}.txt").write_text(sentence(i, f"topic {i}"))
+    qd, port = tmp_path / "store", free_port()
+    url = f"http://127.0.0.1:{port}"
+    slow = [*slow_writes.command(0.3), *serve_command(folder, qd, replica_path, port, "--write-batch-size", "2")]
+    proc = start_serve(slow, tmp_path / "serve.log", url)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the catch-up is writing: some points stored, far from all
+            answer = httpx.get(url + "/v1/collections/docs", timeout=10)
+            if answer.status_code == 200 and answer.json()["points"] >= 10:
+                break
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # while it is down: deletions, a rename, an edit, a new file
+    for i in range(0, 80, 9):
+        (folder / f"n{i:03d}.txt").unlink()
+    os.rename(folder / "n001.txt", folder / "renamed.txt")
+    (folder / "n002.txt").write_text(sentence(2, "edited topic"))
+    (folder / "new.txt").write_text(sentence(500, "late arrival"))
+
+    roots = tmp_path / "roots"
+    (roots / "more").mkdir(parents=True)
+    (roots / "more" / "x.txt").write_text(sentence(900, "through the server"))
+    proc = start_serve(
+        [sys.executable, "-m", "e5v_qdrant.cli", *serve_command(folder, qd, replica_path, port, "--ingest-root", roots)],
+        tmp_path / "serve.log",
+        url,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            status = httpx.get(url + "/v1/collections/docs", timeout=10).json()
+            if status.get("state") == "watching" and status["pending"] == 0 and status["ingesting"] == 0:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        # one owner, many clients: ingest and search from the CLI go through the running server
+        capsys.readouterr()
+        assert main(["ingest", str(roots / "more"), "--collection", "more", "--qdrant-path", str(qd), "--json"]) == 0
+        report = __import__("json").loads(capsys.readouterr().out)
+        assert report["counts"]["new"] == 1 and report["counts"]["embedded"] == 1
+        assert httpx.get(url + "/v1/collections/more", timeout=10).json()["points"] == 1  # visible at once
+        assert main(["search", "through the server", "--collection", "more", "--qdrant-path", str(qd)]) == 0
+        assert str(roots / "more" / "x.txt") in capsys.readouterr().out
+        # a path outside the roots is refused, with the remedy; nothing is read
+        assert main(["ingest", str(folder), "--collection", "more", "--qdrant-path", str(qd)]) == 2
+        assert "--ingest-root" in capsys.readouterr().err
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with QdrantStore(StoreConfig(qdrant_path=str(qd))) as store:
+        live = points_of(store, "docs")
+    assert not differences(live, clean_points(encoder, folder, tmp_path, chunk_size=128, chunk_overlap=4))  # COMMON
