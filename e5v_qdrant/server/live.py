@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from ..config import IngestConfig
 from ..errors import E5VConfigError, E5VError
 from ..ingest import check_paths
@@ -68,8 +70,10 @@ class BatchedEncoder:
     """The served encoder as ingestion sees it: attributes are the encoder's, ``embed_texts`` / ``embed_images`` queue
     in the batcher beside search requests (called from a thread other than the event loop's)."""
 
-    def __init__(self, encoder, batcher, loop: asyncio.AbstractEventLoop):
+    def __init__(self, encoder, batcher, loop: asyncio.AbstractEventLoop, *, slice_size: int | None = None):
         self._encoder, self._batcher, self._loop = encoder, batcher, loop
+        #: most ingestion inputs per batcher job: a quarter of the batcher's batch
+        self.slice_size = slice_size or max(1, batcher.max_batch_size // 4)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._encoder, name)
@@ -82,6 +86,14 @@ class BatchedEncoder:
         return self._submit("image", list(images), [IMAGE_TOKENS_ESTIMATE] * len(images))
 
     def _submit(self, kind: str, items: list, tokens: list[int]):
+        """Queue ``items`` in slices of ``slice_size``: a search waits for at most one encoder call, and an ingestion
+        call holds at most a slice (a full batch of long chunks takes seconds on a CPU)."""
+        size = self.slice_size
+        return np.concatenate(
+            [self._submit_slice(kind, items[i : i + size], tokens[i : i + size]) for i in range(0, len(items), size)]
+        )
+
+    def _submit_slice(self, kind: str, items: list, tokens: list[int]):
         for _ in range(600):  # a full queue (clients' requests) is waited out, up to a minute
             future = asyncio.run_coroutine_threadsafe(self._batcher.submit(kind, items, tokens=tokens), self._loop)
             try:
