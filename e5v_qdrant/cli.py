@@ -440,24 +440,16 @@ def _run_reingest(args) -> int:
 
 
 # ---------------------------------------------------------------- serve
-_SERVE_DESCRIPTION = """\
-Serve the model over HTTP until Ctrl-C / SIGTERM (in-flight requests finish first):
-  POST /v1/embeddings   OpenAI-compatible (input: string or list of strings; encoding_format float or base64) and
-                        vLLM-style chat messages with image_url data URLs (image, image + text, or text)
-  POST /v1/search       search a collection (needs --qdrant-path or --qdrant-url), GET / a search page
-  GET  /health, /v1/models, /metrics (Prometheus)
-Concurrent requests are batched together (--max-batch-size, --max-wait-ms). Binds 127.0.0.1 unless --host says
-otherwise; --server-api-key-env VAR makes clients send 'Authorization: Bearer $VAR'. Needs: pip install 'e5v-qdrant[serve]'.
-"""
 
 
 def _add_serve(sub) -> Callable:
     from .config import IngestConfig, ServeConfig, StoreConfig
+    from .server import SERVE_DESCRIPTION
 
     p = sub.add_parser(
         "serve",
         help="HTTP embedding server (OpenAI/vLLM-compatible), search API and search page",
-        description=_SERVE_DESCRIPTION,
+        description=SERVE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(
@@ -489,8 +481,8 @@ def _run_serve(args) -> int:
         store_config = from_namespace(StoreConfig, args, api_key_env=args.qdrant_api_key_env)
     ingest = from_namespace(IngestConfig, args, collection=live.collection, paths=live.watch) if live.watch else None
     # encoder options not typed come from the served collections' stamps (as for `search`), else the defaults
-    encoder_options = namespace_options(EncoderConfig, args)
-    serve(from_namespace(ServeConfig, args), encoder_options, store_config, live=live, ingest=ingest)
+    encoder = namespace_options(EncoderConfig, args)
+    serve(from_namespace(ServeConfig, args), encoder, store_config, live=live, ingest=ingest)
     return EXIT_OK
 
 

@@ -11,7 +11,21 @@ from typing import Any
 from ..config import EncoderConfig, IngestConfig, ServeConfig, StoreConfig
 from ..live.config import LiveConfig
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "serve", "SERVE_DESCRIPTION"]
+
+#: `e5v-qdrant serve --help`'s description.
+SERVE_DESCRIPTION = """\
+Serve the model over HTTP until Ctrl-C / SIGTERM (in-flight requests finish first):
+  POST /v1/embeddings   OpenAI-compatible (input: string or list of strings; encoding_format float or base64) and
+                        vLLM-style chat messages with image_url data URLs (image, image + text, or text)
+  POST /v1/search       search a collection (needs --qdrant-path or --qdrant-url), GET / a search page
+  GET  /health, /v1/models, /metrics (Prometheus), /v1/collections/NAME (points; sync status of a watched folder)
+  POST /v1/ingest       ingest paths under --ingest-root as a job; its progress and report: GET /v1/jobs/ID
+Concurrent requests are batched together (--max-batch-size, --max-wait-ms). Binds 127.0.0.1 unless --host says
+otherwise; --server-api-key-env VAR makes clients send 'Authorization: Bearer $VAR'. Needs: pip install 'e5v-qdrant[serve]'.
+--watch FOLDER --collection NAME keeps the collection in step with the folder (catch-up at start, then file events;
+renames run no model) while serving; `ingest` and `search` on the store folder then go through this server.
+"""
 
 
 def create_app(encoder, *, store=None, config: ServeConfig | None = None, live=None, ingest=None):
