@@ -462,7 +462,7 @@ def _add_serve(sub) -> Callable:
     add_arguments(p, LiveConfig, group="keep a folder in sync (--watch); ingest jobs (--ingest-root)")
     add_arguments(p, IngestConfig, group="ingest options of the --watch folders", exclude=SERVE_INGEST_EXCLUDED)
     store = p.add_argument_group("store searched by /v1/search and the page (optional; default: search off)")
-    add_arguments(store, StoreConfig, exclude=("api_key_env",), scopes=(SEARCH, WRITE))
+    add_arguments(store, StoreConfig, exclude=("api_key_env",), scopes=(SEARCH,))
     store.add_argument(
         "--qdrant-api-key-env",
         default="QDRANT_API_KEY",

@@ -238,7 +238,7 @@ def test_kill_9_during_a_bulk_sync_then_restart_equals_a_clean_ingest(replica_pa
         (folder / f"n{i:03d}.txt").write_text(sentence(i, f"topic {i}"))
     qd, port = tmp_path / "store", free_port()
     url = f"http://127.0.0.1:{port}"
-    slow = [*slow_writes.command(0.3), *serve_command(folder, qd, replica_path, port, "--write-batch-size", "2")]
+    slow = [*slow_writes.command(0.3), *serve_command(folder, qd, replica_path, port, "--batch-size", "2")]
     proc = start_serve(slow, tmp_path / "serve.log", url)
     try:
         deadline = time.monotonic() + 120
@@ -264,7 +264,12 @@ def test_kill_9_during_a_bulk_sync_then_restart_equals_a_clean_ingest(replica_pa
     (roots / "more").mkdir(parents=True)
     (roots / "more" / "x.txt").write_text(sentence(900, "through the server"))
     proc = start_serve(
-        [sys.executable, "-m", "e5v_qdrant.cli", *serve_command(folder, qd, replica_path, port, "--ingest-root", roots)],
+        [
+            sys.executable,
+            "-m",
+            "e5v_qdrant.cli",
+            *serve_command(folder, qd, replica_path, port, "--ingest-root", roots),
+        ],
         tmp_path / "serve.log",
         url,
     )

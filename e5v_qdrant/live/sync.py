@@ -108,7 +108,7 @@ class FolderSync:
         self.status = SyncStatus(config.collection, roots)
         self.chunker = load_chunker(ChunkerSpec.for_encoder(encoder.config, config.chunk_size, config.chunk_overlap))
         self.run = IngestRun(self.config, store, encoder, IngestReport(collection=config.collection))
-        self.batch = max(store.config.write_batch_size, encoder.config.batch_size)
+        self.batch = encoder.config.batch_size  # items per write: small groups show up in search sooner
 
     # ------------------------------------------------------------ what is stored
     def stored_under(self, scope: list[str] | None) -> dict[str, dict[str, Any]]:
