@@ -180,7 +180,14 @@ def test_watched_folder_equals_a_clean_ingest_after_every_change(served, encoder
     assert 1 <= after["embedded"] - before["embedded"] <= 2  # only the changed chunk (and a boundary neighbour)
 
     shutil.rmtree(folder / "sub")  # a folder deleted
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the secret is 4242")
+    os.symlink(outside / "secret.txt", folder / "link.txt")  # a link leading outside: never read
+    os.symlink(outside, folder / "linked-folder")
     wait_in_sync(client, owner, encoder, folder, tmp_path)
+    sources = {p["source"] for p, _ in points_of(owner.model_thread_store, "docs").values()}
+    assert not [s for s in sources if "link" in s or "secret" in s]
 
     burst = folder / "burst"
     burst.mkdir()
@@ -300,3 +307,63 @@ def test_kill_9_during_a_bulk_sync_then_restart_equals_a_clean_ingest(replica_pa
     with QdrantStore(StoreConfig(qdrant_path=str(qd))) as store:
         live = points_of(store, "docs")
     assert not differences(live, clean_points(encoder, folder, tmp_path, chunk_size=128, chunk_overlap=4))  # COMMON
+
+
+def test_ingest_jobs_read_only_under_the_roots(served, tmp_path, folder):
+    client, _ = served
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the secret is 4242")
+    for path in (str(outside), str(folder / ".." / "private"), "/etc"):
+        answer = client.post("/v1/ingest", json={"collection": "other", "paths": [path]})
+        assert answer.status_code == 403 and "--ingest-root" in answer.json()["error"]["message"], answer.text
+    os.symlink(outside, folder / "escape")  # inside the root by name, outside by target
+    answer = client.post("/v1/ingest", json={"collection": "other", "paths": [str(folder / "escape")]})
+    assert answer.status_code == 403
+    answer = client.post(
+        "/v1/ingest", json={"collection": "other", "paths": [str(folder)], "options": {"follow_symlinks": True}}
+    )
+    assert answer.status_code == 400 and "follow_symlinks" in answer.json()["error"]["message"]
+    assert client.get("/v1/jobs/job-999").status_code == 404
+
+    job = client.post("/v1/ingest", json={"collection": "other", "paths": [str(folder)]})
+    assert job.status_code == 202, job.text
+    deadline = time.monotonic() + DEADLINE_S
+    while (state := client.get(f"/v1/jobs/{job.json()['id']}").json())["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state["state"] == "done" and state["exit_code"] == 0, state
+    counts = state["report"]["counts"]
+    assert counts["new"] == 3 and counts["ignored"] == 1  # a.txt, b.md, red.png; the link is not followed
+    assert state["files_done"] == 4
+    assert "files: discovered 3, new 3" in state["summary"]
+    assert client.get("/v1/collections/other").json()["points"] == state["report"]["counts"]["embedded"]
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def test_search_page_shows_the_sync_status(served, folder, tmp_path):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client, _ = served
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        driver.get(str(client.base_url))
+        line = lambda: driver.find_element(By.ID, "live")  # noqa: E731
+        WebDriverWait(driver, DEADLINE_S).until(lambda d: "watching" in line().text and "failed 0" in line().text)
+        assert str(folder) in line().text and "pending 0" in line().text
+        (folder / "broken.png").write_bytes(b"not an image")
+        WebDriverWait(driver, DEADLINE_S).until(lambda d: "failed 1" in line().text)
+        assert "broken.png" in line().text and line().get_attribute("class") == "error"
+    finally:
+        driver.quit()

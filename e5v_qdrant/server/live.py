@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Tokens an image is counted as when ingestion queues it (fairness only): the largest anyres image of LLaVA-NeXT.
 IMAGE_TOKENS_ESTIMATE = 2880
+#: Finished jobs whose report ``GET /v1/jobs/{id}`` still answers.
+_KEPT_JOBS = 100
 #: Ingest options a request may not set: they would read outside the allowed roots or leave this process.
 _REFUSED_OPTIONS = ("follow_symlinks", "engine", "ray_address", "replicas", "gpus_per_replica", "write_concurrency")
 
@@ -223,6 +225,8 @@ class LiveService:
         check_paths(config.paths)
         job = _Job(f"job-{next(self._ids)}", collection, absolute)
         self.jobs[job.id] = job
+        for old in [j for j in self.jobs.values() if j.state != "running"][:-_KEPT_JOBS]:
+            del self.jobs[old.id]  # the reports of the last finished jobs are kept
         threading.Thread(target=self._run_job, args=(job, config), name=job.id, daemon=True).start()
         return job.to_dict()
 
