@@ -367,3 +367,28 @@ def test_search_page_shows_the_sync_status(served, folder, tmp_path):
         assert "broken.png" in line().text and line().get_attribute("class") == "error"
     finally:
         driver.quit()
+
+
+# ---------------------------------------------------------------------- the watcher alone
+@pytest.mark.parametrize("polling", [False, True], ids=["events", "polling"])
+def test_watcher_hands_over_a_burst_of_writes_once_the_folder_is_quiet(tmp_path, polling):
+    from e5v_qdrant.live.watch import FolderWatcher
+
+    (tmp_path / "store").mkdir()
+    watcher = FolderWatcher([tmp_path], quiet_ms=400, force_polling=polling, ignore=[tmp_path / "store"])
+    watcher.start()
+    try:
+        assert watcher.ready.wait(10)
+        target = tmp_path / "log.txt"
+        started = time.monotonic()
+        for i in range(8):  # a write every 100 ms: shorter gaps than the quiet period
+            with open(target, "a") as fh:
+                fh.write(f"line {i}\n")
+            (tmp_path / "store" / f"segment{i}").write_text("store files are not watched")
+            time.sleep(0.1)
+        changed = watcher.take(timeout=15)
+        assert changed == {str(target)}
+        assert time.monotonic() - started >= 0.8 + 0.4 - 0.05  # handed over only after the writes stopped
+        assert watcher.take(timeout=1.5) == set()  # once
+    finally:
+        watcher.stop()
