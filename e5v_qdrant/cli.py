@@ -221,7 +221,7 @@ def _run_ingest(args) -> int:
     check_paths(config.paths)  # before the store folder or the model is touched
     try:  # the model loads in `ingest` (or on the Ray workers), only when needed; or a server holding the folder
         if owner := RunningOwner.of(from_namespace(StoreConfig, args), args.server_api_key_env):
-            report = owner.ingest(config, progress=args.progress)
+            report = owner.ingest(config, namespace_options(EncoderConfig, args), progress=args.progress)
         else:
             with _store_from(args, must_exist=False) as store:
                 encoder = _encoder_config_from(args, store, config.collection)

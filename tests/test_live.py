@@ -325,8 +325,14 @@ def test_ingest_jobs_read_only_under_the_roots(served, tmp_path, folder):
     )
     assert answer.status_code == 400 and "follow_symlinks" in answer.json()["error"]["message"]
     assert client.get("/v1/jobs/job-999").status_code == 404
+    other_layout = {"paper": "llava-next", "llava-next": "paper"}[served[1].encoder.config.image_layout]
+    answer = client.post(
+        "/v1/ingest", json={"collection": "other", "paths": [str(folder)], "encoder": {"image_layout": other_layout}}
+    )
+    assert answer.status_code == 400 and "image_layout" in answer.json()["error"]["message"]  # other vectors
 
-    job = client.post("/v1/ingest", json={"collection": "other", "paths": [str(folder)]})
+    body = {"collection": "other", "paths": [str(folder)], "encoder": {"device": "cpu", "batch_size": 3}}
+    job = client.post("/v1/ingest", json=body)  # options that do not change the vectors are fine
     assert job.status_code == 202, job.text
     deadline = time.monotonic() + DEADLINE_S
     while (state := client.get(f"/v1/jobs/{job.json()['id']}").json())["state"] == "running":

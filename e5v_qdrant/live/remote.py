@@ -99,9 +99,17 @@ class RunningOwner:
                 f"the server at {self.url} holds the store but does not answer ({exc.reason}); wait for it or stop it"
             ) from None
 
-    def ingest(self, config: IngestConfig, *, progress: bool | None = None, poll_s: float = 0.2) -> RemoteReport:
+    def ingest(
+        self,
+        config: IngestConfig,
+        encoder: dict[str, Any] | None = None,
+        *,
+        progress: bool | None = None,
+        poll_s: float = 0.2,
+    ) -> RemoteReport:
         """Run ``config`` as an ingest job of the server and wait for its report (the options that differ from the
-        defaults are sent; paths are absolute paths of this machine, which the server shares).
+        defaults are sent; paths are absolute paths of this machine, which the server shares). ``encoder``: the
+        encoder options given; the server refuses them if they make other vectors than its model.
 
         Raises:
             OwnerError: the server refused the job (a path outside its ``--ingest-root``…) or the job failed.
@@ -113,7 +121,8 @@ class RunningOwner:
             if f.name not in ("collection", "paths") and getattr(config, f.name) != getattr(defaults, f.name)
         }
         paths = [os.path.abspath(os.fspath(p)) for p in config.paths]
-        job = self.request("POST", "/v1/ingest", {"collection": config.collection, "paths": paths, "options": options})
+        body = {"collection": config.collection, "paths": paths, "options": options, "encoder": encoder or {}}
+        job = self.request("POST", "/v1/ingest", body)
         show = sys.stderr.isatty() if progress is None else progress
         while job["state"] == "running":
             time.sleep(poll_s)

@@ -305,7 +305,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None, live: 
     async def ingest(body: IngestRequest) -> dict[str, Any]:
         """Start ingesting paths of this machine (under ``--ingest-root``) into a collection; poll ``/v1/jobs/{id}``."""
         need_store()
-        return await run_in_threadpool(owner.start_job, body.collection, body.paths, body.options)
+        return await run_in_threadpool(owner.start_job, body.collection, body.paths, body.options, body.encoder)
 
     @app.get("/v1/jobs/{job_id}", dependencies=guarded)
     async def job(job_id: str) -> dict[str, Any]:

@@ -197,14 +197,21 @@ class LiveService:
         return self.folders.to_dict()
 
     # ------------------------------------------------------------ jobs
-    def start_job(self, collection: str, paths: list[str], options: Mapping[str, Any]) -> dict[str, Any]:
+    def start_job(
+        self, collection: str, paths: list[str], options: Mapping[str, Any], encoder: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Start ingesting ``paths`` (on this machine, under the ingest roots) into ``collection``; returns the job.
+
+        ``encoder``: encoder options the client gave; refused if they would make other vectors than the served
+        model's (the job embeds with the served model).
 
         Raises:
             OutsideRootsError: a path is outside the roots, or the server has none.
-            E5VConfigError: bad options (or ones a request may not set: ``follow_symlinks``, the Ray engine).
+            E5VConfigError: bad options (or ones a request may not set: ``follow_symlinks``, the Ray engine), or
+                encoder options this server's model does not match.
             E5VInputError: a path does not exist.
         """
+        self.check_encoder(encoder or {})
         roots = self.live.roots
         if not roots:
             raise OutsideRootsError(
@@ -229,6 +236,24 @@ class LiveService:
             del self.jobs[old.id]  # the reports of the last finished jobs are kept
         threading.Thread(target=self._run_job, args=(job, config), name=job.id, daemon=True).start()
         return job.to_dict()
+
+    def check_encoder(self, given: Mapping[str, Any]) -> None:
+        """Refuse encoder options whose vectors differ from the served model's (``identity.fingerprint`` ids)."""
+        from ..config import EncoderConfig
+        from ..identity import fingerprint
+
+        served = self.encoder.config
+        vector_options = {f.name for f in dataclasses.fields(EncoderConfig) if f.metadata.get("vectors")}
+        differing = {k: v for k, v in given.items() if k in vector_options and v != getattr(served, k)}
+        if not differing:  # device, dtype, batch sizes… do not change the vectors
+            return
+        wanted = EncoderConfig.from_options({**dataclasses.asdict(served), **differing})
+        if fingerprint(wanted)["id"] != self.encoder.fingerprint["id"]:
+            options = ", ".join(sorted(differing))
+            raise E5VConfigError(
+                f"this server embeds with {served.model} and its options; the options given ({options}) make other "
+                "vectors: drop them to ingest through the server, or stop the server to ingest with them"
+            )
 
     def _run_job(self, job: _Job, config: IngestConfig) -> None:
         encoder, store = self._proxies

@@ -131,6 +131,7 @@ class IngestRequest(_UnicodeBody):
     collection: str = Field(min_length=1)
     paths: list[str] = Field(min_length=1, max_length=1000)
     options: dict[str, Any] = Field(default_factory=dict)
+    encoder: dict[str, Any] = Field(default_factory=dict, description="encoder options; must match the served model")
 
 
 @dataclass(frozen=True)
