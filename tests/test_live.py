@@ -299,6 +299,10 @@ def test_kill_9_during_a_bulk_sync_then_restart_equals_a_clean_ingest(replica_pa
         # a path outside the roots is refused, with the remedy; nothing is read
         assert main(["ingest", str(folder), "--collection", "more", "--qdrant-path", str(qd)]) == 2
         assert "--ingest-root" in capsys.readouterr().err
+        from e5v_qdrant.store.retry import StoreError
+
+        with pytest.raises(StoreError, match=f"e5v-qdrant serve at {url}"):  # commands that cannot go through it
+            QdrantStore(StoreConfig(qdrant_path=str(qd), retries=1, retry_wait=0.01))
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     finally:

@@ -92,7 +92,10 @@ class FolderLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = os.pread(self.fd, 64, 0).decode("ascii", "replace").split("\n")[0].strip() or "?"
+            recorded = os.pread(self.fd, 4096, 0).decode("utf-8", "replace").split("\n") + [""]
+            holder = recorded[0].strip() or "?"
+            if recorded[1].strip():  # a server (record_holder_address): commands that can go through it do
+                holder += f", e5v-qdrant serve at {recorded[1].strip()}"
             os.close(self.fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
