@@ -57,10 +57,13 @@ def serve(
     Raises:
         E5VConfigError: a non-loopback ``host`` without a key (and no ``allow_unauthenticated``), an unset key
             variable, or collections built with different models and no model given; all before the model loads.
+        CollectionMismatchError: the ``--watch`` collection holds vectors of another model (before the load too).
 
     Example:
         >>> serve(ServeConfig(port=8000), EncoderConfig(model="royokong/e5-v"))  # doctest: +SKIP
         >>> serve(ServeConfig(), {}, StoreConfig(qdrant_path="qdrant_data"))  # the collections' model  # doctest: +SKIP
+        >>> serve(ServeConfig(), {}, StoreConfig(), live=LiveConfig(watch=["notes"], collection="notes"),
+        ...       ingest=IngestConfig(collection="notes", paths=["notes"], hybrid=True))  # doctest: +SKIP
     """
     try:
         import uvicorn
@@ -77,8 +80,8 @@ def serve(
 
     check_exposure(config, server_key(config))  # before the slow model load
     # a store to search must exist: serving an empty folder would create a store no command filled
-    watching = live is not None and bool(live.watch)
-    store = QdrantStore(store_config, must_exist=not watching) if store_config is not None else None
+    writes = live is not None and bool(live.watch or live.ingest_root)  # it may fill a new store
+    store = QdrantStore(store_config, must_exist=not writes) if store_config is not None else None
     try:
         if not isinstance(encoder_config, EncoderConfig):
             encoder_config = served_encoder_config(store, encoder_config)
