@@ -402,3 +402,39 @@ def test_watcher_hands_over_a_burst_of_writes_once_the_folder_is_quiet(tmp_path,
         assert watcher.take(timeout=1.5) == set()  # once
     finally:
         watcher.stop()
+
+
+def test_a_hybrid_collection_keeps_its_keyword_vectors_through_a_rename(encoder, folder, tmp_path):
+    from e5v_qdrant.points import sparse_vector
+
+    def keywords(store) -> dict:
+        physical = store.resolve("docs")
+        return {
+            str(r.id): (None if sparse_vector(r) is None else (list(sparse_vector(r).indices), sparse_vector(r).values))
+            for r in store.scroll(physical, with_vectors=True)
+        }
+
+    store = QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "live-store")))
+    live = LiveConfig(watch=[str(folder)], collection="docs", watch_quiet_ms=300)
+    options = IngestConfig(collection="docs", paths=[str(folder)], hybrid=True)
+    app = create_app(encoder, store=store, config=ServeConfig(max_wait_ms=2), live=live, ingest=options)
+    with Served(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        owner = app.state.owner
+        deadline = time.monotonic() + DEADLINE_S
+        while client.get("/v1/collections/docs").json().get("state") != "watching":  # caught up
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.rename(folder / "a.txt", folder / "renamed.txt")
+        clean = tmp_path / "clean"
+        with QdrantStore(StoreConfig(qdrant_path=str(clean))) as reference:
+            ingest(
+                IngestConfig(collection="docs", paths=[str(folder)], hybrid=True), encoder, reference, progress=False
+            )
+            expected = keywords(reference)
+        deadline = time.monotonic() + DEADLINE_S
+        while keywords(owner.model_thread_store) != expected:
+            assert time.monotonic() < deadline, "keyword vectors differ from a clean hybrid ingest"
+            time.sleep(0.2)
+        assert sum(1 for k in expected.values() if k is not None) >= 2  # text points have keyword vectors
+        assert metric(client, "e5v_ingest_rekeyed_items_total") >= 1
+    store.close()
