@@ -438,3 +438,22 @@ def test_a_hybrid_collection_keeps_its_keyword_vectors_through_a_rename(encoder,
         assert sum(1 for k in expected.values() if k is not None) >= 2  # text points have keyword vectors
         assert metric(client, "e5v_ingest_rekeyed_items_total") >= 1
     store.close()
+
+
+def test_a_watched_folder_that_goes_away_keeps_its_points_until_it_is_back(served, encoder, folder, tmp_path):
+    client, owner = served
+    wait_in_sync(client, owner, encoder, folder, tmp_path)
+    kept = points_of(owner.model_thread_store, "docs")
+    moved = tmp_path / "elsewhere"
+    os.rename(folder, moved)  # an unmounted share looks like this too
+    deadline = time.monotonic() + DEADLINE_S
+    while (status := client.get("/v1/collections/docs").json())["state"] != "error":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert str(folder) in status["error"] and "gone" in status["error"]
+    assert points_of(owner.model_thread_store, "docs").keys() == kept.keys()  # nothing deleted
+    os.rename(moved, folder)
+    (folder / "back.txt").write_text(sentence(7, "return"))
+    wait_in_sync(client, owner, encoder, folder, tmp_path)
+    (folder / "later.txt").write_text(sentence(8, "events again"))  # followed again after it came back
+    wait_in_sync(client, owner, encoder, folder, tmp_path)

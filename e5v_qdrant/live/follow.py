@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
+from ..errors import E5VInputError
 from .sync import FolderSync
 from .watch import FolderWatcher
 
@@ -77,6 +78,11 @@ class LiveFolders:
                 logger.info("synced %s: %s", self.sync.config.collection, counts)
                 full = False
                 self._set("watching")
+            except E5VInputError as exc:  # a watched folder is gone: wait for it
+                logger.warning("not syncing %s: %s; retrying in %.0f s", self.sync.config.collection, exc, self.retry_s)
+                self._set("error", str(exc))
+                full = True
+                stop.wait(self.retry_s)
             except Exception as exc:  # noqa: BLE001 - the server stays up; the next full sync retries
                 logger.exception("syncing %s failed; retrying in %.0f s", self.sync.config.collection, self.retry_s)
                 self._set("error", f"{type(exc).__name__}: {exc}")

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..chunking import ChunkerSpec, load_chunker
 from ..config import IngestConfig
+from ..errors import E5VInputError
 from ..ingest.run import IngestRun, under
 from ..pipeline import FileWork, IngestReport, decode_images, embed_points, plan_file
 from ..points import CONTENT_HASH, FILE_STAT, FOLDERS, MODALITY, SOURCE, dense_vector, make_point
@@ -151,7 +152,16 @@ class FolderSync:
     def sync(self, scope: Iterable[str] | None = None) -> SyncCounts:
         """Make the points under ``scope`` (changed paths: files or folders, present or gone; ``None`` = the watched
         folders) equal to what a clean ingest stores for them. One bad file is recorded in ``status.failed``, never
-        raised; store errors propagate (the next sync retries)."""
+        raised; store errors propagate (the next sync retries).
+
+        Raises:
+            E5VInputError: a watched folder is gone (nothing is deleted: an unmounted share is not an empty one).
+        """
+        gone = [root for root in self.config.paths if not os.path.exists(root)]
+        if gone:  # an unmounted share or a moved folder is not "every file deleted"
+            raise E5VInputError(
+                ", ".join(gone), "watched folder is gone (unmounted or moved?): its points are kept until it is back"
+            )
         scope_list = None if scope is None else sorted({os.path.abspath(os.fspath(p)) for p in scope})
         counts = SyncCounts()
         cfg = self.config
