@@ -107,24 +107,30 @@ class BatchedEncoder:
 
 class ModelThreadStore:
     """A ``QdrantStore`` whose calls run on the model worker thread (where search's store calls run), so the
-    embedded store is only ever used from one thread; ``scroll`` is read whole there."""
+    embedded store is only ever used from one thread; ``scroll`` is read there ``page`` records at a time, so a
+    search waits for at most one page of a long scroll."""
 
-    def __init__(self, store, batcher, loop: asyncio.AbstractEventLoop):
-        self._store, self._batcher, self._loop = store, batcher, loop
+    def __init__(self, store, batcher, loop: asyncio.AbstractEventLoop, *, page: int = 1024):
+        self._store, self._batcher, self._loop, self._page = store, batcher, loop, page
+
+    def _run(self, call):
+        return asyncio.run_coroutine_threadsafe(self._batcher.run(call), self._loop).result()
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._store, name)
         if not callable(value):
             return value
+        if name == "scroll":
+            return lambda *args, **kwargs: self._scroll(value(*args, **kwargs))
+        return lambda *args, **kwargs: self._run(lambda: value(*args, **kwargs))
 
-        def on_model_thread(*args, **kwargs):
-            def call():
-                result = value(*args, **kwargs)
-                return list(result) if name == "scroll" else result
-
-            return asyncio.run_coroutine_threadsafe(self._batcher.run(call), self._loop).result()
-
-        return on_model_thread
+    def _scroll(self, records):
+        """The records of a (not yet started) ``scroll`` generator, advanced on the model thread a page at a time."""
+        while True:
+            page = self._run(lambda: list(itertools.islice(records, self._page)))
+            yield from page
+            if len(page) < self._page:
+                return
 
 
 @dataclasses.dataclass
