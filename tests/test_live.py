@@ -75,10 +75,12 @@ def points_of(store, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
 
 
 def clean_points(encoder, folder, tmp_path, **options) -> dict:
-    """The points a clean ingest of ``folder`` (with ingest ``options``) into a fresh store writes."""
+    """The points a clean ingest of ``folder`` (or a list of folders; with ingest ``options``) into a fresh store
+    writes."""
     path = tmp_path / f"clean-{time.monotonic_ns()}"
+    paths = [str(f) for f in folder] if isinstance(folder, list) else [str(folder)]
     with QdrantStore(StoreConfig(qdrant_path=str(path))) as store:
-        ingest(IngestConfig(collection="docs", paths=[str(folder)], **options), encoder, store, progress=False)
+        ingest(IngestConfig(collection="docs", paths=paths, **options), encoder, store, progress=False)
         points = points_of(store, "docs")
     shutil.rmtree(path)
     return points
@@ -457,3 +459,23 @@ def test_a_watched_folder_that_goes_away_keeps_its_points_until_it_is_back(serve
     wait_in_sync(client, owner, encoder, folder, tmp_path)
     (folder / "later.txt").write_text(sentence(8, "events again"))  # followed again after it came back
     wait_in_sync(client, owner, encoder, folder, tmp_path)
+
+
+def test_several_watched_folders_feed_one_collection(encoder, folder, tmp_path):
+    second = tmp_path / "photos"
+    second.mkdir()
+    draw_image(50, 70, seed=5).save(second / "blue.png")
+    store = QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "live-store")))
+    live = LiveConfig(watch=[str(folder), str(second)], collection="docs", watch_quiet_ms=300)
+    options = IngestConfig(collection="docs", paths=[str(folder)])
+    app = create_app(encoder, store=store, config=ServeConfig(max_wait_ms=2), live=live, ingest=options)
+    with Served(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        owner = app.state.owner
+        wait_in_sync(client, owner, encoder, [folder, second], tmp_path)
+        embedded = metric(client, "e5v_ingest_embedded_items_total")
+        os.rename(folder / "red.png", second / "red.png")  # a move between watched folders runs no model
+        (second / "caption.txt").write_text(sentence(3, "photo album"))
+        status = wait_in_sync(client, owner, encoder, [folder, second], tmp_path)
+        assert status["watched"] == [str(folder), str(second)]
+        assert metric(client, "e5v_ingest_embedded_items_total") - embedded == 1  # the caption only
+    store.close()
