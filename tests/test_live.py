@@ -149,6 +149,7 @@ def test_watched_folder_equals_a_clean_ingest_after_every_change(served, encoder
     assert status["failed"] == 1 and status["errors"][0]["source"] == str(folder / "broken.png")
     assert status["errors"][0]["error"]  # the reason, as ingest reports it
 
+    before = status["totals"]
     with open(folder / "a.txt", "a") as fh:  # modify: a burst of appends is one change
         for i in range(5):
             fh.write(" " + sentence(100 + i, "harbour"))
@@ -157,6 +158,7 @@ def test_watched_folder_equals_a_clean_ingest_after_every_change(served, encoder
     (folder / "broken.png").unlink()
     status = wait_in_sync(client, owner, encoder, folder, tmp_path)
     assert status["failed"] == 0
+    assert status["totals"]["files_written"] - before["files_written"] == 1  # a.txt embedded once
 
     (folder / "b.md").unlink()  # delete
     wait_in_sync(client, owner, encoder, folder, tmp_path)
