@@ -482,3 +482,41 @@ def test_several_watched_folders_feed_one_collection(encoder, folder, tmp_path):
         assert status["watched"] == [str(folder), str(second)]
         assert metric(client, "e5v_ingest_embedded_items_total") - embedded == 1  # the caption only
     store.close()
+
+
+def test_a_store_folder_inside_the_watched_folder_is_not_ingested(encoder, folder, tmp_path, monkeypatch):
+    import e5v_qdrant.pipeline
+
+    read = []
+    real_read = e5v_qdrant.pipeline.read_source
+
+    def recording_read(entry, *args, **kwargs):
+        read.append(entry.source)
+        return real_read(entry, *args, **kwargs)
+
+    monkeypatch.setattr(e5v_qdrant.pipeline, "read_source", recording_read)
+    monkeypatch.chdir(folder)
+    store = QdrantStore(StoreConfig(qdrant_path="qdrant_data"))  # relative, inside the watched folder
+    options = IngestConfig(collection="docs", paths=[str(folder)], exclude=["qdrant_data"])
+    ingest(options, encoder, store, progress=False)  # the store has files (some without a type) when watching starts
+    read.clear()
+    live = LiveConfig(watch=[str(folder)], collection="docs", watch_quiet_ms=300)
+    options = IngestConfig(collection="docs", paths=[str(folder)])
+    app = create_app(encoder, store=store, config=ServeConfig(max_wait_ms=2), live=live, ingest=options)
+    with Served(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        owner = app.state.owner
+        (folder / "c.txt").write_text(sentence(4, "store beside"))
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            status = client.get("/v1/collections/docs").json()
+            sources = {p["source"] for p, _ in points_of(owner.model_thread_store, "docs").values()}
+            if str(folder / "c.txt") in sources and status["pending"] == 0 and status["state"] == "watching":
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert sources == {str(folder / n) for n in ("a.txt", "b.md", "red.png", "c.txt")}
+        assert not [path for path in read if "qdrant_data" in path]  # its files (some without a type) never opened
+        events = metric(client, "e5v_ingest_events_total")
+        time.sleep(1.5)  # the store's own writes are not events: no sync feeding itself
+        assert metric(client, "e5v_ingest_events_total") == events
+    store.close()

@@ -173,9 +173,15 @@ class LiveService:
         self._proxies = (BatchedEncoder(self.encoder, batcher, loop), ModelThreadStore(self.store, batcher, loop))
         if self.ingest is None or not self.live.watch:
             return
-        config = dataclasses.replace(self.ingest, collection=self.live.collection, paths=list(self.live.watch))
+        store_path = self.store.config.resolved_path and os.path.abspath(self.store.config.resolved_path)
+        inside = [os.path.relpath(store_path, r) for r in self.live.watch if store_path and _under(store_path, r)]
+        config = dataclasses.replace(  # a store folder inside a watched folder is not a source
+            self.ingest,
+            collection=self.live.collection,
+            paths=list(self.live.watch),
+            exclude=[*self.ingest.exclude, *inside],
+        )
         sync = await asyncio.to_thread(FolderSync, config, *self._proxies, on_counts=self.metrics.observe_sync)
-        store_path = self.store.config.resolved_path
         self.folders = LiveFolders(
             sync,
             quiet_ms=self.live.watch_quiet_ms,
@@ -228,8 +234,7 @@ class LiveService:
             raise E5VConfigError(f"ingest options not accepted through the server: {', '.join(refused)}")
         absolute = [os.path.abspath(p) for p in paths]
         for path in absolute:
-            real = os.path.realpath(path)
-            if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            if not any(_under(os.path.realpath(path), r) for r in roots):
                 raise OutsideRootsError(
                     f"{path} is outside this server's ingest roots ({', '.join(roots)}); restart it with "
                     "--ingest-root covering it, or ingest without the server"
@@ -281,3 +286,9 @@ class LiveService:
     def job(self, job_id: str) -> dict[str, Any] | None:
         job = self.jobs.get(job_id)
         return None if job is None else job.to_dict()
+
+
+def _under(path: str, root: str) -> bool:
+    """Whether absolute ``path`` is ``root`` or inside it."""
+    root = os.path.abspath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
