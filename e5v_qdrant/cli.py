@@ -20,6 +20,8 @@ from . import __version__
 from .cli_options import add_arguments, collection_name
 from .config import CREATE, SEARCH, WRITE, EncoderConfig, from_namespace, namespace_options
 from .errors import E5VError
+from .live.config import SERVE_INGEST_EXCLUDED, LiveConfig
+from .live.remote import SERVER_KEY_HELP, RunningOwner
 from .options import flag_of
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -206,6 +208,7 @@ def _add_ingest(sub) -> Callable:
     add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
     add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     p.add_argument("--report", metavar="FILE.json", help="also write the run report (counts, skipped inputs) as JSON")
+    p.add_argument("--server-api-key-env", metavar="VAR", help=SERVER_KEY_HELP)
     p.add_argument("--json", action="store_true", help="print the run report as JSON instead of a summary")
     p.add_argument(
         "--progress",
@@ -217,15 +220,18 @@ def _add_ingest(sub) -> Callable:
 
 
 def _run_ingest(args) -> int:
-    from .config import IngestConfig
+    from .config import IngestConfig, StoreConfig
     from .ingest import IngestInterrupted, check_paths, ingest
 
     config = from_namespace(IngestConfig, args, paths=list(args.paths))
     check_paths(config.paths)  # before the store folder or the model is touched
-    try:  # the model loads in `ingest` (or on the Ray workers), only when needed
-        with _store_from(args, must_exist=False) as store:
-            encoder = _encoder_config_from(args, store, config.collection)
-            report = ingest(config, encoder, store, progress=args.progress)
+    try:  # the model loads in `ingest` (or on the Ray workers), only when needed; or a server holding the folder
+        if owner := RunningOwner.of(from_namespace(StoreConfig, args), args.server_api_key_env):
+            report = owner.ingest(config, namespace_options(EncoderConfig, args), progress=args.progress)
+        else:
+            with _store_from(args, must_exist=False) as store:
+                encoder = _encoder_config_from(args, store, config.collection)
+                report = ingest(config, encoder, store, progress=args.progress)
     except IngestInterrupted as exc:  # Ctrl-C / SIGTERM: the write in progress was finished; report what was done
         report = exc.report
     data = report.to_dict()
@@ -251,11 +257,12 @@ def _add_search(sub) -> Callable:
     p.add_argument("--json", action="store_true", help="print results as JSON (score, id, modality, source, page, ...)")
     add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
     add_arguments(p, StoreConfig, group="store", scopes=(SEARCH,))
+    p.add_argument("--server-api-key-env", metavar="VAR", help=SERVER_KEY_HELP)
     return _run_search
 
 
 def _run_search(args) -> int:
-    from .config import SearchConfig
+    from .config import SearchConfig, StoreConfig
     from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .filters import parse_where
@@ -265,12 +272,15 @@ def _run_search(args) -> int:
     if args.text is None and args.image is None:
         raise E5VConfigError("give a query TEXT, an --image PATH, or both")
     where = parse_where(options.where)
-    with _store_from(args) as store:
-        if store.resolve(args.collection) is None:
-            raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
-        ranking = {**dataclasses.asdict(options), "where": where}
-        hits = search(store, encoder, args.collection, text=args.text, image=args.image, **ranking)
+    ranking = {**dataclasses.asdict(options), "where": where}
+    if owner := RunningOwner.of(from_namespace(StoreConfig, args), args.server_api_key_env):
+        hits = owner.search(args.collection, text=args.text, image=args.image, **ranking)
+    else:
+        with _store_from(args) as store:
+            if store.resolve(args.collection) is None:
+                raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest it first")
+            encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
+            hits = search(store, encoder, args.collection, text=args.text, image=args.image, **ranking)
     if args.json:
         _print_json([h.to_dict() for h in hits])
     else:
@@ -435,24 +445,16 @@ def _run_reingest(args) -> int:
 
 
 # ---------------------------------------------------------------- serve
-_SERVE_DESCRIPTION = """\
-Serve the model over HTTP until Ctrl-C / SIGTERM (in-flight requests finish first):
-  POST /v1/embeddings   OpenAI-compatible (input: string or list of strings; encoding_format float or base64) and
-                        vLLM-style chat messages with image_url data URLs (image, image + text, or text)
-  POST /v1/search       search a collection (needs --qdrant-path or --qdrant-url), GET / a search page
-  GET  /health, /v1/models, /metrics (Prometheus)
-Concurrent requests are batched together (--max-batch-size, --max-wait-ms). Binds 127.0.0.1 unless --host says
-otherwise; --server-api-key-env VAR makes clients send 'Authorization: Bearer $VAR'. Needs: pip install 'e5v-qdrant[serve]'.
-"""
 
 
 def _add_serve(sub) -> Callable:
-    from .config import ServeConfig, StoreConfig
+    from .config import IngestConfig, ServeConfig, StoreConfig
+    from .server import SERVE_DESCRIPTION
 
     p = sub.add_parser(
         "serve",
         help="HTTP embedding server (OpenAI/vLLM-compatible), search API and search page",
-        description=_SERVE_DESCRIPTION,
+        description=SERVE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(
@@ -462,6 +464,8 @@ def _add_serve(sub) -> Callable:
         recorded_default="as recorded in the collections served",
     )
     add_arguments(p, ServeConfig, group="server")
+    add_arguments(p, LiveConfig, group="keep a folder in sync (--watch); ingest jobs (--ingest-root)")
+    add_arguments(p, IngestConfig, group="ingest options of the --watch folders", exclude=SERVE_INGEST_EXCLUDED)
     store = p.add_argument_group("store searched by /v1/search and the page (optional; default: search off)")
     add_arguments(store, StoreConfig, exclude=("api_key_env",), scopes=(SEARCH,))
     store.add_argument(
@@ -474,14 +478,16 @@ def _add_serve(sub) -> Callable:
 
 
 def _run_serve(args) -> int:
-    from .config import ServeConfig, StoreConfig
+    from .config import IngestConfig, ServeConfig, StoreConfig
     from .server import serve
 
-    store_config = None
-    if getattr(args, "qdrant_path", None) or getattr(args, "qdrant_url", None):
+    store_config, live = None, from_namespace(LiveConfig, args)
+    if getattr(args, "qdrant_path", None) or getattr(args, "qdrant_url", None) or live.watch or live.ingest_root:
         store_config = from_namespace(StoreConfig, args, api_key_env=args.qdrant_api_key_env)
+    ingest = from_namespace(IngestConfig, args, collection=live.collection, paths=live.watch) if live.watch else None
     # encoder options not typed come from the served collections' stamps (as for `search`), else the defaults
-    serve(from_namespace(ServeConfig, args), namespace_options(EncoderConfig, args), store_config)
+    encoder = namespace_options(EncoderConfig, args)
+    serve(from_namespace(ServeConfig, args), encoder, store_config, live=live, ingest=ingest)
     return EXIT_OK
 
 

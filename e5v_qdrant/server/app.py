@@ -20,8 +20,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..anyres import image_token_count
-from ..config import ServeConfig
+from ..config import IngestConfig, ServeConfig
 from ..errors import E5VConfigError, E5VError, E5VInputError
+from ..live.config import LiveConfig
 from ..media import IMAGE_SUFFIXES
 from ..points import CONTENT_HASH, MODALITY, SOURCE
 from ..search import search as search_collection
@@ -30,10 +31,12 @@ from .batching import DynamicBatcher, QueueFullError
 from .exposure import server_key
 from .indexed_files import CHANGED, StaleFileError, Thumbnails, unchanged_since_ingest
 from .limits import TextLimits, shown
+from .live import LiveService, OutsideRootsError
 from .metrics import Metrics
 from .requests import (
     SEARCH_FILTERS,
     EmbeddingRequest,
+    IngestRequest,
     InlineImage,
     SearchRequest,
     inline_image,
@@ -63,13 +66,16 @@ class _BodyTooLarge(HTTPException):
         super().__init__(413, f"request body over {limit} bytes (max_body_bytes)")
 
 
-def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> FastAPI:
+def create_app(encoder, *, store=None, config: ServeConfig | None = None, live: LiveConfig | None = None,
+               ingest: IngestConfig | None = None) -> FastAPI:  # fmt: skip
     """Build the ASGI app around a loaded encoder (and optionally a store for search).
 
     Args:
         encoder: a loaded ``E5VEncoder``; every model call runs on one worker thread through a ``DynamicBatcher``.
         store: a ``QdrantStore`` for ``/v1/search``, thumbnails and the page; ``None`` turns search off.
         config: limits, batching and the optional bearer key (``ServeConfig``); the key is read once, here.
+        live: folders to keep in sync (``--watch``) and roots ingest jobs may read (``--ingest-root``); needs
+            ``store``. ingest: the ingest options of the watched folders (``server.live.LiveService``).
 
     Returns:
         A FastAPI app; run it with uvicorn (``e5v-qdrant serve`` does).
@@ -96,13 +102,18 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
     )
     metrics.track_queue(lambda: batcher.waiting)
     created = int(time.time())
+    owner = LiveService(encoder, store, metrics, live, ingest) if store is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
         try:
+            if owner is not None:
+                await owner.start(batcher)
             yield
         finally:  # uvicorn has finished the in-flight requests; run whatever is still queued, then stop
+            if owner is not None:
+                await owner.stop()  # the sync in progress finishes its writes first
             await batcher.close()
 
     app = FastAPI(
@@ -117,6 +128,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
     )
     app.state.batcher = batcher
     app.state.metrics = metrics
+    app.state.owner = owner
 
     # ------------------------------------------------------------------ errors: always a 4xx/5xx JSON body
     def error_response(status: int, message: str, kind: str) -> JSONResponse:
@@ -154,6 +166,10 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
     @app.exception_handler(QueueFullError)
     async def _busy(request: Request, exc: QueueFullError):
         return error_response(503, str(exc), "overloaded")
+
+    @app.exception_handler(OutsideRootsError)
+    async def _outside(request: Request, exc: OutsideRootsError):
+        return error_response(403, str(exc), "forbidden")
 
     @app.exception_handler(E5VError)
     async def _e5v(request: Request, exc: E5VError):
@@ -271,6 +287,32 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
         s = need_store()
         names = await on_model_thread(lambda: sorted(s.aliases()))
         return {"object": "list", "data": [{"name": n} for n in names]}
+
+    @app.get("/v1/collections/{name}", dependencies=guarded)
+    async def collection(name: str) -> dict[str, Any]:
+        """A collection's point count and, for the watched one, its sync status (``live.SyncStatus``)."""
+        s = need_store()
+
+        def count():
+            known_collection(name)
+            return s.count(s.resolve(name))
+
+        points = await on_model_thread(count)
+        status = owner.collection_status(name) or {"collection": name, "watched": [], "state": "not watched"}
+        return {**status, "points": points}
+
+    @app.post("/v1/ingest", dependencies=guarded, status_code=202)
+    async def ingest(body: IngestRequest) -> dict[str, Any]:
+        """Start ingesting paths of this machine (under ``--ingest-root``) into a collection; poll ``/v1/jobs/{id}``."""
+        need_store()
+        return await run_in_threadpool(owner.start_job, body.collection, body.paths, body.options, body.encoder)
+
+    @app.get("/v1/jobs/{job_id}", dependencies=guarded)
+    async def job(job_id: str) -> dict[str, Any]:
+        found = owner.job(job_id) if owner is not None else None
+        if found is None:
+            raise APIError(404, f"no ingest job {shown(job_id)} on this server", "not_found")
+        return found
 
     @app.post("/v1/search", dependencies=guarded)
     async def search(body: SearchRequest) -> dict[str, Any]:

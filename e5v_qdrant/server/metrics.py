@@ -49,6 +49,37 @@ class Metrics:
             registry=r,
         )
 
+        # ingestion by the server (watched folders, ingest jobs): not counted in e5v_embedded_inputs
+        self.ingest_events = Counter("e5v_ingest_events", "file-system events seen in watched folders", registry=r)
+        self.ingest_embedded = Counter(
+            "e5v_ingest_embedded_items", "items embedded by the model for ingestion (not for requests)", registry=r
+        )
+        self.ingest_rekeyed = Counter(
+            "e5v_ingest_rekeyed_items",
+            "items written with the vector of a stored point of the same content (renames, moves): no model run",
+            registry=r,
+        )
+        self.ingest_renames = Counter(
+            "e5v_ingest_renamed_files", "files written without a model run, every item carried over", registry=r
+        )
+        self.ingest_deleted = Counter("e5v_ingest_deleted_points", "points deleted by ingestion", registry=r)
+        self.ingest_failed = Counter("e5v_ingest_failed_files", "files ingestion could not ingest", registry=r)
+        self.ingest_pending = Gauge("e5v_ingest_pending_paths", "changed paths waiting for a sync", registry=r)
+        self.ingest_active = Gauge("e5v_ingest_ingesting_files", "files of the sync in progress", registry=r)
+
+    def track_live(self, pending: Callable[[], float], ingesting: Callable[[], float]) -> None:
+        """Report the watched folders' queue lengths at each scrape."""
+        self.ingest_pending.set_function(pending)
+        self.ingest_active.set_function(ingesting)
+
+    def observe_sync(self, counts) -> None:
+        """Count one sync of a watched folder (a ``live.SyncCounts``)."""
+        self.ingest_embedded.inc(counts.embedded)
+        self.ingest_rekeyed.inc(counts.rekeyed)
+        self.ingest_renames.inc(counts.files_rekeyed)
+        self.ingest_deleted.inc(counts.points_deleted)
+        self.ingest_failed.inc(counts.files_failed)
+
     def track_queue(self, read: Callable[[], float]) -> None:
         """Report ``read()`` as the queue depth at each scrape."""
         self.queue.set_function(read)

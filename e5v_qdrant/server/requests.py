@@ -17,6 +17,7 @@ from .limits import lone_surrogate
 __all__ = [
     "EmbeddingRequest",
     "SearchRequest",
+    "IngestRequest",
     "ChatMessage",
     "ParsedConversation",
     "decode_image_url",
@@ -119,6 +120,18 @@ class SearchRequest(_UnicodeBody):
     score_threshold: float | None = Field(None, allow_inf_nan=False, description="only hits scoring at least this")
     hybrid: bool = Field(False, description="fuse dense and BM25 keyword results (a collection ingested with --hybrid)")
     fusion: Literal["rrf", "dbsf"] = Field("rrf", description="how hybrid results are fused")
+
+
+class IngestRequest(_UnicodeBody):
+    """``POST /v1/ingest``: paths on the server's machine (under its ``--ingest-root`` folders) into a collection,
+    with ingest options (``config.IngestConfig`` field names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(min_length=1)
+    paths: list[str] = Field(min_length=1, max_length=1000)
+    options: dict[str, Any] = Field(default_factory=dict)
+    encoder: dict[str, Any] = Field(default_factory=dict, description="encoder options; must match the served model")
 
 
 @dataclass(frozen=True)

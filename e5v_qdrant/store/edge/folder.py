@@ -16,7 +16,16 @@ from typing import Any
 
 from ...errors import E5VConfigError
 
-__all__ = ["MANIFEST", "LOCK_FILE", "FolderLock", "detect_engine", "read_store_manifest", "write_store_manifest"]
+__all__ = [
+    "MANIFEST",
+    "LOCK_FILE",
+    "FolderLock",
+    "detect_engine",
+    "read_store_manifest",
+    "write_store_manifest",
+    "record_holder_address",
+    "read_holder",
+]
 
 #: The manifest of an Edge store folder (collections, their options and stamps, aliases).
 MANIFEST = "e5v_edge.json"
@@ -83,7 +92,10 @@ class FolderLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = os.pread(self.fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            recorded = os.pread(self.fd, 4096, 0).decode("utf-8", "replace").split("\n") + [""]
+            holder = recorded[0].strip() or "?"
+            if recorded[1].strip():  # a server (record_holder_address): commands that can go through it do
+                holder += f", e5v-qdrant serve at {recorded[1].strip()}"
             os.close(self.fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
@@ -100,3 +112,32 @@ class FolderLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def record_holder_address(path: str, address: str, key_env: str | None = None) -> None:
+    """Record, beside its pid, the HTTP address of the process holding the lock of the store in ``path`` (a server:
+    other commands go through it instead of waiting for the lock) and the name of the environment variable holding
+    its API key (never the key). Call from the holder only."""
+    with open(os.path.join(path, LOCK_FILE), "r+", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()}\n{address}\n{key_env or ''}\n")
+        fh.truncate()
+
+
+def read_holder(path: str) -> dict[str, str] | None:
+    """What the current holder of the store in ``path`` recorded (``pid``, ``address``, ``key_env``:
+    ``record_holder_address``), or ``None`` when nobody holds the lock or the holder recorded no address."""
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # held: read what the holder recorded
+            lines = os.pread(fd, 4096, 0).decode("utf-8", "replace").splitlines() + ["", "", ""]
+            pid, address, key_env = (line.strip() for line in lines[:3])
+            return {"pid": pid, "address": address, "key_env": key_env} if address else None
+        fcntl.flock(fd, fcntl.LOCK_UN)  # free: whatever it records is stale
+        return None
+    finally:
+        os.close(fd)
