@@ -21,6 +21,7 @@ from .cli_options import add_arguments, collection_name
 from .config import CREATE, SEARCH, WRITE, EncoderConfig, from_namespace, namespace_options
 from .errors import E5VError
 from .options import flag_of
+from .remote.config import EndpointConfig
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 
@@ -108,6 +109,7 @@ def _add_eval(sub) -> Callable:
             )
         add_arguments(tp, EvalConfig, exclude=() if task.via_qdrant else ("via_qdrant",), group="evaluation")
         add_arguments(tp, EncoderConfig, group="model")
+        add_arguments(tp, EndpointConfig, group="remote encoder")
         if task.via_qdrant:
             store_group = "qdrant (used with --via-qdrant)"
             add_arguments(tp, StoreConfig, exclude=("qdrant_path",), group=store_group, scopes=(CREATE, WRITE, SEARCH))
@@ -115,11 +117,9 @@ def _add_eval(sub) -> Callable:
 
 
 def _run_eval(args) -> int:
-    import dataclasses
     import time
 
     from .config import EvalConfig, StoreConfig
-    from .encoder import E5VEncoder
     from .evaluate import TASKS
 
     task = TASKS.get(getattr(args, "eval_task", None) or "")
@@ -140,7 +140,7 @@ def _run_eval(args) -> int:
     if preset and config.prompts == EncoderConfig.__dataclass_fields__["prompts"].default:
         config = dataclasses.replace(config, prompts=preset)  # the task's own prompts unless --prompts was given
     start = time.perf_counter()
-    encoder = E5VEncoder(config=config)
+    encoder = _encoder_from(args, None, None, config=config)
     load_s = time.perf_counter() - start
     common = {"show_progress": options.progress, "limited": limited}
     qdrant = {"via_qdrant": options.via_qdrant, "store": store} if task.via_qdrant else {}
@@ -178,6 +178,14 @@ def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
     return encoder_config_for(store, collection, **namespace_options(EncoderConfig, args))
 
 
+def _encoder_from(args, store, collection: str | None, *, load: bool = True, config: EncoderConfig | None = None):
+    """The encoder: through the endpoint --encoder-url names, else in-process (``load=False``: its config)."""
+    from .remote import open_encoder
+
+    config, typed = config or _encoder_config_from(args, store, collection), namespace_options(EncoderConfig, args)
+    return open_encoder(config, from_namespace(EndpointConfig, args), typed=typed, load=load)
+
+
 def _add_ingest(sub) -> Callable:
     from .config import IngestConfig, StoreConfig
 
@@ -198,6 +206,7 @@ def _add_ingest(sub) -> Callable:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     add_arguments(p, IngestConfig, group="ingest")
     add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
+    add_arguments(p, EndpointConfig, group="remote encoder")
     add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     p.add_argument("--report", metavar="FILE.json", help="also write the run report (counts, skipped inputs) as JSON")
     p.add_argument("--json", action="store_true", help="print the run report as JSON instead of a summary")
@@ -218,7 +227,7 @@ def _run_ingest(args) -> int:
     check_paths(config.paths)  # before the store folder or the model is touched
     try:  # the model loads in `ingest` (or on the Ray workers), only when needed
         with _store_from(args, must_exist=False) as store:
-            encoder = _encoder_config_from(args, store, config.collection)
+            encoder = _encoder_from(args, store, config.collection, load=False)
             report = ingest(config, encoder, store, progress=args.progress)
     except IngestInterrupted as exc:  # Ctrl-C / SIGTERM: the write in progress was finished; report what was done
         report = exc.report
@@ -248,13 +257,13 @@ def _add_search(sub) -> Callable:
     add_arguments(p, SearchConfig, group="search")
     p.add_argument("--json", action="store_true", help="print results as JSON (score, id, modality, source, page, ...)")
     add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
+    add_arguments(p, EndpointConfig, group="remote encoder")
     add_arguments(p, StoreConfig, group="store", scopes=(SEARCH,))
     return _run_search
 
 
 def _run_search(args) -> int:
     from .config import SearchConfig
-    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .filters import parse_where
     from .search import search
@@ -266,7 +275,7 @@ def _run_search(args) -> int:
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
+        encoder = _encoder_from(args, store, args.collection)
         ranking = {**dataclasses.asdict(options), "where": where}
         hits = search(store, encoder, args.collection, text=args.text, image=args.image, **ranking)
     if args.json:
@@ -395,17 +404,17 @@ def _add_reingest(sub) -> Callable:
         group="new model (--adapter applies to the recorded model unless --model is given)",
         recorded_default=_RECORDED,
     )
+    add_arguments(p, EndpointConfig, group="remote encoder (its vectors are the new model's)")
     add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     return _run_reingest
 
 
 def _run_reingest(args) -> int:
-    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .reingest import reingest
 
     vector_options = [f for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"]]
-    if not {f.name for f in vector_options} & vars(args).keys():  # every option that changes vectors is accepted
+    if not {"encoder_url", *(f.name for f in vector_options)} & vars(args).keys():  # any of them, or an endpoint
         others = ", ".join(flag_of(f) for f in vector_options if f.name not in ("model", "adapter"))
         raise E5VConfigError(
             f"give what changes: --adapter DIR (fine-tuned on the recorded model), --model M, or one of {others}"
@@ -413,7 +422,7 @@ def _run_reingest(args) -> int:
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
+        encoder = _encoder_from(args, store, args.collection)
         report = reingest(
             args.collection,
             encoder,

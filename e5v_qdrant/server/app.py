@@ -40,6 +40,7 @@ from .requests import (
     message_texts,
     parse_messages,
 )
+from .served_model import advertised_identity
 
 __all__ = ["create_app", "APIError"]
 
@@ -96,6 +97,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
     )
     metrics.track_queue(lambda: batcher.waiting)
     created = int(time.time())
+    identity = advertised_identity(encoder)  # the vectors' fingerprint, for remote encoders' handshake
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -187,7 +189,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None) -> Fas
     async def models() -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "e5v-qdrant"}],
+            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "e5v-qdrant", **identity}],
         }
 
     @app.get("/metrics", dependencies=guarded)
