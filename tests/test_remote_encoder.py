@@ -173,3 +173,157 @@ def test_other_identity_is_refused_exit_2(replica_path, key, tmp_path, capsys):
         # the same endpoint writes a new collection of its own
         assert main([*ingest[:2], "--collection", "next", *ingest[4:]]) == 0
     assert len(points_of(qd, "next")) == len(points_of(qd, "docs"))
+
+
+# ---------------------------------------------------------------- a foreign endpoint (a scripted stand-in for vLLM)
+class _Foreign:
+    """An OpenAI-compatible embeddings server that advertises no identity: answers ``fail`` 503s first, records
+    every request, and embeds everything as the same 4-d vector."""
+
+    def __init__(self, owned_by: str = "fake", fail: int = 0):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests, self.fail = [], fail
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": "served-e5v", "owned_by": owned_by}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.headers.get("Authorization"), body))
+                if outer.fail > 0:
+                    outer.fail -= 1
+                    return self._send(503, {"error": {"message": "busy"}})
+                n = len(body["input"]) if "input" in body else 1
+                data = [{"index": i, "embedding": [0.6, 0.8, 0.0, 0.0]} for i in range(n)]
+                self._send(200, {"object": "list", "data": data})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+WRAP = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+
+
+def test_foreign_endpoint_declared_identity_prompts_and_retries(replica_path, key):
+    from e5v_qdrant.config import EncoderConfig
+    from e5v_qdrant.identity import fingerprint
+    from e5v_qdrant.remote import EndpointConfig, RemoteEncoder
+
+    fake = _Foreign(fail=2)
+    try:
+        endpoint = EndpointConfig(encoder_url=fake.url + "/v1/", encoder_retries=3)
+        with RemoteEncoder(endpoint, model=str(replica_path)) as remote:  # the probe is retried past two 503s
+            declared = fingerprint(EncoderConfig(model=str(replica_path)), dim=4)
+            assert remote.fingerprint["id"] == declared["id"] and remote.dim == 4
+            assert remote.fingerprint["endpoint"] == {
+                "url": fake.url, "served_model": "served-e5v", "identity": "declared", "owned_by": "fake"
+            }  # fmt: skip
+            fake.requests.clear()
+            assert remote.embed_texts(["a cat", "two"]).shape == (2, 4)
+            remote.embed_images([draw_image(50, 40, seed=1)])
+            remote.embed_composed([draw_image(50, 40, seed=1)], ["make it blue"])
+    finally:
+        fake.close()
+    auth = {a for a, _ in fake.requests}
+    assert auth == {f"Bearer {KEY}"}
+    texts, image, composed = (body for _, body in fake.requests)
+    assert texts["model"] == "served-e5v"
+    assert texts["input"] == [
+        "<|start_header_id|>user<|end_header_id|>\n\na cat\nSummary above sentence in one word: <|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n \n",
+        WRAP.format("two\nSummary above sentence in one word: "),
+    ]
+    [message] = image["messages"]
+    assert message["role"] == "user" and [p["type"] for p in message["content"]] == ["image_url", "text"]
+    assert message["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert message["content"][1]["text"] == "\nSummary above image in one word: "
+    parts = composed["messages"][0]["content"]
+    assert parts[1] == {
+        "type": "text",
+        "text": 'Modify this image with "make it blue", desribe modified image in one word:',
+    }
+
+
+def test_foreign_endpoint_failures_are_typed(replica_path, key):
+    from e5v_qdrant.errors import E5VConfigError
+    from e5v_qdrant.remote import EndpointConfig, RemoteEncoder, RemoteEncoderError
+
+    busy = _Foreign(fail=100)
+    try:
+        with pytest.raises(RemoteEncoderError, match="--encoder-retries"):
+            RemoteEncoder(EndpointConfig(encoder_url=busy.url, encoder_retries=1), model=str(replica_path))
+        assert len(busy.requests) == 2  # the first try and one retry
+    finally:
+        busy.close()
+    vllm = _Foreign(owned_by="vllm")
+    try:  # vLLM lays images out as llava-next only: a paper-layout declaration is refused, llava-next accepted
+        with pytest.raises(E5VConfigError, match="--image-layout llava-next"):
+            RemoteEncoder(vllm.url, model=str(replica_path))
+        RemoteEncoder(vllm.url, model=str(replica_path), image_layout="llava-next").close()
+    finally:
+        vllm.close()
+    with pytest.raises(RemoteEncoderError, match="cannot reach"):
+        RemoteEncoder(EndpointConfig(encoder_url=f"http://127.0.0.1:{_free_port()}", encoder_retries=0))
+
+
+def test_adapters_with_an_endpoint_give_in_process_vectors(server, key, encoder, tmp_path):
+    """LlamaIndex ``endpoint=``, LangChain ``base_url=`` and the Haystack embedders' ``endpoint=``: vectors equal the
+    in-process encoder's, and an option the endpoint does not serve is refused."""
+    from haystack import Document
+    from haystack_integrations.components.embedders.e5v import (
+        E5VDocumentEmbedder,
+        E5VDocumentImageEmbedder,
+        E5VTextEmbedder,
+    )
+    from langchain_e5v import E5VEmbeddings
+    from llama_index.embeddings.e5v import E5VEmbedding
+
+    from e5v_qdrant.errors import E5VConfigError
+
+    texts = ["a cat on a warm windowsill", "two dogs chasing a ball"]
+    path = tmp_path / "pic.png"
+    draw_image(500, 333, seed=5).save(path)
+    want_texts, want_image = encoder.embed_texts(texts), encoder.embed_images([path])[0]
+    want_composed = encoder.embed_composed([path], ["make it red"])[0]
+
+    llama = E5VEmbedding(endpoint=server)
+    assert _cos(llama.get_text_embedding_batch(texts), want_texts).min() >= 0.9999
+    assert _cos(llama.get_query_embedding(texts[0]), want_texts[0]) >= 0.9999
+    assert _cos(llama.get_image_embedding(str(path)), want_image) >= 0.9999
+    assert _cos(llama.get_composed_embedding(str(path), "make it red"), want_composed) >= 0.9999
+    with pytest.raises(E5VConfigError, match="image-layout"):
+        E5VEmbedding(endpoint=server, image_layout="llava-next").get_text_embedding("x")
+
+    chain = E5VEmbeddings(base_url=server)
+    assert _cos(chain.embed_documents(texts), want_texts).min() >= 0.9999
+    assert _cos(chain.embed_image([str(path)]), [want_image]).min() >= 0.9999
+
+    docs = E5VDocumentEmbedder(endpoint=server).run([Document(content=t) for t in texts])["documents"]
+    assert _cos([d.embedding for d in docs], want_texts).min() >= 0.9999
+    assert _cos(E5VTextEmbedder(endpoint=server).run(texts[1])["embedding"], want_texts[1]) >= 0.9999
+    image_embedder = E5VDocumentImageEmbedder.from_dict(
+        E5VDocumentImageEmbedder(endpoint=server, root_path=str(tmp_path)).to_dict()
+    )  # the endpoint survives serialisation
+    [doc] = image_embedder.run([Document(meta={"file_path": str(path)})])["documents"]
+    assert _cos(doc.embedding, want_image) >= 0.9999
