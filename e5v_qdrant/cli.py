@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 from . import __version__
 from .cli_options import add_arguments, collection_name
+from .cli_remote import EndpointConfig, add_check_endpoint, encoder_from
 from .config import CREATE, SEARCH, WRITE, EncoderConfig, from_namespace, namespace_options
 from .errors import E5VError
 from .options import flag_of
-from .remote.config import EndpointConfig
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 
@@ -140,7 +140,7 @@ def _run_eval(args) -> int:
     if preset and config.prompts == EncoderConfig.__dataclass_fields__["prompts"].default:
         config = dataclasses.replace(config, prompts=preset)  # the task's own prompts unless --prompts was given
     start = time.perf_counter()
-    encoder = _encoder_from(args, None, None, config=config)
+    encoder = encoder_from(args, config)
     load_s = time.perf_counter() - start
     common = {"show_progress": options.progress, "limited": limited}
     qdrant = {"via_qdrant": options.via_qdrant, "store": store} if task.via_qdrant else {}
@@ -176,14 +176,6 @@ def _encoder_config_from(args, store, collection: str) -> EncoderConfig:
     from .collection_model import encoder_config_for
 
     return encoder_config_for(store, collection, **namespace_options(EncoderConfig, args))
-
-
-def _encoder_from(args, store, collection: str | None, *, load: bool = True, config: EncoderConfig | None = None):
-    """The encoder: through the endpoint --encoder-url names, else in-process (``load=False``: its config)."""
-    from .remote import open_encoder
-
-    config, typed = config or _encoder_config_from(args, store, collection), namespace_options(EncoderConfig, args)
-    return open_encoder(config, from_namespace(EndpointConfig, args), typed=typed, load=load)
 
 
 def _add_ingest(sub) -> Callable:
@@ -227,7 +219,7 @@ def _run_ingest(args) -> int:
     check_paths(config.paths)  # before the store folder or the model is touched
     try:  # the model loads in `ingest` (or on the Ray workers), only when needed
         with _store_from(args, must_exist=False) as store:
-            encoder = _encoder_from(args, store, config.collection, load=False)
+            encoder = encoder_from(args, _encoder_config_from(args, store, config.collection), load=False)
             report = ingest(config, encoder, store, progress=args.progress)
     except IngestInterrupted as exc:  # Ctrl-C / SIGTERM: the write in progress was finished; report what was done
         report = exc.report
@@ -275,7 +267,7 @@ def _run_search(args) -> int:
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = _encoder_from(args, store, args.collection)
+        encoder = encoder_from(args, _encoder_config_from(args, store, args.collection))
         ranking = {**dataclasses.asdict(options), "where": where}
         hits = search(store, encoder, args.collection, text=args.text, image=args.image, **ranking)
     if args.json:
@@ -422,7 +414,7 @@ def _run_reingest(args) -> int:
     with _store_from(args) as store:
         if store.resolve(args.collection) is None:  # before loading a model for nothing
             raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest into it first")
-        encoder = _encoder_from(args, store, args.collection)
+        encoder = encoder_from(args, _encoder_config_from(args, store, args.collection))
         report = reingest(
             args.collection,
             encoder,
@@ -549,6 +541,7 @@ _COMMANDS: list[Callable] = [
     _add_reingest,
     _add_migrate,
     _add_serve,
+    add_check_endpoint,
 ]
 
 

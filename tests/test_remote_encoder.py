@@ -327,3 +327,18 @@ def test_adapters_with_an_endpoint_give_in_process_vectors(server, key, encoder,
     )  # the endpoint survives serialisation
     [doc] = image_embedder.run([Document(meta={"file_path": str(path)})])["documents"]
     assert _cos(doc.embedding, want_image) >= 0.9999
+
+
+def test_check_endpoint_reports_identity_and_probes(server, key, encoder, capsys):
+    import json
+
+    assert main(["check-endpoint", server, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["identity"] == "advertised" and report["fingerprint"] == encoder.fingerprint["id"]
+    assert report["options"]["image_layout"] == "paper" and report["cosines"] is None and report["agrees"] is None
+    assert main(["check-endpoint", server, "--compare", "--device", "cpu", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "identity      advertised" in out and "agrees        yes" in out
+    assert out.count("vs the local model") == 3
+    assert main(["check-endpoint", server, "--image-layout", "llava-next"]) == 2
+    assert "--image-layout 'llava-next' (asked) vs 'paper' (served)" in capsys.readouterr().err

@@ -69,11 +69,11 @@ class RemoteEncoder:
             raise E5VConfigError("RemoteEncoder needs an endpoint URL (--encoder-url)")
         config = config or EncoderConfig.from_options(options)
         required = dict(options if required is None else required)
-        self.client = EndpointClient(self.endpoint)
+        self.http = EndpointClient(self.endpoint)
         self.url = self.endpoint.public_url
         self._pool = ThreadPoolExecutor(self.endpoint.encoder_concurrency, thread_name_prefix="e5v-remote")
         try:
-            models = self.client.get("/v1/models")
+            models = self.http.get("/v1/models")
             self.served_model = None
             self.advertised = False
             self.prompts: PromptSet = get_prompts(config.prompts, query=config.query_prompt)
@@ -102,7 +102,7 @@ class RemoteEncoder:
     def close(self) -> None:
         """Stop the worker threads and close the connections."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.client.close()
+        self.http.close()
 
     def __enter__(self) -> RemoteEncoder:
         return self
@@ -207,11 +207,11 @@ class RemoteEncoder:
     def _text_request(self, texts: list[str], query: bool) -> np.ndarray:
         if self.advertised:
             if all(texts):
-                return self.client.embeddings(self._body(input=texts), f"{len(texts)} texts")
+                return self.http.embeddings(self._body(input=texts), f"{len(texts)} texts")
             # the OpenAI input form refuses empty strings; a chat message of "" embeds the prompt alone, as in-process
-            return np.concatenate([self.client.embeddings(self._message([_text(t)]), "a text") for t in texts])
+            return np.concatenate([self.http.embeddings(self._message([_text(t)]), "a text") for t in texts])
         prompt = self.prompts.for_query if query else self.prompts.for_text
-        return self.client.embeddings(self._body(input=[prompt(t) for t in texts]), f"{len(texts)} texts")
+        return self.http.embeddings(self._body(input=[prompt(t) for t in texts]), f"{len(texts)} texts")
 
     def _each(self, items: list[tuple[ImageInput, str | None, str]], normalize: bool) -> np.ndarray:
         _check_normalize(normalize)
@@ -223,7 +223,7 @@ class RemoteEncoder:
         name = f"{position} ({describe_source(image)})"
         if self.advertised:  # the server decodes, orients and checks the file's own bytes, and prompts it
             parts = [{"type": "image_url", "image_url": {"url": _data_url(self._bytes_of(image, name))}}]
-            return self.client.embeddings(self._message(parts + ([_text(text)] if text is not None else [])), name)
+            return self.http.embeddings(self._message(parts + ([_text(text)] if text is not None else [])), name)
         pil = load_image(image, max_pixels=self.config.max_image_pixels, name=name)
         buffer = io.BytesIO()
         pil.save(buffer, format="PNG", compress_level=1)  # lossless: the endpoint decodes exactly these pixels
@@ -231,7 +231,7 @@ class RemoteEncoder:
         before, after = body.split("<image>", 1)
         image_part = {"type": "image_url", "image_url": {"url": _data_url(buffer.getvalue())}}
         parts = ([_text(before)] if before else []) + [image_part] + ([_text(after)] if after else [])
-        return self.client.embeddings(self._message(parts), name)
+        return self.http.embeddings(self._message(parts), name)
 
     def _bytes_of(self, image: ImageInput, name: str) -> bytes:
         if isinstance(image, (bytes, bytearray)):
@@ -260,7 +260,7 @@ class RemoteEncoder:
         entries = models.get("data") or [{}]
         self.served_model = entries[0].get("id")
         body = self._body(input=[self.prompts.for_text(_PROBE_TEXT)])
-        return int(self.client.embeddings(body, "the probe text").shape[1])
+        return int(self.http.embeddings(body, "the probe text").shape[1])
 
 
 def _text(text: str) -> dict[str, str]:
