@@ -342,3 +342,32 @@ def test_check_endpoint_reports_identity_and_probes(server, key, encoder, capsys
     assert out.count("vs the local model") == 3
     assert main(["check-endpoint", server, "--image-layout", "llava-next"]) == 2
     assert "--image-layout 'llava-next' (asked) vs 'paper' (served)" in capsys.readouterr().err
+
+
+def test_eval_through_the_endpoint_equals_in_process(server, key, replica_path, tmp_path):
+    """`eval retrieval --encoder-url`: the same numbers as in-process, and the report names the endpoint."""
+    import json
+
+    images = tmp_path / "images"
+    images.mkdir()
+    captions = [["a red circle", "round red shape"], ["two green squares", "green boxes"], ["a sunset", "orange sky"]]
+    for i, (w, h) in enumerate([(64, 48), (48, 64), (90, 60)]):
+        draw_image(w, h, seed=20 + i).save(images / f"img{i}.png")
+    karpathy = {
+        "dataset": "flickr30k",
+        "images": [
+            {"filename": f"img{i}.png", "split": "test", "sentences": [{"raw": c} for c in caps]}
+            for i, caps in enumerate(captions)
+        ],
+    }
+    (tmp_path / "karpathy.json").write_text(json.dumps(karpathy))
+    data = ["retrieval", "--images", str(images), "--captions", str(tmp_path / "karpathy.json")]
+    reports = {}
+    for name, extra in (("local", ["--model", str(replica_path), "--device", "cpu", "--dtype", "float32"]),
+                        ("remote", ["--encoder-url", server])):  # fmt: skip
+        reports[name] = tmp_path / f"{name}.json"
+        assert main(["eval", *data, *extra, "--report", str(reports[name])]) == 0
+    local, remote = (json.loads(reports[n].read_text()) for n in ("local", "remote"))
+    assert remote["metrics"] == local["metrics"] and remote["image_tokens"] == local["image_tokens"]
+    assert remote["model"]["fingerprint"] == local["model"]["fingerprint"]
+    assert remote["model"]["endpoint"]["identity"] == "advertised"
