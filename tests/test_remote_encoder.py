@@ -172,7 +172,21 @@ def test_other_identity_is_refused_exit_2(replica_path, key, tmp_path, capsys):
         assert "image_layout" in capsys.readouterr().err
         # the same endpoint writes a new collection of its own
         assert main([*ingest[:2], "--collection", "next", *ingest[4:]]) == 0
-    assert len(points_of(qd, "next")) == len(points_of(qd, "docs"))
+        assert len(points_of(qd, "next")) == len(points_of(qd, "docs"))
+        # reingest --encoder-url moves the collection to the endpoint's vectors; then ingest through it is accepted
+        assert main(["reingest", "--collection", "docs", "--qdrant-path", str(qd), "--encoder-url", url]) == 0
+        assert main(ingest) == 0
+    from e5v_qdrant import E5VEncoder
+    from e5v_qdrant.config import StoreConfig
+    from e5v_qdrant.store import QdrantStore
+
+    llava_next = E5VEncoder(replica_path, device="cpu", dtype="float32", image_layout="llava-next")
+    with QdrantStore(StoreConfig(qdrant_path=str(qd))) as store:
+        assert store.stamp(store.resolve("docs")).fingerprint["id"] == llava_next.fingerprint["id"]
+    images = [(p["source"], v) for p, v in points_of(qd, vectors=True).values() if p["modality"] == "image"]
+    assert len(images) == 3
+    for source, vector in images:
+        assert _cos(vector, llava_next.embed_images([source])[0]) >= 0.9999, source
 
 
 # ---------------------------------------------------------------- a foreign endpoint (a scripted stand-in for vLLM)
