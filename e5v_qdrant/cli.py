@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from . import __version__
 from .cli_options import add_arguments, collection_name
+from .cli_remote import EndpointConfig, add_check_endpoint, encoder_from
 from .config import CREATE, SEARCH, WRITE, EncoderConfig, from_namespace, namespace_options
 from .errors import E5VError
 from .live.config import SERVE_INGEST_EXCLUDED, LiveConfig
@@ -116,6 +117,7 @@ def _add_eval(sub) -> Callable:
             )
         add_arguments(tp, EvalConfig, exclude=() if task.via_qdrant else ("via_qdrant",), group="evaluation")
         add_arguments(tp, EncoderConfig, group="model")
+        add_arguments(tp, EndpointConfig, group="remote encoder")
         if task.via_qdrant:
             store_group = "qdrant (used with --via-qdrant)"
             add_arguments(tp, StoreConfig, exclude=("qdrant_path",), group=store_group, scopes=(CREATE, WRITE, SEARCH))
@@ -123,11 +125,9 @@ def _add_eval(sub) -> Callable:
 
 
 def _run_eval(args) -> int:
-    import dataclasses
     import time
 
     from .config import EvalConfig, StoreConfig
-    from .encoder import E5VEncoder
     from .evaluate import TASKS
 
     task = TASKS.get(getattr(args, "eval_task", None) or "")
@@ -148,7 +148,7 @@ def _run_eval(args) -> int:
     if preset and config.prompts == EncoderConfig.__dataclass_fields__["prompts"].default:
         config = dataclasses.replace(config, prompts=preset)  # the task's own prompts unless --prompts was given
     start = time.perf_counter()
-    encoder = E5VEncoder(config=config)
+    encoder = encoder_from(args, config)
     load_s = time.perf_counter() - start
     common = {"show_progress": options.progress, "limited": limited}
     qdrant = {"via_qdrant": options.via_qdrant, "store": store} if task.via_qdrant else {}
@@ -206,6 +206,7 @@ def _add_ingest(sub) -> Callable:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     add_arguments(p, IngestConfig, group="ingest")
     add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
+    add_arguments(p, EndpointConfig, group="remote encoder")
     add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     p.add_argument("--report", metavar="FILE.json", help="also write the run report (counts, skipped inputs) as JSON")
     p.add_argument("--server-api-key-env", metavar="VAR", help=SERVER_KEY_HELP)
@@ -230,7 +231,7 @@ def _run_ingest(args) -> int:
             report = owner.ingest(config, namespace_options(EncoderConfig, args), progress=args.progress)
         else:
             with _store_from(args, must_exist=False) as store:
-                encoder = _encoder_config_from(args, store, config.collection)
+                encoder = encoder_from(args, _encoder_config_from(args, store, config.collection), load=False)
                 report = ingest(config, encoder, store, progress=args.progress)
     except IngestInterrupted as exc:  # Ctrl-C / SIGTERM: the write in progress was finished; report what was done
         report = exc.report
@@ -256,6 +257,7 @@ def _add_search(sub) -> Callable:
     add_arguments(p, SearchConfig, group="search")
     p.add_argument("--json", action="store_true", help="print results as JSON (score, id, modality, source, page, ...)")
     add_arguments(p, EncoderConfig, group="model", recorded_default=_RECORDED)
+    add_arguments(p, EndpointConfig, group="remote encoder")
     add_arguments(p, StoreConfig, group="store", scopes=(SEARCH,))
     p.add_argument("--server-api-key-env", metavar="VAR", help=SERVER_KEY_HELP)
     return _run_search
@@ -263,7 +265,6 @@ def _add_search(sub) -> Callable:
 
 def _run_search(args) -> int:
     from .config import SearchConfig, StoreConfig
-    from .encoder import E5VEncoder
     from .errors import E5VConfigError
     from .filters import parse_where
     from .search import search
@@ -279,7 +280,7 @@ def _run_search(args) -> int:
         with _store_from(args) as store:
             if store.resolve(args.collection) is None:
                 raise E5VConfigError(f"collection {args.collection!r} does not exist in this store; ingest it first")
-            encoder = E5VEncoder(config=_encoder_config_from(args, store, args.collection))
+            encoder = encoder_from(args, _encoder_config_from(args, store, args.collection))
             hits = search(store, encoder, args.collection, text=args.text, image=args.image, **ranking)
     if args.json:
         _print_json([h.to_dict() for h in hits])
@@ -410,6 +411,7 @@ def _add_reingest(sub) -> Callable:
         recorded_default=_RECORDED,
     )
     add_arguments(p, IngestConfig, only=("sparse_encoder", "bulk_load"), group="new collection")
+    add_arguments(p, EndpointConfig, group="remote encoder (its vectors are the new model's)")
     add_arguments(p, StoreConfig, group="store", scopes=(CREATE, WRITE))
     return _run_reingest
 
@@ -420,14 +422,15 @@ def _run_reingest(args) -> int:
 
     vector_options = [f for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"]]
     given = vars(args).keys()
-    if not {f.name for f in vector_options} & given and "sparse_encoder" not in given:  # every vector option counts
+    if not {"encoder_url", "sparse_encoder", *(f.name for f in vector_options)} & given:  # any, or an endpoint
         others = ", ".join(flag_of(f) for f in vector_options if f.name not in ("model", "adapter"))
         raise E5VConfigError(
             f"give what changes: --adapter DIR (fine-tuned on the recorded model), --model M, one of {others}, or "
             f"--sparse-encoder NAME (the keyword side only)"
         )
     with _store_from(args) as store:
-        encoder = _encoder_config_from(args, store, args.collection)  # loaded by reingest only if vectors change
+        # the model loads in reingest only if dense vectors change (or the endpoint embeds them)
+        encoder = encoder_from(args, _encoder_config_from(args, store, args.collection), load=False)
         try:
             report = reingest(
                 args.collection,
@@ -551,6 +554,7 @@ _COMMANDS: list[Callable] = [
     _add_reingest,
     _add_migrate,
     _add_serve,
+    add_check_endpoint,
 ]
 
 

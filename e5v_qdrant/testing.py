@@ -61,9 +61,15 @@ class ReplicaSpec:
             reference: any image forward raises ``IndexError`` unless the loader fixes it).
         legacy_processor_config: the saved processor config lacks ``patch_size``,
             ``vision_feature_select_strategy`` and ``num_additional_image_tokens`` (trap 2).
-        legacy_weight_names: weights are stored under transformers-4.41 names (``language_model.model.*``).
+        legacy_weight_names: weights are stored under the names of the published checkpoint (transformers 4.41:
+            ``language_model.model.*``, ``vision_tower.vision_model.*``), the only names vLLM loads.
         tokenizer_padding_side: padding side saved in the tokenizer config; ``"right"`` makes naive batching pool
             pad tokens (trap 4), so the encoder must set left padding itself.
+        e5v_chat_template: save E5-V's chat template (``e5v_qdrant/vllm/e5v_chat_template.jinja``) with the
+            tokenizer, so chat-style embedding requests to a server of this folder render E5-V's exact prompts.
+
+    ``ReplicaSpec.vllm_compatible()`` gives a replica vLLM (CPU) serves: head sizes of 32 (its CPU attention needs
+    >= 32), the published weight names and the chat template.
     """
 
     hidden_size: int = 64
@@ -83,7 +89,14 @@ class ReplicaSpec:
     legacy_processor_config: bool = True
     legacy_weight_names: bool = False
     tokenizer_padding_side: str = "right"
+    e5v_chat_template: bool = False
     grid_pinpoints: list = field(default_factory=lambda: [list(p) for p in GRID_PINPOINTS])
+
+    @classmethod
+    def vllm_compatible(cls, **changes) -> ReplicaSpec:
+        """A replica vLLM can serve: attention head size 32 (text and vision), hub weight names, E5-V chat template."""
+        sizes = dict(hidden_size=128, intermediate_size=256, vision_hidden_size=64, vision_intermediate_size=128)
+        return cls(**{**sizes, "legacy_weight_names": True, "e5v_chat_template": True, **changes})
 
 
 def _build_tokenizer(spec: ReplicaSpec):
@@ -206,6 +219,10 @@ def build_replica(path: str | Path, spec: ReplicaSpec | None = None) -> Path:
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
+    if spec.e5v_chat_template:
+        from .vllm import chat_template
+
+        tokenizer.chat_template = chat_template()
     processor.save_pretrained(path)
 
     if spec.legacy_processor_config:
@@ -242,6 +259,9 @@ def _rename_weights_legacy(path: Path) -> None:
             key = "language_model." + key
         elif key.startswith("model."):
             key = key[len("model.") :]
+        # transformers 5 saves the CLIP tower without its ``vision_model.`` level (and loads either); the hub has it
+        if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+            key = "vision_tower.vision_model." + key[len("vision_tower.") :]
         renamed[key] = value
     save_file(renamed, file, metadata={"format": "pt"})
 

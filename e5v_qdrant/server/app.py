@@ -43,6 +43,7 @@ from .requests import (
     message_texts,
     parse_messages,
 )
+from .served_model import advertised_identity
 
 __all__ = ["create_app", "APIError"]
 
@@ -103,6 +104,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None, live: 
     metrics.track_queue(lambda: batcher.waiting)
     created = int(time.time())
     owner = LiveService(encoder, store, metrics, live, ingest) if store is not None else None
+    identity = advertised_identity(encoder)  # the vectors' fingerprint, for remote encoders' handshake
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -203,7 +205,7 @@ def create_app(encoder, *, store=None, config: ServeConfig | None = None, live: 
     async def models() -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "e5v-qdrant"}],
+            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "e5v-qdrant", **identity}],
         }
 
     @app.get("/metrics", dependencies=guarded)

@@ -1,4 +1,5 @@
-"""Which model `e5v-qdrant serve` loads: the options given, else those recorded in the collections it serves."""
+"""Which model `e5v-qdrant serve` loads (the options given, else those recorded in the collections it serves), and
+the vector identity it advertises in ``/v1/models`` for remote encoders' handshake (``remote.handshake``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 from ..collection_model import encoder_config_for, recorded_encoder_options
 from ..config import EncoderConfig
 from ..errors import E5VConfigError
+from ..identity import vector_options
+from ..remote.handshake import IDENTITY_KEY
 
-__all__ = ["served_encoder_config"]
+__all__ = ["served_encoder_config", "advertised_identity"]
 
 
 def served_encoder_config(store, given: Mapping[str, Any]) -> EncoderConfig:
@@ -42,3 +45,9 @@ def served_encoder_config(store, given: Mapping[str, Any]) -> EncoderConfig:
             "(and the options it was built with) to serve one of them, or serve each store separately"
         )
     return encoder_config_for(store, next(iter(by_options.values()))[0], **given)
+
+
+def advertised_identity(encoder) -> dict[str, Any]:
+    """The fields a ``/v1/models`` entry adds for ``encoder``: its fingerprint and the vector options in it, so a
+    ``RemoteEncoder`` makes collections stamped exactly as an in-process encoder would and refuses mismatches."""
+    return {IDENTITY_KEY: {"fingerprint": encoder.fingerprint, "options": vector_options(encoder.config)}}

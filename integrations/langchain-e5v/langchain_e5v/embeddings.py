@@ -44,6 +44,9 @@ class E5VEmbeddings(_Fields, Embeddings):
             default) = ``EncoderConfig``'s default. ``query_prompt`` shapes ``embed_query``.
         encoder_kwargs: any other ``EncoderConfig`` option (``max_batch_tokens``, ``preprocess_workers``…).
         encoder: an already loaded ``E5VEncoder`` to use (the fields then mirror its config).
+        base_url: URL of an E5-V endpoint (``e5v-qdrant serve`` or vLLM) to embed through instead of loading the model
+            (``e5v_qdrant.remote.RemoteEncoder``; bearer key from ``$E5V_ENCODER_API_KEY``). Options given must be
+            what ``e5v-qdrant serve`` serves; for vLLM they declare its vectors (``image_layout="llava-next"``).
 
     Raises:
         E5VConfigError: an invalid or unknown option, or one contradicting the passed ``encoder``.
@@ -57,6 +60,9 @@ class E5VEmbeddings(_Fields, Embeddings):
     """
 
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict, description="Other EncoderConfig options.")
+    base_url: str | None = Field(
+        None, description="URL of an E5-V endpoint (e5v-qdrant serve or vLLM) to embed through."
+    )
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -80,7 +86,13 @@ class E5VEmbeddings(_Fields, Embeddings):
     @property
     def encoder(self) -> E5VEncoder:
         """The ``E5VEncoder`` behind these embeddings, loaded (or found already loaded) on first access."""
-        if self._encoder is None:
+        if self._encoder is None and self.base_url:
+            from e5v_qdrant.remote import RemoteEncoder
+
+            given = self.model_fields_set & {"model", *_OPTIONS}
+            asked = {name: getattr(self, name) for name in given if getattr(self, name) is not None}
+            self._encoder = RemoteEncoder(self.base_url, config=self.encoder_config(), required=asked)
+        elif self._encoder is None:
             self._encoder = shared_encoder(self.encoder_config())
         return self._encoder
 

@@ -65,6 +65,9 @@ class E5VEmbedding(_Fields):
         encoder_kwargs: other ``EncoderConfig`` options that do not change vectors (``max_batch_tokens``,
             ``preprocess_workers``, ``max_image_pixels``, ``attn_implementation``).
         encoder: an already loaded ``E5VEncoder`` to use instead of loading one.
+        endpoint: URL of an E5-V endpoint (``e5v-qdrant serve`` or vLLM) to embed through instead of loading the model
+            (``e5v_qdrant.remote.RemoteEncoder``; bearer key from ``$E5V_ENCODER_API_KEY``). Options given explicitly
+            must be what ``e5v-qdrant serve`` serves; for vLLM they declare its vectors (``image_layout="llava-next"``).
 
     Raises:
         E5VConfigError: an invalid option, or an option contradicting the passed ``encoder``'s config.
@@ -76,6 +79,9 @@ class E5VEmbedding(_Fields):
 
     encoder_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other EncoderConfig options that do not change the vectors."
+    )
+    endpoint: str | None = Field(
+        default=None, description="URL of an E5-V endpoint (e5v-qdrant serve or vLLM) to embed through, if any."
     )
 
     _encoder: E5VEncoder | None = PrivateAttr(default=None)
@@ -125,7 +131,12 @@ class E5VEmbedding(_Fields):
         """The ``E5VEncoder`` behind this embedding, loaded on first access."""
         if self._encoder is None:
             with self._load_lock:
-                if self._encoder is None:
+                if self._encoder is None and self.endpoint:
+                    from e5v_qdrant.remote import RemoteEncoder
+
+                    asked = {enc: getattr(self, own) for own, enc in _MIRRORED.items() if own in self.model_fields_set}
+                    self._encoder = RemoteEncoder(self.endpoint, config=self.encoder_config(), required=asked)
+                elif self._encoder is None:
                     self._encoder = E5VEncoder(config=self.encoder_config())
         return self._encoder
 

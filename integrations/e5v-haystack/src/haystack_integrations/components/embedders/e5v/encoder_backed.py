@@ -26,6 +26,9 @@ class EncoderBacked:
 
     Components with equal options share one loaded encoder (``e5v_qdrant.sharing.shared_encoder``), so a pipeline's
     query and document embedders hold the model once. ``None`` leaves an option at ``EncoderConfig``'s default.
+    ``endpoint="http://gpu-box:8000"`` embeds through an E5-V endpoint (``e5v-qdrant serve`` or vLLM) instead of loading
+    the model (``e5v_qdrant.remote.RemoteEncoder``; bearer key from ``$E5V_ENCODER_API_KEY``); options given must be
+    what ``e5v-qdrant serve`` serves, and for vLLM they declare its vectors (``image_layout="llava-next"``).
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class EncoderBacked:
         encoder_kwargs: dict[str, Any] | None = None,
         **options: Any,
     ):
+        self.endpoint: str | None = options.pop("endpoint", None)
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
             raise E5VConfigError(
@@ -63,7 +67,13 @@ class EncoderBacked:
 
     def warm_up(self) -> None:
         """Load the encoder (or find it already loaded by a component with equal options). Idempotent."""
-        if self._encoder is None:
+        if self._encoder is None and self.endpoint:
+            from e5v_qdrant.remote import RemoteEncoder
+
+            asked = {name: getattr(self, name) for name in _OPTIONS if getattr(self, name) is not None}
+            asked |= {"model": self.model} if self.model != DEFAULT_MODEL else {}
+            self._encoder = RemoteEncoder(self.endpoint, config=self.encoder_config(), required=asked)
+        elif self._encoder is None:
             self._encoder = shared_encoder(self.encoder_config())
 
     async def warm_up_async(self) -> None:
@@ -94,6 +104,7 @@ class EncoderBacked:
             "model": self.model,
             **{name: getattr(self, name) for name in _OPTIONS},
             "encoder_kwargs": self.encoder_kwargs,
+            **({"endpoint": self.endpoint} if self.endpoint else {}),
         }
 
 
