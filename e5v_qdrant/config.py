@@ -1,7 +1,7 @@
 """Validated option dataclasses: the single source of options, defaults and help text for the CLI and Python API.
 
 Each field is declared once with ``options.option`` (help text, choices, whether it changes vectors, …);
-``cli_options.add_arguments`` turns a dataclass into argparse options and ``from_namespace`` builds the validated
+``cli.arguments.add_arguments`` turns a dataclass into argparse options and ``from_namespace`` builds the validated
 dataclass back from parsed arguments, so the CLI cannot drift from the API. Declared choices are validated by the
 ``Options`` base; each class's ``validate`` checks the rest.
 """

@@ -3,7 +3,7 @@
 Every config dataclass (``config.py``) is an ``Options``: its fields are declared with :func:`option`, allowed values
 (``choices``) are validated from that declaration for the Python API and the command line alike, and
 :meth:`Options.from_options` builds it from loose options (an adapter's fields, a collection's stamp, keyword
-arguments) with one policy for unknown keys: they raise, naming the valid ones. ``cli_options`` turns the same
+arguments) with one policy for unknown keys: they raise, naming the valid ones. ``cli.arguments`` turns the same
 declarations into argparse options; ``from_namespace`` builds the dataclass back from parsed arguments.
 
 Example:

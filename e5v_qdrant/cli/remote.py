@@ -1,15 +1,15 @@
 """The command line of remote encoders: the encoder a command embeds with (``--encoder-url``) and
-``e5v-qdrant check-endpoint``. Parsing and printing only, as ``cli.py``."""
+``e5v-qdrant check-endpoint``. Parsing and printing only, as every ``cli`` module."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 
-from .cli_options import add_arguments
-from .config import EncoderConfig, from_namespace, namespace_options
-from .errors import E5VConfigError
-from .remote.config import EndpointConfig
+from ..config import EncoderConfig, from_namespace, namespace_options
+from ..errors import E5VConfigError
+from ..remote.config import EndpointConfig
+from .arguments import add_arguments
 
 __all__ = ["EndpointConfig", "encoder_from", "add_check_endpoint"]
 
@@ -17,7 +17,7 @@ __all__ = ["EndpointConfig", "encoder_from", "add_check_endpoint"]
 def encoder_from(args, config: EncoderConfig, *, load: bool = True):
     """The encoder of a command: through the endpoint ``--encoder-url`` names, else in-process (``load=False``: its
     config, for commands that load the model only when needed). ``config`` is the command's full encoder options."""
-    from .remote import open_encoder
+    from ..remote import open_encoder
 
     endpoint = from_namespace(EndpointConfig, args)
     if endpoint.encoder_url and getattr(args, "engine", None) == "ray":
@@ -47,7 +47,7 @@ def add_check_endpoint(sub) -> Callable:
 def _run_check_endpoint(args) -> int:
     from dataclasses import asdict
 
-    from .remote.probe import check_endpoint
+    from ..remote.probe import check_endpoint
 
     endpoint = from_namespace(EndpointConfig, args)
     check = check_endpoint(

@@ -20,9 +20,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .collection_names import check_collection_name
-from .errors import E5VConfigError
-from .options import flag_of
+from ..collection_names import check_collection_name
+from ..errors import E5VConfigError
+from ..options import flag_of
 
 __all__ = ["add_arguments", "checked", "collection_name"]
 
