@@ -197,6 +197,23 @@ class StoreConfig(Options):
     oversampling: float = option(
         2.0, help="with quantization: fetch top_k x this many quantized candidates before rescoring", scope=SEARCH
     )
+    hnsw_m: int | None = option(
+        None,
+        help="server and Edge: HNSW edges per node of a new collection; default: the store's, chosen by measurement "
+        "(e5v_qdrant/store/hnsw.py, README 'Choosing the HNSW defaults')",
+        scope=CREATE,
+    )
+    hnsw_ef_construct: int | None = option(
+        None,
+        help="server and Edge: HNSW candidates while building a new collection's graph; default: the store's",
+        scope=CREATE,
+    )
+    hnsw_ef: int | None = option(
+        None,
+        help="server and Edge: HNSW candidates per search (more = higher recall, slower); default: the one the "
+        "collection recorded when created (Edge), else the store's",
+        scope=SEARCH,
+    )
     write_batch_bytes: int = option(
         4 * 1024 * 1024,
         help="most estimated bytes per upsert request of the Ray engine's writer (REST servers refuse bodies over 32 MiB)",
@@ -216,6 +233,10 @@ class StoreConfig(Options):
             raise E5VConfigError(f"retry_wait must be >= 0, got {self.retry_wait}")
         if self.oversampling < 1:
             raise E5VConfigError(f"oversampling must be >= 1, got {self.oversampling}")
+        for name, least in (("hnsw_m", 0), ("hnsw_ef_construct", 4), ("hnsw_ef", 1)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise E5VConfigError(f"{name} must be >= {least}, got {value}")
         if self.write_batch_bytes < 1024:
             raise E5VConfigError(f"write_batch_bytes must be >= 1024, got {self.write_batch_bytes}")
         if (
