@@ -25,7 +25,7 @@ def _vectors(**params) -> dict:
 
 
 #: The store's HNSW defaults (README, "Choosing the HNSW defaults"), sent to servers with every new collection.
-INDEX = {"hnsw_config": models.HnswConfigDiff(m=32, ef_construct=200)}
+INDEX = {"hnsw_config": models.HnswConfigDiff(m=16, ef_construct=100)}
 
 CASES = [
     ({}, {"vectors_config": _vectors()}),
@@ -123,7 +123,7 @@ def test_queries_carry_rescoring_params():
     client = SpyClient()
     _server_store(client, quantization="int8", oversampling=3.0).query("c", [0.1] * DIM, top_k=3)
     assert client.queries[-1]["search_params"] == models.SearchParams(
-        hnsw_ef=256, quantization=models.QuantizationSearchParams(rescore=True, oversampling=3.0)
+        hnsw_ef=512, quantization=models.QuantizationSearchParams(rescore=True, oversampling=3.0)
     )
     _server_store(client, hnsw_ef=40).query("c", [0.1] * DIM, top_k=3)
     assert client.queries[-1]["search_params"] == models.SearchParams(hnsw_ef=40)
@@ -174,7 +174,7 @@ def test_bulk_load_after_an_unfinished_bulk_run_restores_the_default_m():
     client = SpyClient(m=0)
     with bulk_load(_server_store(client), "c"):
         pass
-    assert client.hnsw["m"] == 32  # the store's default (README)
+    assert client.hnsw["m"] == 16  # the store's default (README)
     client = SpyClient(m=0)
     with bulk_load(_server_store(client, hnsw_m=20), "c"):
         pass
