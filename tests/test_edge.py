@@ -241,3 +241,35 @@ def test_the_next_client_to_close_builds_what_a_killed_deferred_writer_left_unin
     reader = EdgeClient(folder)
     assert reader.get_collection("docs").indexed_vectors_count >= 2000
     reader.close()
+
+
+def test_edge_searches_a_collection_with_the_ef_it_recorded(tmp_path, monkeypatch):
+    """A query naming no ef gets the one the collection recorded at creation: a sparse graph (m=4, ef_construct=8)
+    searched with ef 10 misses most neighbours (numpy brute force says which) that ef 3000 (every point) finds."""
+    from e5v_qdrant.store.edge import convert as edge_convert
+
+    monkeypatch.setattr(edge_convert, "INDEXING_THRESHOLD_KB", 100)  # index these small segments
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    queries = rng.normal(size=(30, 64)).astype(np.float32)
+    client = EdgeClient(str(tmp_path / "qd"), defer_indexing=True)
+    recall = {}
+    for ef in (10, 3000):
+        name = f"ef{ef}"
+        client.create_collection(
+            name,
+            {"text-dense": models.VectorParams(size=64, distance="Cosine")},
+            hnsw_config=models.HnswConfigDiff(m=4, ef_construct=8, full_scan_threshold=10),  # KB: no exact scan
+            metadata={"e5v_qdrant_search": {"hnsw_ef": ef}},
+        )
+        client.upsert(name, [models.PointStruct(id=i, vector={"text-dense": v.tolist()}) for i, v in enumerate(x)])
+        client.optimize(name)
+        assert client.get_collection(name).indexed_vectors_count > 0
+        hits = 0
+        for q in queries:
+            got = client.query_points(name, query=q.tolist(), using="text-dense", limit=10).points
+            hits += len({p.id for p in got} & set(np.argsort(-(x @ q))[:10].tolist()))
+        recall[ef] = hits / (10 * len(queries))
+    client.close()
+    assert recall[3000] > 0.95 and recall[10] < 0.5  # measured: 0.99 and 0.15
