@@ -123,7 +123,7 @@ def test_queries_carry_rescoring_params():
     client = SpyClient()
     _server_store(client, quantization="int8", oversampling=3.0).query("c", [0.1] * DIM, top_k=3)
     assert client.queries[-1]["search_params"] == models.SearchParams(
-        hnsw_ef=512, quantization=models.QuantizationSearchParams(rescore=True, oversampling=3.0)
+        hnsw_ef=1024, quantization=models.QuantizationSearchParams(rescore=True, oversampling=3.0)
     )
     _server_store(client, hnsw_ef=40).query("c", [0.1] * DIM, top_k=3)
     assert client.queries[-1]["search_params"] == models.SearchParams(hnsw_ef=40)
