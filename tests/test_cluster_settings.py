@@ -249,6 +249,9 @@ def test_api_key_comes_from_the_environment_only(monkeypatch):
         ({"replication_factor": 1, "write_consistency_factor": 2}, "cannot exceed replication_factor"),
         ({"write_consistency_factor": 0}, "write_consistency_factor must be >= 1"),
         ({"oversampling": 0.5}, "oversampling must be >= 1"),
+        ({"hnsw_ef": 0}, r"hnsw_ef \(--hnsw-ef\): must be >= 1, got 0"),
+        ({"hnsw_m": -1}, r"hnsw_m \(--hnsw-m\): must be >= 1"),
+        ({"write_batch_size": 0}, r"write_batch_size \(--write-batch-size\): must be >= 1"),
         ({"quantization": "pq"}, r"quantization .pq. is not one of none, int8, binary \(--quantization\)"),
     ],
 )
