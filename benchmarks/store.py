@@ -1,11 +1,14 @@
 """Embedded stores side by side: qdrant-client local mode vs Qdrant Edge, directly and through LlamaIndex.
 
-Each case runs in its own child process (so peak RSS is its own) on the same synthetic E5-V-sized data: N unit
-4096-d float32 vectors (drawn around 200 random centres, like topical chunks) with ~1.6 KB chunk payloads. It measures
+Each case runs in its own child process (so peak RSS is its own) on the same synthetic E5-V-sized data, N unit 4096-d
+float32 vectors with ~1.6 KB chunk payloads, of each shape given by ``--data`` (``_Data``: ``isotropic`` = around 200
+far-apart centres, queried with stored vectors plus noise; ``embedding`` = a shared mean direction and intrinsic
+dimension 64, queried with fresh draws). It measures
 
 - write: points/s of the write calls alone (``QdrantStore.upsert``, which sends batches of 64; LlamaIndex:
   ``vector_store.add``), given ``BATCH`` ready points or nodes per call (building them is the caller's work and not
-  timed), and the close (Edge: flush + optimizer, i.e. the HNSW build) in seconds;
+  timed), and the close (Edge: flush + optimizer, i.e. the HNSW build; with ``--bulk-load`` the build at the end of
+  the bulk block is counted here too) in seconds; write_build counts both;
 - reopen: seconds to open the folder again and count the points;
 - query p50 / p95 (ms) over ``--queries`` top-10 queries (stored vectors plus noise) and recall@10 against exact
   numpy cosine search;
@@ -15,11 +18,14 @@ Each case runs in its own child process (so peak RSS is its own) on the same syn
   let go once written, so the child never holds it and these are the store's;
 - the folder's size on disk (MiB).
 
-``--on-disk`` and ``--float16`` set those vector options on the ``*-store`` cases' collection.
+``--on-disk``, ``--float16``, ``--quantization``, ``--m``, ``--ef-construct`` and ``--bulk-load`` apply to the
+``*-store`` cases' collection (``QdrantStore.create_plain``, the store's options); ``--sweep EF...`` searches the
+edge-store index again with each ``hnsw_ef`` (the recall-latency curve). Data is generated and written batch by batch
+and the exact top-10 merged batch by batch, so ``--n 1000000`` never holds the data set.
 
 Run (the machine is shared: run it once, niced):
-    nice python benchmarks/store.py --points 10000
-    nice python benchmarks/store.py --points 100000 --cases edge-store     # local mode cannot fit 100k in RAM
+    nice python benchmarks/store.py --n 20000 --cases local-llamaindex edge-llamaindex edge-store --sweep 256 512
+    nice python benchmarks/store.py --n 100000 --data embedding --cases edge-store --bulk-load --sweep 256 512 768
 """
 
 from __future__ import annotations
@@ -46,22 +52,51 @@ BATCH = 256  # points per write call (the harness holds one batch of Python floa
 class _Data:
     """The data set, generated batch by batch from a seed so the process never holds it (its RSS stays the store's).
 
-    Vectors are unit 4096-d float32 drawn around 200 random centres (like topical chunks); batch ``s`` (points
-    ``s .. s+BATCH``) is a pure function of ``(seed, s)``. Queries are stored vectors plus a little noise.
+    Batch ``s`` (points ``s .. s+BATCH``) is a pure function of ``(seed, shape, s)``. Two shapes:
+
+    - ``isotropic``: unit vectors around 200 random centres plus isotropic noise (like topical chunks); queries are
+      stored vectors plus a little noise. Clusters are far apart (cosine ~0 between, ~0.67 within) and each query's
+      nearest point is its own source: easy for any index.
+    - ``embedding``: shaped like real text embeddings (E5-V's included): a shared mean direction (mean pairwise cosine
+      ~0.5), variation in a random 64-d subspace (intrinsic dimension 64) plus a little full-rank noise; queries are
+      fresh draws from the same distribution, not stored points. Neighbours are close in score and the graph must
+      be navigated: this is the shape recall is measured on.
     """
 
-    def __init__(self, n: int, queries: int, seed: int = 0):
-        self.n, self.seed = n, seed
-        self.centres = np.random.default_rng(seed).normal(size=(200, DIM)).astype(np.float32)
+    LATENT = 64  # intrinsic dimension of the embedding shape
+    NOISE = 0.1  # full-rank noise energy, relative to the latent part's
+
+    def __init__(self, n: int, queries: int, seed: int = 0, shape: str = "isotropic"):
+        self.n, self.seed, self.shape = n, seed, shape
+        rng = np.random.default_rng(seed)
+        if shape == "isotropic":
+            self.centres = rng.normal(size=(200, DIM)).astype(np.float32)
+        else:
+            mean = rng.normal(size=DIM)
+            basis, _ = np.linalg.qr(rng.normal(size=(DIM, self.LATENT)))
+            # |mean|^2 = the spread's energy (latent + noise): mean pairwise cosine ~0.5
+            self.mean = (mean / np.linalg.norm(mean) * np.sqrt(self.LATENT * (1 + self.NOISE))).astype(np.float32)
+            self.basis = basis.T.astype(np.float32)  # LATENT x DIM, orthonormal rows
         rng = np.random.default_rng([seed, 1])
-        self.picked = rng.integers(0, n, size=queries)
-        q = np.stack([self.batch(p - p % BATCH)[p % BATCH] for p in self.picked])
-        q += 0.05 * rng.normal(size=q.shape).astype(np.float32)
-        self.queries = q / np.linalg.norm(q, axis=1, keepdims=True)
+        if shape == "isotropic":
+            self.picked = rng.integers(0, n, size=queries)
+            q = np.stack([self.batch(p - p % BATCH)[p % BATCH] for p in self.picked])
+            q += 0.05 * rng.normal(size=q.shape).astype(np.float32)
+            self.queries = q / np.linalg.norm(q, axis=1, keepdims=True)
+        else:
+            self.queries = self._draw(rng, queries)
+
+    def _draw(self, rng, size: int) -> np.ndarray:
+        z = rng.normal(size=(size, self.LATENT)).astype(np.float32)
+        noise = rng.normal(size=(size, DIM)).astype(np.float32) * np.float32(np.sqrt(self.LATENT * self.NOISE / DIM))
+        x = self.mean + z @ self.basis + noise
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     def batch(self, start: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, 2, start])
         size = min(self.n, start + BATCH) - start
+        if self.shape == "embedding":
+            return self._draw(np.random.default_rng([self.seed, 3, start]), size)
+        rng = np.random.default_rng([self.seed, 2, start])
         x = self.centres[rng.integers(0, 200, size=size)] + 0.7 * rng.normal(size=(size, DIM)).astype(np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -144,49 +179,54 @@ def _du(path: str) -> float:
     return total / 2**20
 
 
-def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = False, float16: bool = False) -> dict:
+def _run_case(case: str, n: int, queries: int, folder: str, args: argparse.Namespace) -> dict:
+    import dataclasses
+
     from qdrant_client import models
 
     from e5v_qdrant.config import StoreConfig
-    from e5v_qdrant.store import QdrantStore
+    from e5v_qdrant.store import QdrantStore, bulk_load
 
-    data = _Data(n, queries)
+    data = _Data(n, queries, shape=args.data[0])
     q = data.queries
     truth = data.exact_top10()
     engine, mode = case.split("-")
     ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)]
     index_of = {pid: i for i, pid in enumerate(ids)}
-    result: dict = {"case": case, "points": n}
+    result: dict = {"case": case, "data": args.data[0], "points": n}
     baseline = _MemoryWatch().stop()["VmRSS"]
 
     if mode == "store":
-        config = StoreConfig(qdrant_path=folder, embedded=engine, write_batch_size=64)
+        config = StoreConfig(
+            qdrant_path=folder,
+            embedded=engine,
+            write_batch_size=64,
+            on_disk_vectors=args.on_disk,
+            vector_datatype="float16" if args.float16 else "float32",
+            quantization=args.quantization,
+            oversampling=args.oversampling,
+            hnsw_m=args.m,
+            hnsw_ef_construct=args.ef_construct,
+        )
         start = time.perf_counter()
         store = QdrantStore(config)
-        store.client.create_collection(
-            "bench",
-            vectors_config={
-                "text-dense": models.VectorParams(
-                    size=DIM,
-                    distance=models.Distance.COSINE,
-                    on_disk=on_disk or None,
-                    datatype=models.Datatype.FLOAT16 if float16 else None,
-                )
-            },
-        )
+        store.create_plain("bench", DIM, storage_options=store.honours_options)
         written = time.perf_counter() - start
-        for s, x in data.batches():
-            points = [
-                models.PointStruct(id=ids[s + j], vector={"text-dense": v.tolist()}, payload=_payload(s + j))
-                for j, v in enumerate(x)
-            ]
-            start = time.perf_counter()
-            store.upsert("bench", points)
-            written += time.perf_counter() - start
-            del points  # the caller lets go of each batch: what stays resident is the store's
+        with bulk_load(store, "bench", enabled=args.bulk_load):
+            for s, x in data.batches():
+                points = [
+                    models.PointStruct(id=ids[s + j], vector={"text-dense": v.tolist()}, payload=_payload(s + j))
+                    for j, v in enumerate(x)
+                ]
+                start = time.perf_counter()
+                store.upsert("bench", points)
+                written += time.perf_counter() - start
+                del points  # the caller lets go of each batch: what stays resident is the store's
+            build_start = time.perf_counter()  # leaving the block restores HNSW m: the one index build
+        build = time.perf_counter() - build_start
         start = time.perf_counter()
         store.close()
-        result["close_s"] = time.perf_counter() - start
+        result["close_s"] = time.perf_counter() - start + build
         watch = _MemoryWatch()  # reopening and querying
         start = time.perf_counter()
         store = QdrantStore(config)
@@ -251,16 +291,25 @@ def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = Fals
             close_vs(vs)
 
     result["write_pts_s"] = n / written
-    latencies, hits = [], 0
-    for qi, v in enumerate(q):
-        start = time.perf_counter()
-        got = search(v)
-        latencies.append((time.perf_counter() - start) * 1000)
-        hits += len(set(got) & set(truth[qi]))
+    result["write_build_pts_s"] = n / (written + result["close_s"])
+
+    def measure() -> tuple[float, float, float]:
+        latencies, hits = [], 0
+        for qi, v in enumerate(q):
+            start = time.perf_counter()
+            got = search(v)
+            latencies.append((time.perf_counter() - start) * 1000)
+            hits += len(set(got) & set(truth[qi]))
+        return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)), hits / (10 * len(q))
+
+    result["query_p50_ms"], result["query_p95_ms"], result["recall_at_10"] = measure()
+    result["sweep"] = []
+    if mode == "store" and engine == "edge":  # the recall-latency curve: the same index searched with other efs
+        for ef in args.sweep or ():
+            store.config = dataclasses.replace(config, hnsw_ef=ef)
+            p50, p95, recall = measure()
+            result["sweep"].append({"hnsw_ef": ef, "query_p50_ms": p50, "query_p95_ms": p95, "recall_at_10": recall})
     close()
-    result["query_p50_ms"] = float(np.percentile(latencies, 50))
-    result["query_p95_ms"] = float(np.percentile(latencies, 95))
-    result["recall_at_10"] = hits / (10 * len(q))
     query_peak = watch.stop()
     gib = 2**30
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -271,65 +320,93 @@ def _run_case(case: str, n: int, queries: int, folder: str, on_disk: bool = Fals
     return result
 
 
+COLS = [
+    "write_pts_s",
+    "close_s",
+    "write_build_pts_s",
+    "reopen_s",
+    "query_p50_ms",
+    "query_p95_ms",
+    "recall_at_10",
+    "peak_rss_gib",
+    "peak_pss_gib",
+    "peak_anon_gib",
+    "query_rss_gib",
+    "query_anon_gib",
+    "baseline_rss_gib",
+    "disk_mib",
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--points", type=int, default=10_000)
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--points", "--n", type=int, default=10_000, dest="points")
+    parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument(
+        "--data", nargs="+", default=["isotropic", "embedding"], choices=("isotropic", "embedding"), help="data shapes"
+    )
     parser.add_argument("--on-disk", action="store_true", help="*-store cases: vectors on disk (mmap)")
     parser.add_argument("--float16", action="store_true", help="*-store cases: float16 vector storage")
+    parser.add_argument("--quantization", default="none", choices=("none", "int8"), help="*-store cases")
+    parser.add_argument("--oversampling", type=float, default=2.0, help="*-store cases, with --quantization")
+    parser.add_argument("--m", type=int, help="*-store cases: HNSW m (default: the store's)")
+    parser.add_argument("--ef-construct", type=int, help="*-store cases: HNSW ef_construct (default: the store's)")
+    parser.add_argument("--bulk-load", action="store_true", help="*-store cases: defer indexing, build once")
+    parser.add_argument(
+        "--sweep", nargs="+", type=int, metavar="EF", help="edge-store: also search with each of these hnsw_ef"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         folder = tempfile.mkdtemp(prefix="e5v-bench-store-")
         try:
-            print(json.dumps(_run_case(args.child, args.points, args.queries, folder, args.on_disk, args.float16)))
+            print(json.dumps(_run_case(args.child, args.points, args.queries, folder, args)))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
     rows = []
-    for case in args.cases:
-        cmd = [sys.executable, __file__, "--child", case, "--points", str(args.points), "--queries", str(args.queries)]
-        cmd += ["--on-disk"] * args.on_disk + ["--float16"] * args.float16
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        watch = _MemoryWatch(child.pid, pss=True)
-        out, _ = child.communicate()
-        life = watch.stop()
-        if child.returncode:
-            raise SystemExit(f"case {case} failed (exit {child.returncode})")
-        row = json.loads(out.strip().splitlines()[-1])
-        row["peak_pss_gib"], row["peak_anon_gib"] = life["Pss"] / 2**30, life["Anonymous"] / 2**30
-        rows.append(row)
-        print(f"done: {case}", file=sys.stderr, flush=True)
-    cols = [
-        "write_pts_s",
-        "close_s",
-        "reopen_s",
-        "query_p50_ms",
-        "query_p95_ms",
-        "recall_at_10",
-        "peak_rss_gib",
-        "peak_pss_gib",
-        "peak_anon_gib",
-        "query_rss_gib",
-        "query_anon_gib",
-        "baseline_rss_gib",
-        "disk_mib",
-    ]
-    print("| case | points | " + " | ".join(cols) + " |")
-    print("|---|---|" + "---|" * len(cols))
+    for shape in args.data:
+        for case in args.cases:
+            cmd = [sys.executable, __file__, "--child", case, "--data", shape] + [
+                a for a in sys.argv[1:] if a not in args.data and a != "--data"
+            ]
+            child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            watch = _MemoryWatch(child.pid, pss=True)
+            out, _ = child.communicate()
+            life = watch.stop()
+            if child.returncode:
+                raise SystemExit(f"case {case} ({shape}) failed (exit {child.returncode})")
+            row = json.loads(out.strip().splitlines()[-1])
+            row["peak_pss_gib"], row["peak_anon_gib"] = life["Pss"] / 2**30, life["Anonymous"] / 2**30
+            rows.append(row)
+            print(f"done: {case} ({shape})", file=sys.stderr, flush=True)
+    print("| case | data | points | " + " | ".join(COLS) + " |")
+    print("|---|---|---|" + "---|" * len(COLS))
     for r in rows:
-        print(f"| {r['case']} | {r['points']} | " + " | ".join(f"{r[c]:.3g}" for c in cols) + " |")
-    by = {r["case"]: r for r in rows}
-    for mode in ("store", "llamaindex"):
-        a, b = by.get(f"local-{mode}"), by.get(f"edge-{mode}")
-        if a and b:
-            write, query = b["write_pts_s"] / a["write_pts_s"], a["query_p50_ms"] / b["query_p50_ms"]
-            rss, pss = a["peak_rss_gib"] / b["peak_rss_gib"], a["peak_pss_gib"] / b["peak_pss_gib"]
+        print(f"| {r['case']} | {r['data']} | {r['points']} | " + " | ".join(f"{r[c]:.3g}" for c in COLS) + " |")
+    sweeps = [(r, s) for r in rows for s in r["sweep"]]
+    if sweeps:
+        print("\n| data | points | hnsw_ef | recall@10 | query p50 (ms) | query p95 (ms) |\n|---|---|---|---|---|---|")
+        for r, s in sweeps:
             print(
-                f"{mode}: Edge vs local mode: write {write:.2f}x faster, query p50 {query:.2f}x faster, "
-                f"peak RSS {rss:.2f}x lower (PSS {pss:.2f}x), reopen {a['reopen_s'] / b['reopen_s']:.2f}x faster"
+                f"| {r['data']} | {r['points']} | {s['hnsw_ef']} | {s['recall_at_10']:.3f} | "
+                f"{s['query_p50_ms']:.3g} | {s['query_p95_ms']:.3g} |"
             )
+    for shape in args.data:
+        by = {r["case"]: r for r in rows if r["data"] == shape}
+        for mode in ("store", "llamaindex"):
+            a, b = by.get(f"local-{mode}"), by.get(f"edge-{mode}")
+            if a and b:
+                write, query = b["write_pts_s"] / a["write_pts_s"], a["query_p50_ms"] / b["query_p50_ms"]
+                rss, pss = a["peak_rss_gib"] / b["peak_rss_gib"], a["peak_pss_gib"] / b["peak_pss_gib"]
+                print(
+                    f"{shape}, {mode}: Edge vs local mode: write {write:.2f}x faster "
+                    f"({b['write_build_pts_s'] / a['write_build_pts_s']:.2f}x counting the index build), "
+                    f"query p50 {query:.2f}x faster, peak RSS {rss:.2f}x lower (PSS {pss:.2f}x), "
+                    f"reopen {a['reopen_s'] / b['reopen_s']:.2f}x faster, recall@10 {b['recall_at_10']:.3f} vs "
+                    f"{a['recall_at_10']:.3f}"
+                )
 
 
 if __name__ == "__main__":

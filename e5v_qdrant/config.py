@@ -16,7 +16,7 @@ from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from .collection_names import COLLECTION_NAME_FORBIDDEN, COLLECTION_NAME_MAX, check_collection_name
 from .errors import E5VConfigError
 from .media import DEFAULT_MAX_IMAGE_PIXELS
-from .options import Options, from_namespace, namespace_options, option
+from .options import Options, at_least_1, from_namespace, namespace_options, option
 from .points import SPARSE_ENCODERS
 
 __all__ = [
@@ -157,7 +157,7 @@ class StoreConfig(Options):
     prefer_grpc: bool = option(False, help="talk gRPC to the server (port 6334) instead of REST")
     timeout: float = option(60.0, help="seconds before a Qdrant request times out")
     write_batch_size: int = option(
-        64, help="points per upsert request (Qdrant advises 64-256 points, under ~5 MB)", scope=WRITE
+        64, help="points per upsert request (Qdrant advises 64-256 points, under ~5 MB)", scope=WRITE, check=at_least_1
     )
     retries: int = option(
         6, help="attempts per Qdrant request on transient errors (timeouts, resets, 5xx, lock contention)"
@@ -198,6 +198,10 @@ class StoreConfig(Options):
     oversampling: float = option(
         2.0, help="with quantization: fetch top_k x this many quantized candidates before rescoring", scope=SEARCH
     )
+    #: HNSW (server and Edge); None = the store's measured defaults (store/hnsw.py), recorded in each collection
+    hnsw_m: int | None = option(None, help="HNSW edges per node of a new collection", scope=CREATE, check=at_least_1)
+    hnsw_ef_construct: int | None = option(None, help="HNSW build candidates", scope=CREATE, check=at_least_1)
+    hnsw_ef: int | None = option(None, help="HNSW search candidates (recall vs speed)", scope=SEARCH, check=at_least_1)
     write_batch_bytes: int = option(
         4 * 1024 * 1024,
         help="most estimated bytes per upsert request of the Ray engine's writer (REST servers refuse bodies over 32 MiB)",
@@ -209,8 +213,6 @@ class StoreConfig(Options):
             raise E5VConfigError("give either --qdrant-path (embedded store) or --qdrant-url (server), not both")
         if self.timeout <= 0:
             raise E5VConfigError(f"timeout must be > 0, got {self.timeout}")
-        if self.write_batch_size < 1:
-            raise E5VConfigError(f"write_batch_size must be >= 1, got {self.write_batch_size}")
         if self.retries < 1:
             raise E5VConfigError(f"retries must be >= 1 (1 = no retry), got {self.retries}")
         if self.retry_wait < 0:

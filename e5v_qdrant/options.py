@@ -98,15 +98,27 @@ def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def at_least_1(value: Any) -> None:
+    """``check`` of a count that must be at least 1 (``None``: a default decides)."""
+    if value is not None and value < 1:
+        raise E5VConfigError(f"must be >= 1, got {value}")
+
+
 class Options:
-    """Base of the config dataclasses: declared choices are validated, then the class's own ``validate()`` runs."""
+    """Base of the config dataclasses: declared choices and checks are validated, then the class's own
+    ``validate()`` runs."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
+            choices, check = f.metadata.get("choices"), f.metadata.get("check")
             value = getattr(self, f.name)
             if choices and value is not None and value not in choices:
                 raise E5VConfigError(f"{f.name} {value!r} is not one of {', '.join(map(str, choices))} ({flag_of(f)})")
+            if check is not None and value is not None:
+                try:
+                    check(value)
+                except E5VConfigError as exc:
+                    raise E5VConfigError(f"{f.name} ({flag_of(f)}): {exc}") from None
         self.validate()
 
     def validate(self) -> None:

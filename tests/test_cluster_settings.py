@@ -24,8 +24,15 @@ def _vectors(**params) -> dict:
     return {VECTOR_NAME: models.VectorParams(size=DIM, distance=models.Distance.COSINE, **params)}
 
 
+#: The store's HNSW defaults (README, "Choosing the HNSW defaults"), sent to servers with every new collection.
+INDEX = {"hnsw_config": models.HnswConfigDiff(m=16, ef_construct=100)}
+
 CASES = [
     ({}, {"vectors_config": _vectors()}),
+    (
+        {"hnsw_m": 48, "hnsw_ef_construct": 300},
+        {"vectors_config": _vectors(), "hnsw_config": models.HnswConfigDiff(m=48, ef_construct=300)},
+    ),
     ({"on_disk_vectors": True}, {"vectors_config": _vectors(on_disk=True)}),
     ({"vector_datatype": "float16"}, {"vectors_config": _vectors(datatype=models.Datatype.FLOAT16)}),
     (
@@ -52,11 +59,13 @@ CASES = [
 
 
 @pytest.mark.parametrize(
-    "options,expected", CASES, ids=["default", "on_disk", "float16", "int8", "binary+on_disk", "shards+replicas"]
+    "options,expected",
+    CASES,
+    ids=["default", "hnsw", "on_disk", "float16", "int8", "binary+on_disk", "shards+replicas"],
 )
 def test_create_collection_request_for_each_cluster_option(options, expected):
     config = StoreConfig(qdrant_url="http://cluster:6333", **options)
-    assert collection_create_kwargs(config, DIM, server=True) == expected
+    assert collection_create_kwargs(config, DIM, server=True) == {**INDEX, **expected}
     # the embedded store gets none of the server-only options
     assert collection_create_kwargs(config, DIM, server=False) == {"vectors_config": _vectors()}
 
@@ -114,8 +123,10 @@ def test_queries_carry_rescoring_params():
     client = SpyClient()
     _server_store(client, quantization="int8", oversampling=3.0).query("c", [0.1] * DIM, top_k=3)
     assert client.queries[-1]["search_params"] == models.SearchParams(
-        quantization=models.QuantizationSearchParams(rescore=True, oversampling=3.0)
+        hnsw_ef=1024, quantization=models.QuantizationSearchParams(rescore=True, oversampling=3.0)
     )
+    _server_store(client, hnsw_ef=40).query("c", [0.1] * DIM, top_k=3)
+    assert client.queries[-1]["search_params"] == models.SearchParams(hnsw_ef=40)
 
 
 def test_bulk_load_defers_then_restores_hnsw_on_success():
@@ -163,7 +174,11 @@ def test_bulk_load_after_an_unfinished_bulk_run_restores_the_default_m():
     client = SpyClient(m=0)
     with bulk_load(_server_store(client), "c"):
         pass
-    assert client.hnsw["m"] == 16
+    assert client.hnsw["m"] == 16  # the store's default (README)
+    client = SpyClient(m=0)
+    with bulk_load(_server_store(client, hnsw_m=20), "c"):
+        pass
+    assert client.hnsw["m"] == 20  # or the one the store is configured with
 
 
 def test_bulk_load_is_a_no_op_on_the_embedded_store():
@@ -234,6 +249,9 @@ def test_api_key_comes_from_the_environment_only(monkeypatch):
         ({"replication_factor": 1, "write_consistency_factor": 2}, "cannot exceed replication_factor"),
         ({"write_consistency_factor": 0}, "write_consistency_factor must be >= 1"),
         ({"oversampling": 0.5}, "oversampling must be >= 1"),
+        ({"hnsw_ef": 0}, r"hnsw_ef \(--hnsw-ef\): must be >= 1, got 0"),
+        ({"hnsw_m": -1}, r"hnsw_m \(--hnsw-m\): must be >= 1"),
+        ({"write_batch_size": 0}, r"write_batch_size \(--write-batch-size\): must be >= 1"),
         ({"quantization": "pq"}, r"quantization .pq. is not one of none, int8, binary \(--quantization\)"),
     ],
 )

@@ -122,20 +122,28 @@ def test_engine_is_detected_and_never_converted(tmp_path):
 
 def test_edge_applies_storage_options_and_bulk_load_defers_then_builds(tmp_path):
     config = StoreConfig(
-        qdrant_path=str(tmp_path / "qd"), vector_datatype="float16", on_disk_vectors=True, quantization="int8"
+        qdrant_path=str(tmp_path / "qd"),
+        vector_datatype="float16",
+        on_disk_vectors=True,
+        quantization="int8",
+        hnsw_m=24,
+        hnsw_ef_construct=64,
+        hnsw_ef=77,
     )
     with QdrantStore(config) as store:
         physical = store.ensure_collection("docs", _encoder("f"))
         info = store.client.get_collection(physical)
         vector = info.config.params.vectors["text-dense"]
         assert (vector.datatype, vector.on_disk) == (models.Datatype.FLOAT16, True)
+        assert (info.config.hnsw_config.m, info.config.hnsw_config.ef_construct) == (24, 64)
+        assert info.config.metadata["e5v_qdrant_search"] == {"hnsw_ef": 77}
         assert isinstance(info.config.quantization_config, models.ScalarQuantization)
         assert set(info.payload_schema) == {"modality", "source", "folders", "page"}  # the search filters' fields
         points = _points(50)
         with bulk_load(store, "docs"):
             assert store.client.get_collection(physical).config.hnsw_config.m == 0
             store.upsert("docs", points)
-        assert store.client.get_collection(physical).config.hnsw_config.m == 16
+        assert store.client.get_collection(physical).config.hnsw_config.m == 24  # restored
         # float16 + int8 with rescoring still ranks a stored vector first for itself
         for p in points[:10]:
             assert store.query("docs", p.vector["text-dense"], top_k=1)[0].id == p.id
@@ -204,3 +212,64 @@ def test_vector_files_are_mapped_once_unless_the_caller_keeps_qdrants_second_map
     ).stdout.split()
     files, most = int(out[0]), int(out[1])
     assert files >= 1 and most == maps_per_file
+
+
+_KILLED_WRITER = """
+import os, sys
+import numpy as np
+from qdrant_client import models
+from e5v_qdrant.store.edge import client as edge_client, convert as edge_convert
+edge_convert.INDEXING_THRESHOLD_KB = 100  # segments over 100 KB get an index
+client = edge_client.EdgeClient(sys.argv[1], defer_indexing=True)
+client.create_collection("docs", {"text-dense": models.VectorParams(size=64, distance="Cosine")})
+x = np.random.default_rng(0).normal(size=(3000, 64))
+client.upsert("docs", [models.PointStruct(id=i, vector={"text-dense": v.tolist()}) for i, v in enumerate(x)])
+os._exit(0)  # killed before close: nothing built
+"""
+
+
+def test_the_next_client_to_close_builds_what_a_killed_deferred_writer_left_unindexed(tmp_path, monkeypatch):
+    from e5v_qdrant.store.edge import client as edge_client
+
+    folder = str(tmp_path / "qd")
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, folder], check=True)
+    monkeypatch.setattr(edge_client, "INDEX_EVERY_POINTS", 1000)  # leftovers this large get built at close
+    reader = EdgeClient(folder)
+    info = reader.get_collection("docs")
+    assert (info.points_count, info.indexed_vectors_count or 0) == (3000, 0)
+    reader.close()  # it wrote nothing, but the leftovers are built
+    reader = EdgeClient(folder)
+    assert reader.get_collection("docs").indexed_vectors_count >= 2000
+    reader.close()
+
+
+def test_edge_searches_a_collection_with_the_ef_it_recorded(tmp_path, monkeypatch):
+    """A query naming no ef gets the one the collection recorded at creation: a sparse graph (m=4, ef_construct=8)
+    searched with ef 10 misses most neighbours (numpy brute force says which) that ef 3000 (every point) finds."""
+    from e5v_qdrant.store.edge import convert as edge_convert
+
+    monkeypatch.setattr(edge_convert, "INDEXING_THRESHOLD_KB", 100)  # index these small segments
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    queries = rng.normal(size=(30, 64)).astype(np.float32)
+    client = EdgeClient(str(tmp_path / "qd"), defer_indexing=True)
+    recall = {}
+    for ef in (10, 3000):
+        name = f"ef{ef}"
+        client.create_collection(
+            name,
+            {"text-dense": models.VectorParams(size=64, distance="Cosine")},
+            hnsw_config=models.HnswConfigDiff(m=4, ef_construct=8, full_scan_threshold=10),  # KB: no exact scan
+            metadata={"e5v_qdrant_search": {"hnsw_ef": ef}},
+        )
+        client.upsert(name, [models.PointStruct(id=i, vector={"text-dense": v.tolist()}) for i, v in enumerate(x)])
+        client.optimize(name)
+        assert client.get_collection(name).indexed_vectors_count > 0
+        hits = 0
+        for q in queries:
+            got = client.query_points(name, query=q.tolist(), using="text-dense", limit=10).points
+            hits += len({p.id for p in got} & set(np.argsort(-(x @ q))[:10].tolist()))
+        recall[ef] = hits / (10 * len(queries))
+    client.close()
+    assert recall[3000] > 0.95 and recall[10] < 0.5  # measured: 0.99 and 0.15

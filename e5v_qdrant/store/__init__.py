@@ -13,8 +13,8 @@ exponential back-off (tenacity) on transient errors; permanent errors raise ``St
 The point schema (ids, payload keys, vector names) is ``points``. Rooms: ``qdrant_store`` (``QdrantStore``, the one
 contract over a server, local mode and Qdrant Edge), ``engines`` (which engine, opening its client), ``retry``
 (error classification, back-off), ``stamp`` (what a collection records), ``storage_options`` (create/search
-arguments), ``bulk`` (deferred indexing) and ``edge/`` (Qdrant Edge behind the ``QdrantClient`` methods used here).
-Nothing outside this package calls a Qdrant client (``tests/test_layout.py`` checks).
+arguments), ``hnsw`` (the measured HNSW defaults), ``bulk`` (deferred indexing) and ``edge/`` (Qdrant Edge behind
+the ``QdrantClient`` methods used here). Nothing outside this package calls a Qdrant client (``tests/test_layout.py`` checks).
 """
 
 from ..points import ID_NAMESPACE, VECTOR_NAME, document_id, point_id
@@ -29,6 +29,7 @@ from .edge import (
     write_store_manifest,
 )
 from .engines import NEW_FOLDER_ENGINE_ENV, embedded_engine, open_client, require_store
+from .hnsw import HNSW_EF, HNSW_EF_CONSTRUCT, HNSW_M
 from .qdrant_store import QdrantStore
 from .retry import StoreError, is_transient
 from .stamp import METADATA_KEY, CollectionMismatchError, CollectionStamp, encoder_record, physical_name
@@ -55,6 +56,9 @@ __all__ = [
     "collection_create_kwargs",
     "search_params",
     "bulk_load",
+    "HNSW_M",
+    "HNSW_EF_CONSTRUCT",
+    "HNSW_EF",
     "EdgeClient",
     "EdgeNotInstalledError",
     "MANIFEST",

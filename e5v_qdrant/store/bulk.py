@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .hnsw import HNSW_M
 from .qdrant_store import QdrantStore
 from .retry import StoreError
 
@@ -37,10 +38,13 @@ def bulk_load(store: QdrantStore, collection: str, *, enabled: bool = True) -> I
     info = store.call(f"reading collection {physical!r}", store.client.get_collection, physical)
     hnsw = info.config.hnsw_config
     original = models.HnswConfigDiff(m=hnsw.m, payload_m=hnsw.payload_m)
-    if hnsw.m == 0:  # already deferred (a killed bulk run): restore to Qdrant's default when done
-        original = models.HnswConfigDiff(m=16, payload_m=hnsw.payload_m)
+    if hnsw.m == 0:  # already deferred (a killed bulk run): restore the store's m when done
+        m = store.config.hnsw_m if store.config.hnsw_m is not None else HNSW_M
+        original = models.HnswConfigDiff(m=m, payload_m=hnsw.payload_m)
         logger.warning(
-            "collection %s already had hnsw m=0 (an earlier bulk load did not finish); restoring m=16 after", physical
+            "collection %s already had hnsw m=0 (an earlier bulk load did not finish); restoring m=%s after",
+            physical,
+            HNSW_M,
         )
     store.call(
         f"deferring HNSW indexing on {physical!r}",

@@ -11,9 +11,10 @@ from ..errors import E5VConfigError, E5VError
 from ..identity import differences, stamp_id
 from ..points import INDEXED_FIELDS, SOURCE, SPARSE_VECTOR_NAME, VECTOR_NAME
 from . import engines
+from .hnsw import HNSW_EF
 from .retry import StoreError, describe_error, is_transient, retrying
 from .stamp import CollectionMismatchError, CollectionStamp, encoder_record, physical_name
-from .storage_options import FUSIONS, collection_create_kwargs, search_params
+from .storage_options import FUSIONS, collection_create_kwargs, creation_metadata, search_params
 
 __all__ = ["QdrantStore"]
 
@@ -160,7 +161,7 @@ class QdrantStore:
             f"creating collection {physical!r}",
             self.client.create_collection,
             collection_name=physical,
-            metadata=stamp.to_metadata(),
+            metadata={**stamp.to_metadata(), **(creation_metadata(self.config) if self.honours_options else {})},
             **kwargs,
         )
         if self.honours_options:  # indexes for the search filters and per-source lookups (local mode has none)
@@ -368,7 +369,10 @@ class QdrantStore:
             raise E5VConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         query_filter = combine(query_filter, build_filter(modality=modality))
         dense = [float(x) for x in vector]
-        params = search_params(self.config) if self.honours_options else None
+        # a server gets the store's ef unless asked otherwise; Edge applies the one its collection recorded
+        params = (
+            search_params(self.config, default_ef=HNSW_EF if self.is_server else None) if self.honours_options else None
+        )
         kwargs: dict[str, Any] = {
             "query": dense,
             "using": VECTOR_NAME,

@@ -7,8 +7,9 @@ from typing import Any
 
 from ..config import StoreConfig
 from ..points import SPARSE_VECTOR_NAME, VECTOR_NAME
+from .hnsw import index_defaults, search_record
 
-__all__ = ["FUSIONS", "collection_create_kwargs", "search_params"]
+__all__ = ["FUSIONS", "collection_create_kwargs", "creation_metadata", "search_params"]
 
 #: Hybrid fusion methods (``QdrantStore.query``), Qdrant's names.
 FUSIONS = ("rrf", "dbsf")
@@ -39,6 +40,8 @@ def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool, spa
             kwargs["quantization_config"] = models.BinaryQuantization(
                 binary=models.BinaryQuantizationConfig(always_ram=True)
             )
+        hnsw = index_defaults(config.hnsw_m, config.hnsw_ef_construct)
+        kwargs["hnsw_config"] = models.HnswConfigDiff(m=hnsw["m"], ef_construct=hnsw["ef_construct"])
         if config.shard_number:
             kwargs["shard_number"] = config.shard_number
         if config.replication_factor:
@@ -51,12 +54,21 @@ def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool, spa
     return kwargs
 
 
-def search_params(config: StoreConfig):
-    """``SearchParams`` for a quantized collection (rescoring with the originals, oversampling), else ``None``."""
-    if config.quantization == "none":
-        return None
+def creation_metadata(config: StoreConfig) -> dict[str, Any]:
+    """What a new collection records besides its stamp: the search ef it was built for (``hnsw.search_record``)."""
+    return search_record(config.hnsw_ef)
+
+
+def search_params(config: StoreConfig, *, default_ef: int | None = None):
+    """``SearchParams``: the HNSW ef (``config.hnsw_ef``, else ``default_ef``; ``None`` lets the engine decide: Edge
+    uses the ef its collection recorded) and, for a quantized collection, rescoring with the originals and
+    oversampling. ``None`` when there is nothing to set."""
     from qdrant_client import models
 
-    return models.SearchParams(
-        quantization=models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
-    )
+    ef = config.hnsw_ef if config.hnsw_ef is not None else default_ef
+    quantization = None
+    if config.quantization != "none":
+        quantization = models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
+    if ef is None and quantization is None:
+        return None
+    return models.SearchParams(hnsw_ef=ef, quantization=quantization)

@@ -17,7 +17,8 @@ on top so ``QdrantStore``, ingest, reingest, search, evaluation and the Ray writ
 - Edge builds indexes only when asked (``EdgeShard.optimize``). ``EdgeClient`` asks after every
   ``INDEX_EVERY_POINTS`` written points and when a client that wrote is closed, unless indexing is deferred
   (``update_collection(hnsw_config=HnswConfigDiff(m=0))``, what ``store.bulk_load`` sends); restoring ``m`` builds
-  the index once. Segments smaller than ``INDEXING_THRESHOLD_KB`` stay plain (exact brute force, see the README).
+  the index once. ``EdgeClient(defer_indexing=True)`` (the LlamaIndex store) never indexes while writing: ``optimize``
+  or ``close`` builds once, and until then searches scan the new points exactly. Segments smaller than ``INDEXING_THRESHOLD_KB`` stay plain (exact brute force, see the README).
 - Qdrant maps each appendable-segment vector file twice (read-write, and read-only for sequential reads), so
   while the optimizer copies a segment RSS counts its vectors twice; ``convert.qdrant_edge_module`` sets Qdrant's own opt-out
   (``QDRANT_NO_MULTI_MMAP=1``) unless the caller set it.

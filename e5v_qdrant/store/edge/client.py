@@ -20,8 +20,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from ...errors import E5VConfigError
+from ..hnsw import QDRANT_GENERIC_HNSW, index_defaults, recorded_hnsw_ef, search_record
 from .convert import (
-    DEFAULT_HNSW,
     RRF_K,
     client_id,
     client_record,
@@ -57,6 +57,9 @@ class EdgeClient:
 
     Args:
         path: the store folder (created if missing). Must not be a qdrant-client local-mode folder.
+        defer_indexing: never build indexes while writing (not every ``INDEX_EVERY_POINTS``): what is written stays
+            in plain segments, searched exactly, until ``optimize`` or ``close`` builds the index once. Writes then
+            cost what appending costs (the LlamaIndex store's ``add``).
 
     Raises:
         E5VConfigError: ``path`` is a local-mode folder or its manifest is unreadable.
@@ -66,8 +69,9 @@ class EdgeClient:
     #: What ``QdrantStore.engine`` reports (wrappers that delegate attributes report it too).
     e5v_engine = "edge"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, defer_indexing: bool = False):
         self.path = os.path.abspath(path)
+        self.defer_indexing = defer_indexing
         if detect_engine(self.path) == "local":
             raise E5VConfigError(
                 f"{path!r} is a qdrant-client local-mode store; open it with --embedded local "
@@ -129,7 +133,7 @@ class EdgeClient:
     def _after_write(self, physical: str, count: int) -> None:
         self._written[physical] = self._written.get(physical, 0) + count
         self._unflushed[physical] = self._unflushed.get(physical, 0) + count
-        if self._written[physical] >= INDEX_EVERY_POINTS and not self._deferred(physical):
+        if self._written[physical] >= INDEX_EVERY_POINTS and not self.defer_indexing and not self._deferred(physical):
             self._optimize(physical)  # flushes first
         elif self._unflushed[physical] >= FLUSH_EVERY_POINTS:
             self._flush(physical)
@@ -142,12 +146,23 @@ class EdgeClient:
     def _deferred(self, physical: str) -> bool:
         return (self._manifest["collections"][physical].get("hnsw_config") or {}).get("m") == 0
 
-    def _optimize(self, physical: str) -> None:
+    def _optimize(self, physical: str) -> bool:
         shard = self._shard(physical)
         logger.info("Qdrant Edge: optimizing %s (building indexes over large segments)", physical)
         self._flush(physical)  # truncate the log first: its mapped pages are not held through the index build
-        shard.optimize()
+        changed = shard.optimize()
         self._written[physical] = 0
+        return bool(changed)
+
+    def _unindexed(self, physical: str) -> int:
+        """Points of ``physical`` outside any index (plain segments)."""
+        info = self._shard(physical).info()
+        return max(0, info.points_count - (info.indexed_vectors_count or 0))
+
+    def optimize(self, collection_name: str) -> bool:
+        """Build the pending indexes of a collection now (a collection or alias), blocking until done; returns
+        whether any segment changed. Runs also when indexing is deferred (``defer_indexing``, or HNSW ``m=0``)."""
+        return self._optimize(self._physical(collection_name))
 
     # ------------------------------------------------------------ collections
     def get_collections(self):
@@ -171,7 +186,10 @@ class EdgeClient:
         sparse_vectors_config=None,
         **server_only: Any,
     ) -> bool:
-        """Create a collection (one shard). Sharding/replication options are ignored (one embedded shard)."""
+        """Create a collection (one shard). Sharding/replication options are ignored (one embedded shard).
+
+        The HNSW parameters not given and the search ef (``hnsw.SEARCH_METADATA_KEY`` in ``metadata``) not given
+        are the store's defaults (``store.hnsw``), recorded in the manifest."""
         from qdrant_client import models
 
         if collection_name in self._manifest["collections"]:
@@ -186,14 +204,17 @@ class EdgeClient:
         spec = {
             "dir": f"{uuid.uuid4().hex}",
             "vectors": {name: p.model_dump(mode="json", exclude_none=True) for name, p in vectors_config.items()},
-            "hnsw_config": hnsw_config.model_dump(mode="json", exclude_none=True) if hnsw_config else None,
+            "hnsw_config": {
+                **index_defaults(),
+                **(hnsw_config.model_dump(mode="json", exclude_none=True) if hnsw_config else {}),
+            },
             "quantization_config": quantization_config.model_dump(mode="json", exclude_none=True)
             if quantization_config
             else None,
             "sparse_vectors": {
                 name: p.model_dump(mode="json", exclude_none=True) for name, p in (sparse_vectors_config or {}).items()
             },
-            "metadata": metadata or {},
+            "metadata": {**search_record(), **(metadata or {})},
             "payload_schema": {},
         }
         shard = qdrant_edge_module().EdgeShard.create(
@@ -228,7 +249,7 @@ class EdgeClient:
         physical = self._physical(collection_name)
         spec = self._manifest["collections"][physical]
         info = self._shard(physical).info()
-        hnsw = {**DEFAULT_HNSW, **(spec.get("hnsw_config") or {})}
+        hnsw = {**QDRANT_GENERIC_HNSW, **(spec.get("hnsw_config") or {})}
         quantization = None
         if spec.get("quantization_config"):
             q = spec["quantization_config"]
@@ -424,6 +445,7 @@ class EdgeClient:
         score_threshold=None,
         with_payload=True,
         with_vector=False,
+        hnsw_ef=None,
     ):
         qe = qdrant_edge_module()
         return qe.QueryRequest(
@@ -431,13 +453,17 @@ class EdgeClient:
             offset=offset,
             query=qe.Query.Nearest(edge_query_vector(query), using=using or ""),
             filter=edge_filter(filter),
-            params=edge_search_params(params),
+            params=edge_search_params(params, hnsw_ef),
             score_threshold=score_threshold,
             with_payload=edge_with_payload(with_payload),
             with_vector=edge_with_vector(with_vector),
         )
 
-    def _fusion_request(self, query, prefetch, limit, offset, query_filter, with_payload, with_vector):
+    def _search_ef(self, collection_name: str) -> int | None:
+        """The search ef recorded when the collection was created (used when a query names none)."""
+        return recorded_hnsw_ef(self._manifest["collections"][self._physical(collection_name)].get("metadata"))
+
+    def _fusion_request(self, query, prefetch, limit, offset, query_filter, with_payload, with_vector, hnsw_ef=None):
         from qdrant_client import models
 
         qe = qdrant_edge_module()
@@ -449,7 +475,7 @@ class EdgeClient:
                 limit=p.limit or 10,
                 query=qe.Query.Nearest(edge_query_vector(p.query), using=p.using or ""),
                 filter=edge_filter(p.filter),
-                params=edge_search_params(p.params),
+                params=edge_search_params(p.params, hnsw_ef),
             )
             for p in (prefetch if isinstance(prefetch, list) else [prefetch])
         ]
@@ -482,11 +508,23 @@ class EdgeClient:
         (reciprocal rank fusion with Qdrant's k = 2, or distribution-based score fusion), as a server answers."""
         from qdrant_client.http import models as rest
 
+        ef = self._search_ef(collection_name)
         if prefetch is not None:
-            request = self._fusion_request(query, prefetch, limit, offset, query_filter, with_payload, with_vectors)
+            request = self._fusion_request(
+                query, prefetch, limit, offset, query_filter, with_payload, with_vectors, hnsw_ef=ef
+            )
         else:
             request = self._request(
-                query, using, limit, offset, query_filter, search_params, score_threshold, with_payload, with_vectors
+                query,
+                using,
+                limit,
+                offset,
+                query_filter,
+                search_params,
+                score_threshold,
+                with_payload,
+                with_vectors,
+                ef,
             )
         return rest.QueryResponse(points=[client_scored_point(p) for p in self._shard(collection_name).query(request)])
 
@@ -494,6 +532,7 @@ class EdgeClient:
         from qdrant_client.http import models as rest
 
         qe = qdrant_edge_module()
+        ef = self._search_ef(collection_name)
         batch = qe.QueryBatchRequest(
             [
                 self._request(
@@ -506,6 +545,7 @@ class EdgeClient:
                     r.score_threshold,
                     True if r.with_payload is None else r.with_payload,
                     r.with_vector or False,
+                    ef,
                 )  # fmt: skip
                 for r in requests
             ]
@@ -515,12 +555,15 @@ class EdgeClient:
 
     # ------------------------------------------------------------ lifecycle
     def close(self, **_: Any) -> None:
-        """Build pending indexes of collections this client wrote to (unless deferred), flush, release the folder."""
+        """Build pending indexes (collections this client wrote to, or that a writer killed before its close left
+        with at least ``INDEX_EVERY_POINTS`` unindexed points), unless deferred by HNSW ``m=0``; flush; release the
+        folder."""
         if self._lock.fd is None:
             return
         try:
             for physical, shard in list(self._shards.items()):
-                if self._written.get(physical) and not self._deferred(physical):
+                pending = self._written.get(physical) or self._unindexed(physical) >= INDEX_EVERY_POINTS
+                if pending and not self._deferred(physical):
                     self._optimize(physical)
                 shard.flush()
                 shard.close()

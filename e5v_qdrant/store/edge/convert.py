@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...errors import E5VConfigError
+from ..hnsw import HNSW_M, QDRANT_GENERIC_HNSW
 
 __all__ = [
     "EdgeNotInstalledError",
     "INDEXING_THRESHOLD_KB",
-    "DEFAULT_HNSW",
     "RRF_K",
     "qdrant_edge_module",
     "enum_name",
@@ -38,7 +38,6 @@ __all__ = [
 #: Segments holding more vector data than this (KB) get an HNSW index when optimized. 20,000 KB (~1,200 float32
 #: 4096-d vectors) is the Qdrant server's own default (``indexing_threshold_kb``, qdrant config/config.yaml).
 INDEXING_THRESHOLD_KB = 20_000
-DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10_000}
 
 
 class EdgeNotInstalledError(E5VConfigError):
@@ -121,10 +120,12 @@ def _quantization(config: dict[str, Any] | None):
 
 
 def edge_config(spec: dict[str, Any]):
+    """The shard configuration of a collection's manifest entry (its HNSW parameters are recorded there when it is
+    created; entries without them were made with Qdrant's generic defaults)."""
     qe = qdrant_edge_module()
-    hnsw = {**DEFAULT_HNSW, **{k: v for k, v in (spec.get("hnsw_config") or {}).items() if v is not None}}
+    hnsw = {**QDRANT_GENERIC_HNSW, **{k: v for k, v in (spec.get("hnsw_config") or {}).items() if v is not None}}
     if not hnsw.get("m"):  # deferred (bulk load) is an optimizer decision here, not a shard setting
-        hnsw["m"] = DEFAULT_HNSW["m"]
+        hnsw["m"] = HNSW_M
     return qe.EdgeConfig(
         vectors={name: _vector_params(p) for name, p in spec["vectors"].items()},
         sparse_vectors={name: _sparse_params(p) for name, p in (spec.get("sparse_vectors") or {}).items()} or None,
@@ -246,9 +247,11 @@ def edge_with_vector(value: Any) -> Any:
     return list(value)
 
 
-def edge_search_params(params):
+def edge_search_params(params, hnsw_ef: int | None = None):
+    """Edge ``SearchParams`` of a ``qdrant_client`` one; ``hnsw_ef`` applies when ``params`` name none (the
+    collection's recorded search ef)."""
     if params is None:
-        return None
+        return None if hnsw_ef is None else qdrant_edge_module().SearchParams(hnsw_ef=hnsw_ef)
     qe = qdrant_edge_module()
     quantization = None
     if params.quantization is not None:
@@ -257,7 +260,7 @@ def edge_search_params(params):
             rescore=params.quantization.rescore,
             oversampling=params.quantization.oversampling,
         )
-    return qe.SearchParams(hnsw_ef=params.hnsw_ef, exact=bool(params.exact), quantization=quantization)
+    return qe.SearchParams(hnsw_ef=params.hnsw_ef or hnsw_ef, exact=bool(params.exact), quantization=quantization)
 
 
 def edge_query_vector(query: Any):

@@ -7,7 +7,12 @@ over local mode: ``node_ids=[]`` means no id filter, unsupported filter operator
 missing collection raises ``ValueError``, ``get_nodes`` returns at most 9,999 nodes, MMR mode is a plain top-k.
 ``tests/test_llamaindex_differential.py`` runs the same LlamaIndex calls on both over one CLI-built collection.
 
-Two deliberate differences:
+Three deliberate differences:
+
+- ``add`` appends without building the HNSW index (the folder is opened with ``EdgeClient(defer_indexing=True)``):
+  the index is built once, by ``optimize()`` or ``close()``. Until then the new points sit in plain segments that
+  every search scans exactly, so results are exact, not stale. Through a shared ``client=`` the client's own setting
+  holds.
 
 - ``clear()`` through an alias (a CLI-built collection) deletes the collection behind it and its aliases; the stock
   store's ``delete_collection(alias)`` leaves an aliased collection in place (a silent no-op in local mode).
@@ -151,7 +156,7 @@ class QdrantEdgeVectorStore(QdrantVectorStore):
                 raise E5VConfigError(
                     f"QdrantEdgeVectorStore does not take {server_only}=: for a server use the stock QdrantVectorStore"
                 )
-        edge = client if client is not None else EdgeClient(str(path))
+        edge = client if client is not None else EdgeClient(str(path), defer_indexing=True)
         _warn_about_local_mode_data(edge)
         adapted = _EdgeAsQdrantClient(edge)
         try:
@@ -169,6 +174,16 @@ class QdrantEdgeVectorStore(QdrantVectorStore):
     @classmethod
     def class_name(cls) -> str:
         return "QdrantEdgeVectorStore"
+
+    def optimize(self) -> bool:
+        """Build the collection's HNSW index over what ``add`` appended, now (blocking; ``close`` does it too).
+
+        Returns whether any segment changed. Searches are exact before, and use the index after.
+        """
+        return self._edge.optimize(self.collection_name)
+
+    async def aoptimize(self) -> bool:
+        return await asyncio.to_thread(self.optimize)
 
     def close(self) -> None:
         """Build pending indexes, flush and release the folder (if this store opened it)."""
