@@ -1,6 +1,6 @@
 """How an option is declared: one dataclass field carrying its help text, choices, checks and what it affects.
 
-Every config dataclass (``config.py``) is an ``Options``: its fields are declared with :func:`option`, allowed values
+Every config dataclass (the ``config`` package) is an ``Options``: its fields are declared with :func:`option`, allowed values
 (``choices``) are validated from that declaration for the Python API and the command line alike, and
 :meth:`Options.from_options` builds it from loose options (an adapter's fields, a collection's stamp, keyword
 arguments) with one policy for unknown keys: they raise, naming the valid ones. ``cli.arguments`` turns the same

@@ -1,4 +1,4 @@
-"""The options bridge: config dataclasses (``config.py``) -> argparse options, so each command's ``--help`` is
+"""The options bridge: config dataclasses (``config``) -> argparse options, so each command's ``--help`` is
 generated from the one declaration of every option (help, default, choices, scope, checks, deprecated flags).
 
 Example:
