@@ -24,7 +24,9 @@ def test_interrupted_ingest_reports_what_it_did_and_a_rerun_resumes(sig, tmp_pat
     assert len(clean) > 10
 
     report_file = tmp_path / "report.json"
-    cmd = slow_writes.slow_ingest(root, qd, replica_path, "--report", report_file)  # each 2-point write waits 0.4 s
+    # each 2-point write waits 1 s: counting an Edge store (a folder copy) can take seconds on a busy machine, and a
+    # signal that lands after the last write only waits for the writer to finish (the run is then complete: exit 0)
+    cmd = slow_writes.slow_ingest(root, qd, replica_path, "--report", report_file, delay=1.0)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300  # the child loads torch and the model first: slow on a busy machine

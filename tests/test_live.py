@@ -303,6 +303,13 @@ def test_kill_9_during_a_bulk_sync_then_restart_equals_a_clean_ingest(replica_pa
         # a path outside the roots is refused, with the remedy; nothing is read
         assert main(["ingest", str(folder), "--collection", "more", "--qdrant-path", str(qd)]) == 2
         assert "--ingest-root" in capsys.readouterr().err
+        # reingest cannot go through it: refused at once (not after the lock's retries), naming the server
+        started = time.monotonic()
+        assert (
+            main(["reingest", "--collection", "docs", "--qdrant-path", str(qd), "--sparse-encoder", "qdrant-bm25"]) == 2
+        )
+        assert f"the server at {url} holds this store folder" in capsys.readouterr().err
+        assert time.monotonic() - started < 5
         from e5v_qdrant.store.retry import StoreError
 
         with pytest.raises(StoreError, match=f"e5v-qdrant serve at {url}"):  # commands that cannot go through it

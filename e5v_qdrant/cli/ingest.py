@@ -130,6 +130,7 @@ def add_reingest(sub) -> Callable:
 
 
 def _run_reingest(args) -> int:
+    from ..config import StoreConfig
     from ..reingest import ReingestInterrupted, reingest
 
     vector_options = [f for f in dataclasses.fields(EncoderConfig) if f.metadata["vectors"]]
@@ -139,6 +140,12 @@ def _run_reingest(args) -> int:
         raise E5VConfigError(
             f"give what changes: --adapter DIR (fine-tuned on the recorded model), --model M, one of {others}, or "
             f"--sparse-encoder NAME (the keyword side only)"
+        )
+    if owner := RunningOwner.of(from_namespace(StoreConfig, args), getattr(args, "server_api_key_env", None)):
+        raise E5VConfigError(  # at once, instead of waiting out the lock: reingest does not go through a server
+            f"the server at {owner.url} holds this store folder; reingest builds the new collection beside it, in "
+            "this process: stop the server, run reingest, start it again (or keep the collection on a Qdrant server "
+            "by --qdrant-url, which many processes share)"
         )
     with store_from(args) as store:
         # the model loads in reingest only if dense vectors change (or the endpoint embeds them)
