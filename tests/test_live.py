@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import socket
-import threading
 import time
 
 import httpx
@@ -20,6 +19,8 @@ import pytest
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("watchfiles")
+
+from served import LiveServer  # noqa: E402
 
 from e5v_qdrant.config import IngestConfig, ServeConfig, StoreConfig  # noqa: E402
 from e5v_qdrant.ingest import ingest  # noqa: E402
@@ -34,31 +35,6 @@ DEADLINE_S = 60
 
 def sentence(i: int, topic: str = "harbour") -> str:
     return f"Note {i}: the {topic} keeps record {i * 7} of boats, gulls and lighthouse keepers seen at dawn."
-
-
-class Served:
-    """uvicorn serving ``app`` on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app):
-        self.app = app
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(60)
-        self.sock.close()
 
 
 def points_of(store, collection: str) -> dict[str, tuple[dict, np.ndarray]]:
@@ -133,7 +109,7 @@ def served(encoder, folder, tmp_path):
     live = LiveConfig(watch=[str(folder)], collection="docs", watch_quiet_ms=300)
     ingest_options = IngestConfig(collection="docs", paths=[str(folder)])
     app = create_app(encoder, store=store, config=ServeConfig(max_wait_ms=2), live=live, ingest=ingest_options)
-    with Served(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         yield client, app.state.owner
     store.close()
 
@@ -430,7 +406,7 @@ def test_a_hybrid_collection_keeps_its_keyword_vectors_through_a_rename(encoder,
     live = LiveConfig(watch=[str(folder)], collection="docs", watch_quiet_ms=300)
     options = IngestConfig(collection="docs", paths=[str(folder)], hybrid=True)
     app = create_app(encoder, store=store, config=ServeConfig(max_wait_ms=2), live=live, ingest=options)
-    with Served(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         owner = app.state.owner
         deadline = time.monotonic() + DEADLINE_S
         while client.get("/v1/collections/docs").json().get("state") != "watching":  # caught up
@@ -479,7 +455,7 @@ def test_several_watched_folders_feed_one_collection(encoder, folder, tmp_path):
     live = LiveConfig(watch=[str(folder), str(second)], collection="docs", watch_quiet_ms=300)
     options = IngestConfig(collection="docs", paths=[str(folder)])
     app = create_app(encoder, store=store, config=ServeConfig(max_wait_ms=2), live=live, ingest=options)
-    with Served(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         owner = app.state.owner
         wait_in_sync(client, owner, encoder, [folder, second], tmp_path)
         embedded = metric(client, "e5v_ingest_embedded_items_total")
@@ -510,7 +486,7 @@ def test_a_store_folder_inside_the_watched_folder_is_not_ingested(encoder, folde
     live = LiveConfig(watch=[str(folder)], collection="docs", watch_quiet_ms=300)
     options = IngestConfig(collection="docs", paths=[str(folder)])
     app = create_app(encoder, store=store, config=ServeConfig(max_wait_ms=2), live=live, ingest=options)
-    with Served(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         owner = app.state.owner
         (folder / "c.txt").write_text(sentence(4, "store beside"))
         deadline = time.monotonic() + DEADLINE_S

@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
-import time
 
 import httpx
 import numpy as np
@@ -22,6 +20,8 @@ from qdrant_client import QdrantClient
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
+
+from served import LiveServer  # noqa: E402
 
 from e5v_qdrant.config import IngestConfig, ServeConfig, StoreConfig  # noqa: E402
 from e5v_qdrant.ingest import ingest  # noqa: E402
@@ -58,30 +58,6 @@ def data_url(data: bytes, mime="image/png") -> str:
 def cos(a, b) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
