@@ -253,11 +253,8 @@ class EdgeClient:
         quantization = None
         if spec.get("quantization_config"):
             q = spec["quantization_config"]
-            quantization = (
-                models.ScalarQuantization.model_validate(q)
-                if "scalar" in q
-                else models.BinaryQuantization.model_validate(q)
-            )
+            kind = models.ScalarQuantization if "scalar" in q else models.TurboQuantization if "turbo" in q else None
+            quantization = (kind or models.BinaryQuantization).model_validate(q)
         return SimpleNamespace(
             status=models.CollectionStatus.GREEN,
             points_count=info.points_count,

@@ -114,9 +114,18 @@ def _quantization(config: dict[str, Any] | None):
         return qe.ScalarQuantizationConfig(
             type=qe.ScalarType.Int8, quantile=scalar.get("quantile"), always_ram=scalar.get("always_ram")
         )
+    if "turbo" in config:
+        turbo = config["turbo"]
+        bits = {"bits1": "Bits1", "bits1_5": "Bits1_5", "bits2": "Bits2", "bits4": "Bits4", "bits8": "Bits8"}
+        return qe.TurboQuantQuantizationConfig(
+            bits=getattr(qe.TurboQuantBitSize, bits[turbo["bits"]]) if turbo.get("bits") else None,
+            always_ram=turbo.get("always_ram"),
+        )
     if "binary" in config:
         return qe.BinaryQuantizationConfig(always_ram=config["binary"].get("always_ram"))
-    raise E5VConfigError(f"quantization {config} is not supported by the Edge engine (use scalar int8 or binary)")
+    raise E5VConfigError(
+        f"quantization {config} is not supported by the Edge engine (use scalar int8, turbo 4 bits or binary)"
+    )
 
 
 def edge_config(spec: dict[str, Any]):
