@@ -374,14 +374,16 @@ def main() -> None:
         metavar="X",
         help="edge-store, with --sweep and --quantization: also search with each of these oversampling factors",
     )
+    parser.add_argument("--keep", metavar="DIR", help="make each case's store folder in DIR and keep it (inspection)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        folder = tempfile.mkdtemp(prefix="e5v-bench-store-")
+        folder = tempfile.mkdtemp(prefix="e5v-bench-store-", dir=args.keep)
         try:
             print(json.dumps(_run_case(args.child, args.points, args.queries, folder, args)))
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
         return
     rows = []
     for shape in args.data:
