@@ -19,13 +19,16 @@ dimension 64, queried with fresh draws). It measures
 - the folder's size on disk (MiB).
 
 ``--on-disk``, ``--float16``, ``--quantization``, ``--m``, ``--ef-construct`` and ``--bulk-load`` apply to the
-``*-store`` cases' collection (``QdrantStore.create_plain``, the store's options); ``--sweep EF...`` searches the
-edge-store index again with each ``hnsw_ef`` (the recall-latency curve). Data is generated and written batch by batch
+``*-store`` cases' collection (``QdrantStore.create_plain``, the store's options; ``--quantization int8|turbo4|binary``);
+``--sweep EF...`` searches the edge-store index again with each ``hnsw_ef`` (the recall-latency curve), and with
+``--sweep-oversampling X...`` with each oversampling factor too (the grid); ``--keep DIR`` keeps the store folders. Data is generated and written batch by batch
 and the exact top-10 merged batch by batch, so ``--n 1000000`` never holds the data set.
 
 Run (the machine is shared: run it once, niced):
     nice python benchmarks/store.py --n 20000 --cases local-llamaindex edge-llamaindex edge-store --sweep 256 512
     nice python benchmarks/store.py --n 100000 --data embedding --cases edge-store --bulk-load --sweep 256 512 768
+    nice -n 19 python benchmarks/store.py --n 250000 --data embedding --cases edge-store --bulk-load --float16 \
+        --on-disk --quantization turbo4 --sweep 1024 2048 --sweep-oversampling 1 2 4
 """
 
 from __future__ import annotations
