@@ -253,8 +253,10 @@ class EdgeClient:
         quantization = None
         if spec.get("quantization_config"):
             q = spec["quantization_config"]
-            kind = models.ScalarQuantization if "scalar" in q else models.TurboQuantization if "turbo" in q else None
-            quantization = (kind or models.BinaryQuantization).model_validate(q)
+            kinds = {"scalar": models.ScalarQuantization, "turbo": models.TurboQuantization}
+            quantization = next((k for key, k in kinds.items() if key in q), models.BinaryQuantization).model_validate(
+                q
+            )
         return SimpleNamespace(
             status=models.CollectionStatus.GREEN,
             points_count=info.points_count,

@@ -116,9 +116,9 @@ def _quantization(config: dict[str, Any] | None):
         )
     if "turbo" in config:
         turbo = config["turbo"]
-        bits = {"bits1": "Bits1", "bits1_5": "Bits1_5", "bits2": "Bits2", "bits4": "Bits4", "bits8": "Bits8"}
+        bits = turbo.get("bits")  # qdrant-client's "bits4" / "bits1_5" ... are qdrant-edge-py's Bits4 / Bits1_5 ...
         return qe.TurboQuantQuantizationConfig(
-            bits=getattr(qe.TurboQuantBitSize, bits[turbo["bits"]]) if turbo.get("bits") else None,
+            bits=getattr(qe.TurboQuantBitSize, "Bits" + bits[len("bits") :]) if bits else None,
             always_ram=turbo.get("always_ram"),
         )
     if "binary" in config:
