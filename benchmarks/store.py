@@ -19,13 +19,16 @@ dimension 64, queried with fresh draws). It measures
 - the folder's size on disk (MiB).
 
 ``--on-disk``, ``--float16``, ``--quantization``, ``--m``, ``--ef-construct`` and ``--bulk-load`` apply to the
-``*-store`` cases' collection (``QdrantStore.create_plain``, the store's options); ``--sweep EF...`` searches the
-edge-store index again with each ``hnsw_ef`` (the recall-latency curve). Data is generated and written batch by batch
+``*-store`` cases' collection (``QdrantStore.create_plain``, the store's options; ``--quantization int8|turbo4|binary``);
+``--sweep EF...`` searches the edge-store index again with each ``hnsw_ef`` (the recall-latency curve), and with
+``--sweep-oversampling X...`` with each oversampling factor too (the grid); ``--keep DIR`` keeps the store folders. Data is generated and written batch by batch
 and the exact top-10 merged batch by batch, so ``--n 1000000`` never holds the data set.
 
 Run (the machine is shared: run it once, niced):
     nice python benchmarks/store.py --n 20000 --cases local-llamaindex edge-llamaindex edge-store --sweep 256 512
     nice python benchmarks/store.py --n 100000 --data embedding --cases edge-store --bulk-load --sweep 256 512 768
+    nice -n 19 python benchmarks/store.py --n 250000 --data embedding --cases edge-store --bulk-load --float16 \
+        --on-disk --quantization turbo4 --sweep 1024 2048 --sweep-oversampling 1 2 4
 """
 
 from __future__ import annotations
@@ -306,9 +309,18 @@ def _run_case(case: str, n: int, queries: int, folder: str, args: argparse.Names
     result["sweep"] = []
     if mode == "store" and engine == "edge":  # the recall-latency curve: the same index searched with other efs
         for ef in args.sweep or ():
-            store.config = dataclasses.replace(config, hnsw_ef=ef)
-            p50, p95, recall = measure()
-            result["sweep"].append({"hnsw_ef": ef, "query_p50_ms": p50, "query_p95_ms": p95, "recall_at_10": recall})
+            for over in args.sweep_oversampling or [config.oversampling]:
+                store.config = dataclasses.replace(config, hnsw_ef=ef, oversampling=over)
+                p50, p95, recall = measure()
+                result["sweep"].append(
+                    {
+                        "hnsw_ef": ef,
+                        "oversampling": over,
+                        "query_p50_ms": p50,
+                        "query_p95_ms": p95,
+                        "recall_at_10": recall,
+                    }
+                )
     close()
     query_peak = watch.stop()
     gib = 2**30
@@ -348,7 +360,9 @@ def main() -> None:
     )
     parser.add_argument("--on-disk", action="store_true", help="*-store cases: vectors on disk (mmap)")
     parser.add_argument("--float16", action="store_true", help="*-store cases: float16 vector storage")
-    parser.add_argument("--quantization", default="none", choices=("none", "int8"), help="*-store cases")
+    parser.add_argument(
+        "--quantization", default="none", choices=("none", "int8", "binary", "turbo4"), help="*-store cases"
+    )
     parser.add_argument("--oversampling", type=float, default=2.0, help="*-store cases, with --quantization")
     parser.add_argument("--m", type=int, help="*-store cases: HNSW m (default: the store's)")
     parser.add_argument("--ef-construct", type=int, help="*-store cases: HNSW ef_construct (default: the store's)")
@@ -356,14 +370,23 @@ def main() -> None:
     parser.add_argument(
         "--sweep", nargs="+", type=int, metavar="EF", help="edge-store: also search with each of these hnsw_ef"
     )
+    parser.add_argument(
+        "--sweep-oversampling",
+        nargs="+",
+        type=float,
+        metavar="X",
+        help="edge-store, with --sweep and --quantization: also search with each of these oversampling factors",
+    )
+    parser.add_argument("--keep", metavar="DIR", help="make each case's store folder in DIR and keep it (inspection)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        folder = tempfile.mkdtemp(prefix="e5v-bench-store-")
+        folder = tempfile.mkdtemp(prefix="e5v-bench-store-", dir=args.keep)
         try:
             print(json.dumps(_run_case(args.child, args.points, args.queries, folder, args)))
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
         return
     rows = []
     for shape in args.data:
@@ -387,10 +410,13 @@ def main() -> None:
         print(f"| {r['case']} | {r['data']} | {r['points']} | " + " | ".join(f"{r[c]:.3g}" for c in COLS) + " |")
     sweeps = [(r, s) for r in rows for s in r["sweep"]]
     if sweeps:
-        print("\n| data | points | hnsw_ef | recall@10 | query p50 (ms) | query p95 (ms) |\n|---|---|---|---|---|---|")
+        print(
+            "\n| data | points | hnsw_ef | oversampling | recall@10 | query p50 (ms) | query p95 (ms) |\n"
+            "|---|---|---|---|---|---|---|"
+        )
         for r, s in sweeps:
             print(
-                f"| {r['data']} | {r['points']} | {s['hnsw_ef']} | {s['recall_at_10']:.3f} | "
+                f"| {r['data']} | {r['points']} | {s['hnsw_ef']} | {s['oversampling']:g} | {s['recall_at_10']:.3f} | "
                 f"{s['query_p50_ms']:.3g} | {s['query_p95_ms']:.3g} |"
             )
     for shape in args.data:

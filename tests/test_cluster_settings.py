@@ -45,6 +45,15 @@ CASES = [
         },
     ),
     (
+        {"quantization": "turbo4", "on_disk_vectors": True, "vector_datatype": "float16"},
+        {
+            "vectors_config": _vectors(on_disk=True, datatype=models.Datatype.FLOAT16),
+            "quantization_config": models.TurboQuantization(
+                turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS4, always_ram=True)
+            ),
+        },
+    ),
+    (
         {"quantization": "binary", "on_disk_vectors": True},
         {
             "vectors_config": _vectors(on_disk=True),
@@ -61,7 +70,16 @@ CASES = [
 @pytest.mark.parametrize(
     "options,expected",
     CASES,
-    ids=["default", "hnsw", "on_disk", "float16", "int8", "binary+on_disk", "shards+replicas"],
+    ids=[
+        "default",
+        "hnsw",
+        "on_disk",
+        "float16",
+        "int8",
+        "turbo4+float16+on_disk",
+        "binary+on_disk",
+        "shards+replicas",
+    ],
 )
 def test_create_collection_request_for_each_cluster_option(options, expected):
     config = StoreConfig(qdrant_url="http://cluster:6333", **options)
@@ -252,7 +270,7 @@ def test_api_key_comes_from_the_environment_only(monkeypatch):
         ({"hnsw_ef": 0}, r"hnsw_ef \(--hnsw-ef\): must be >= 1, got 0"),
         ({"hnsw_m": -1}, r"hnsw_m \(--hnsw-m\): must be >= 1"),
         ({"write_batch_size": 0}, r"write_batch_size \(--write-batch-size\): must be >= 1"),
-        ({"quantization": "pq"}, r"quantization .pq. is not one of none, int8, binary \(--quantization\)"),
+        ({"quantization": "pq"}, r"quantization .pq. is not one of none, int8, turbo4, binary \(--quantization\)"),
     ],
 )
 def test_invalid_cluster_options_are_refused(options, message):

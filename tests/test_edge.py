@@ -149,6 +149,28 @@ def test_edge_applies_storage_options_and_bulk_load_defers_then_builds(tmp_path)
             assert store.query("docs", p.vector["text-dense"], top_k=1)[0].id == p.id
 
 
+def test_edge_turbo4_quantized_collection_is_recorded_reopened_and_rescored(tmp_path):
+    """TurboQuant 4-bit codes (qdrant-edge-py's TurboQuantQuantizationConfig): the collection reports them after a
+    reopen, and searches with rescoring from float16 originals on disk return numpy's exact top-5."""
+    config = StoreConfig(
+        qdrant_path=str(tmp_path / "qd"), vector_datatype="float16", on_disk_vectors=True, quantization="turbo4"
+    )
+    points = _points(200)
+    with QdrantStore(config) as store:
+        store.ensure_collection("docs", _encoder("f"))
+        store.upsert("docs", points)
+    matrix = np.array([p.vector["text-dense"] for p in points], dtype=np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    with QdrantStore(config) as store:
+        q = store.client.get_collection(store.resolve("docs")).config.quantization_config
+        assert q == models.TurboQuantization(
+            turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS4, always_ram=True)
+        )
+        for p in points[:10]:
+            expected = [str(points[i].id) for i in np.argsort(-(matrix @ matrix[points.index(p)]))[:5]]
+            assert [str(h.id) for h in store.query("docs", p.vector["text-dense"], top_k=5)] == expected
+
+
 def test_orphan_shard_of_a_crash_between_create_and_record_is_removed(tmp_path):
     client = EdgeClient(str(tmp_path / "qd"))
     client.create_collection("a", {"text-dense": models.VectorParams(size=DIM, distance="Cosine")})

@@ -57,9 +57,9 @@ class StoreConfig(Options):
     )
     quantization: str = option(
         "none",
-        help="server and Edge: int8 = scalar quantization (4x smaller), binary = 1 bit per dimension (32x smaller), "
-        "both kept in RAM and rescored with the original vectors at search time; ignored by local mode",
-        choices=("none", "int8", "binary"),
+        help="server and Edge: int8 = scalar quantization (4x smaller), turbo4 = TurboQuant 4 bits per dimension (8x), "
+        "binary = 1 bit per dimension (32x), kept in RAM and rescored with the original vectors; ignored by local mode",
+        choices=("none", "int8", "turbo4", "binary"),
         scope=CREATE,
     )
     shard_number: int | None = option(

@@ -5,6 +5,9 @@ look like) Qdrant's generic search ef (= ef_construct = 100) reaches recall@10 0
 The graph itself (m=16, ef_construct=100) is good enough when searched wider: ef=1024 gives 0.991 at 100k (p50 24 ms
 on 2 shared cores) and 0.945-0.949 at 250k with int8 quantization (p50 10 ms), where a larger ef_construct buys the same
 for 1.7-3x the build time (README, "Choosing the HNSW defaults", ``benchmarks/store.py --data embedding --sweep``).
+At 250k, written with the store's optimizer (an index every 20,000 points: several segments), ef 1024 gives 0.995
+(TurboQuant 4-bit codes, p50 17 ms); bulk-built into one segment, 0.941-0.949, and that needs ef 2048 (0.983). 2048 is
+not the default: servers are sent ``HNSW_EF`` with every search, also for collections that recorded another.
 ``StoreConfig.hnsw_m`` / ``hnsw_ef_construct`` / ``hnsw_ef`` override them; ``QdrantStore`` (CLI ingest, migrate),
 the Edge client (the LlamaIndex store) and searches all read them from here. A collection records what it was built with: HNSW ``m`` /
 ``ef_construct`` in its config, the search ``ef`` in its metadata under ``SEARCH_METADATA_KEY`` (Edge applies it to

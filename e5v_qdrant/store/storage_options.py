@@ -36,6 +36,10 @@ def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool, spa
             kwargs["quantization_config"] = models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
             )
+        elif config.quantization == "turbo4":
+            kwargs["quantization_config"] = models.TurboQuantization(
+                turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS4, always_ram=True)
+            )
         elif config.quantization == "binary":
             kwargs["quantization_config"] = models.BinaryQuantization(
                 binary=models.BinaryQuantizationConfig(always_ram=True)

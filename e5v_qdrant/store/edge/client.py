@@ -253,10 +253,9 @@ class EdgeClient:
         quantization = None
         if spec.get("quantization_config"):
             q = spec["quantization_config"]
-            quantization = (
-                models.ScalarQuantization.model_validate(q)
-                if "scalar" in q
-                else models.BinaryQuantization.model_validate(q)
+            kinds = {"scalar": models.ScalarQuantization, "turbo": models.TurboQuantization}
+            quantization = next((k for key, k in kinds.items() if key in q), models.BinaryQuantization).model_validate(
+                q
             )
         return SimpleNamespace(
             status=models.CollectionStatus.GREEN,

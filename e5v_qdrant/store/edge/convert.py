@@ -114,9 +114,18 @@ def _quantization(config: dict[str, Any] | None):
         return qe.ScalarQuantizationConfig(
             type=qe.ScalarType.Int8, quantile=scalar.get("quantile"), always_ram=scalar.get("always_ram")
         )
+    if "turbo" in config:
+        turbo = config["turbo"]
+        bits = turbo.get("bits")  # qdrant-client's "bits4" / "bits1_5" ... are qdrant-edge-py's Bits4 / Bits1_5 ...
+        return qe.TurboQuantQuantizationConfig(
+            bits=getattr(qe.TurboQuantBitSize, "Bits" + bits[len("bits") :]) if bits else None,
+            always_ram=turbo.get("always_ram"),
+        )
     if "binary" in config:
         return qe.BinaryQuantizationConfig(always_ram=config["binary"].get("always_ram"))
-    raise E5VConfigError(f"quantization {config} is not supported by the Edge engine (use scalar int8 or binary)")
+    raise E5VConfigError(
+        f"quantization {config} is not supported by the Edge engine (use scalar int8, turbo 4 bits or binary)"
+    )
 
 
 def edge_config(spec: dict[str, Any]):
