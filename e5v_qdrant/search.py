@@ -102,6 +102,7 @@ def _sparse_query(store: QdrantStore, collection: str, physical: str, text, imag
     if spec is None:
         raise E5VConfigError(
             f"collection {collection!r} has no sparse vectors: it was ingested without --hybrid. Search without "
-            f"--hybrid, or ingest into a new collection with `e5v-qdrant ingest PATH --collection NEW --hybrid`."
+            f"--hybrid, or make it hybrid without re-embedding: `e5v-qdrant reingest --collection {collection} "
+            f"--sparse-encoder e5v-bm25` (adds the keyword side only)."
         )
     return encoder_from_spec(spec).encode_query(text)

@@ -275,8 +275,8 @@ def test_reingest_sparse_encoder_makes_a_dense_collection_hybrid(tmp_path, encod
     notes = make_notes(tmp_path / "notes")
     with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "qd"))) as store:
         ingest(IngestConfig(collection="docs", paths=[str(notes)], chunk_size=64, chunk_overlap=4), encoder, store)
-        with pytest.raises(E5VConfigError, match="without --hybrid"):
-            search(store, encoder, "docs", text="QZ-7781-K", hybrid=True)
+        with pytest.raises(E5VConfigError, match="reingest --collection docs --sparse-encoder e5v-bm25"):
+            search(store, encoder, "docs", text="QZ-7781-K", hybrid=True)  # the refusal names the remedy below
         report = reingest("docs", encoder.config, store, sparse_encoder="e5v-bm25")
         assert (
             report.swapped and report.sparse_only and store.sparse_spec(store.resolve("docs")) == BM25Encoder().spec()

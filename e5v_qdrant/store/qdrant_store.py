@@ -194,7 +194,8 @@ class QdrantStore:
         if sparse is not None and self.sparse_spec(physical) is None:
             raise CollectionMismatchError(
                 f"collection {name!r} ({physical}) was created without --hybrid, so it has no sparse vectors. "
-                f"Ingest into a new collection with --hybrid (--collection OTHER_NAME), or drop --hybrid."
+                f"Make it hybrid without re-embedding: `e5v-qdrant reingest --collection {name} --sparse-encoder "
+                f"e5v-bm25` (adds the keyword side only), or drop --hybrid."
             )
 
     def point_alias(self, alias: str, physical: str) -> None:
