@@ -32,3 +32,10 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(self.timeout)
         self.sock.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers started in child processes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from served import free_port
 
 from e5v_qdrant.cli import main
 from e5v_qdrant.config import FinetuneConfig
@@ -315,14 +316,6 @@ def test_batch_larger_than_data_is_refused(train_replica, tmp_path):
         finetune(_small_config(train_replica, data, tmp_path / "x", batch_size=8))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(train_replica, tmp_path):
     """`torchrun --nproc-per-node 2 ... finetune` (gloo on CPU): each rank embeds half of every global batch; the
@@ -338,7 +331,7 @@ def test_torchrun_two_processes_equal_one_process(train_replica, tmp_path):
             "--lora-dropout", "0", "--warmup-steps", "1", "--lr", "5e-3", "--checkpoint-every", "2", "--seed", "5"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "e5v_qdrant.cli", "finetune", *args, "--output", str(tmp_path / "ddp")]  # fmt: skip
+           "--master-port", str(free_port()), "-m", "e5v_qdrant.cli", "finetune", *args, "--output", str(tmp_path / "ddp")]  # fmt: skip
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert sum(line.startswith("adapter") for line in run.stdout.splitlines()) == 1  # only rank 0 reports

@@ -7,7 +7,6 @@ batch, so the two differ only by summation order — loss within 1e-5 relative, 
 
 from __future__ import annotations
 
-import socket
 import warnings
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from served import free_port
 
 from e5v_qdrant.config import FinetuneConfig
 from e5v_qdrant.finetune.loss import all_reduce_gradients, contrastive_backward, gather_with_grad, info_nce
@@ -153,17 +153,11 @@ def test_gradcache_restores_dropout_rng(train_replica):
     assert other_loss != pytest.approx(ref_loss, rel=1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gather_path_single_process_group(train_replica):
     """With a (1-rank gloo) process group the gather + gradient all-reduce path runs and changes nothing."""
     enc, _, items, params, embed = _lora_model(train_replica, dropout=0.0)
     plain_loss, plain = _step(embed, items, params, chunk=None)
-    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}")
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{free_port()}")
     try:
         x = torch.randn(3, 4, requires_grad=True)
         g = gather_with_grad(x)

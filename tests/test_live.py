@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import time
 
 import httpx
@@ -20,7 +19,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("watchfiles")
 
-from served import LiveServer  # noqa: E402
+from served import LiveServer, free_port  # noqa: E402
 
 from e5v_qdrant.config import IngestConfig, ServeConfig, StoreConfig  # noqa: E402
 from e5v_qdrant.ingest import ingest  # noqa: E402
@@ -202,12 +201,6 @@ def serve_command(folder, qd, model, port, *extra) -> list[str]:
         "serve", "--watch", str(folder), "--collection", "docs", "--qdrant-path", str(qd), "--model", str(model),
         "--port", str(port), "--watch-quiet-ms", "200", *COMMON, *map(str, extra),
     ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from helpers import COMMON, make_corpus, points_of, run_ingest
+from served import free_port
 
 from e5v_qdrant.cli import main
 from e5v_qdrant.testing import draw_image
@@ -28,16 +28,10 @@ pytest.importorskip("uvicorn")
 KEY = "remote-k3y-never-printed-91b"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(replica_path, log_path, *options):
     """`e5v-qdrant serve` on the replica as a subprocess, behind a bearer key; yields its URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "E5V_SERVE_KEY": KEY, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w+") as log:
         proc = subprocess.Popen(
@@ -298,7 +292,7 @@ def test_foreign_endpoint_failures_are_typed(replica_path, key):
     finally:
         vllm.close()
     with pytest.raises(RemoteEncoderError, match="cannot reach"):
-        RemoteEncoder(EndpointConfig(encoder_url=f"http://127.0.0.1:{_free_port()}", encoder_retries=0))
+        RemoteEncoder(EndpointConfig(encoder_url=f"http://127.0.0.1:{free_port()}", encoder_retries=0))
 
 
 def test_adapters_with_an_endpoint_give_in_process_vectors(server, key, encoder, tmp_path):

@@ -22,6 +22,7 @@ from contextlib import closing
 import numpy as np
 import pytest
 from PIL import Image
+from served import free_port
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -46,12 +47,6 @@ def png(image: Image.Image) -> bytes:
 
 def big_png() -> bytes:
     return png(Image.new("RGB", (BIG_SIDE, BIG_SIDE), (90, 140, 200)))  # ~250 KB on disk, 260 MB decoded
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:

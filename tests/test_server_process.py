@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,17 +12,12 @@ import time
 import httpx
 import numpy as np
 import pytest
+from served import free_port
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 KEY = "k3y-never-printed-7f1c"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
