@@ -18,7 +18,7 @@ dimension 64, queried with fresh draws). It measures
   let go once written, so the child never holds it and these are the store's;
 - the folder's size on disk (MiB).
 
-``--on-disk``, ``--float16``, ``--quantization``, ``--m``, ``--ef-construct`` and ``--bulk-load`` apply to the
+``--on-disk``, ``--float16``, ``--quantization``, ``--quantized-on-disk``, ``--m``, ``--ef-construct`` and ``--bulk-load`` apply to the
 ``*-store`` cases' collection (``QdrantStore.create_plain``, the store's options; ``--quantization int8|turbo4|binary``);
 ``--sweep EF...`` searches the edge-store index again with each ``hnsw_ef`` (the recall-latency curve), and with
 ``--sweep-oversampling X...`` with each oversampling factor too (the grid); ``--keep DIR`` keeps the store folders. Data is generated and written batch by batch
@@ -207,6 +207,7 @@ def _run_case(case: str, n: int, queries: int, folder: str, args: argparse.Names
             on_disk_vectors=args.on_disk,
             vector_datatype="float16" if args.float16 else "float32",
             quantization=args.quantization,
+            quantized_on_disk=args.quantized_on_disk,
             oversampling=args.oversampling,
             hnsw_m=args.m,
             hnsw_ef_construct=args.ef_construct,
@@ -235,6 +236,7 @@ def _run_case(case: str, n: int, queries: int, folder: str, args: argparse.Names
         store = QdrantStore(config)
         assert store.count("bench") == n
         result["reopen_s"] = time.perf_counter() - start
+        result["segments"] = getattr(store.client.get_collection("bench"), "segments_count", None) or 0
 
         def search(v):
             return [index_of[str(p.id)] for p in store.query("bench", v, top_k=10)]
@@ -295,6 +297,7 @@ def _run_case(case: str, n: int, queries: int, folder: str, args: argparse.Names
 
     result["write_pts_s"] = n / written
     result["write_build_pts_s"] = n / (written + result["close_s"])
+    result["total_build_min"] = (written + result["close_s"]) / 60  # every write and index build, until indexed
 
     def measure() -> tuple[float, float, float]:
         latencies, hits = [], 0
@@ -336,6 +339,8 @@ COLS = [
     "write_pts_s",
     "close_s",
     "write_build_pts_s",
+    "total_build_min",
+    "segments",
     "reopen_s",
     "query_p50_ms",
     "query_p95_ms",
@@ -362,6 +367,9 @@ def main() -> None:
     parser.add_argument("--float16", action="store_true", help="*-store cases: float16 vector storage")
     parser.add_argument(
         "--quantization", default="none", choices=("none", "int8", "binary", "turbo4"), help="*-store cases"
+    )
+    parser.add_argument(
+        "--quantized-on-disk", action="store_true", help="*-store cases: quantized vectors memory-mapped, not in RAM"
     )
     parser.add_argument("--oversampling", type=float, default=2.0, help="*-store cases, with --quantization")
     parser.add_argument("--m", type=int, help="*-store cases: HNSW m (default: the store's)")
@@ -402,6 +410,7 @@ def main() -> None:
                 raise SystemExit(f"case {case} ({shape}) failed (exit {child.returncode})")
             row = json.loads(out.strip().splitlines()[-1])
             row["peak_pss_gib"], row["peak_anon_gib"] = life["Pss"] / 2**30, life["Anonymous"] / 2**30
+            row.setdefault("segments", 0)
             rows.append(row)
             print(f"done: {case} ({shape})", file=sys.stderr, flush=True)
     print("| case | data | points | " + " | ".join(COLS) + " |")

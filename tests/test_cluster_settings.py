@@ -54,6 +54,15 @@ CASES = [
         },
     ),
     (
+        {"quantization": "turbo4", "quantized_on_disk": True},
+        {
+            "vectors_config": _vectors(),
+            "quantization_config": models.TurboQuantization(
+                turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS4, always_ram=False)
+            ),
+        },
+    ),
+    (
         {"quantization": "binary", "on_disk_vectors": True},
         {
             "vectors_config": _vectors(on_disk=True),
@@ -77,6 +86,7 @@ CASES = [
         "float16",
         "int8",
         "turbo4+float16+on_disk",
+        "turbo4 memory-mapped",
         "binary+on_disk",
         "shards+replicas",
     ],
@@ -102,9 +112,15 @@ class SpyClient:
     """A real in-memory client that records update_collection / query_points requests and tracks the HNSW ``m`` /
     ``payload_m`` a server would hold (local mode ignores HNSW). ``fail_updates`` makes chosen update calls raise."""
 
-    def __init__(self, m: int = 16, payload_m: int | None = None, fail_updates: dict[int, Exception] | None = None):
+    def __init__(
+        self,
+        m: int = 16,
+        payload_m: int | None = None,
+        fail_updates: dict[int, Exception] | None = None,
+        metadata: dict | None = None,
+    ):
         self.inner = QdrantClient(":memory:")
-        self.inner.create_collection("c", vectors_config=_vectors())
+        self.inner.create_collection("c", vectors_config=_vectors(), metadata=metadata)
         self.hnsw = {"m": m, "payload_m": payload_m}
         self.updates: list[models.HnswConfigDiff] = []
         self.queries: list[dict] = []
@@ -137,14 +153,19 @@ def _server_store(client, **options) -> QdrantStore:
     return QdrantStore(StoreConfig(qdrant_url="http://spy:6333", retry_wait=0.001, **options), client=client)
 
 
-def test_queries_carry_rescoring_params():
-    client = SpyClient()
+def test_queries_carry_rescoring_params_and_the_ef_the_collection_recorded():
+    """A server is sent the search ef its collection recorded at creation (``--hnsw-ef`` then, else the default)
+    unless the search names one; a collection that recorded none gets none (the server's own default)."""
+    client = SpyClient(metadata={"e5v_qdrant_search": {"hnsw_ef": 300}})
     _server_store(client, quantization="int8", oversampling=3.0).query("c", [0.1] * DIM, top_k=3)
     assert client.queries[-1]["search_params"] == models.SearchParams(
-        hnsw_ef=1024, quantization=models.QuantizationSearchParams(rescore=True, oversampling=3.0)
+        hnsw_ef=300, quantization=models.QuantizationSearchParams(rescore=True, oversampling=3.0)
     )
     _server_store(client, hnsw_ef=40).query("c", [0.1] * DIM, top_k=3)
     assert client.queries[-1]["search_params"] == models.SearchParams(hnsw_ef=40)
+    legacy = SpyClient()
+    _server_store(legacy, quantization="int8").query("c", [0.1] * DIM, top_k=3)
+    assert legacy.queries[-1]["search_params"].hnsw_ef is None
 
 
 def test_bulk_load_defers_then_restores_hnsw_on_success():

@@ -149,11 +149,70 @@ def test_edge_applies_storage_options_and_bulk_load_defers_then_builds(tmp_path)
             assert store.query("docs", p.vector["text-dense"], top_k=1)[0].id == p.id
 
 
-def test_edge_turbo4_quantized_collection_is_recorded_reopened_and_rescored(tmp_path):
-    """TurboQuant 4-bit codes (qdrant-edge-py's TurboQuantQuantizationConfig): the collection reports them after a
-    reopen, and searches with rescoring from float16 originals on disk return numpy's exact top-5."""
+def test_bulk_load_on_edge_builds_a_graph_per_segment_as_a_plain_write_does(tmp_path, monkeypatch):
+    """While HNSW m is 0 the optimizer still seals and merges segments, without graphs (searches scan them exactly);
+    restoring m builds one graph per segment: the segments of a plain write, not one graph over everything (which
+    cost recall and twice the vectors in memory at 250k: README, "Bulk load"). A sparse graph (m=4, ef_construct=8)
+    searched with ef 10 tells graphs from exact scans: it misses neighbours numpy finds."""
+    from e5v_qdrant.store.edge import client as edge_client
+    from e5v_qdrant.store.edge import convert as edge_convert
+
+    monkeypatch.setattr(edge_convert, "INDEXING_THRESHOLD_KB", 100)
+    monkeypatch.setattr(edge_convert, "MAX_SEGMENT_SIZE_KB", 1000)  # ~3,900 of these 64-d points
+    monkeypatch.setattr(edge_client, "INDEX_EVERY_POINTS", 2000)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12_000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    queries = rng.normal(size=(40, 64)).astype(np.float32)
+    truth = [set(np.argsort(-(x @ q))[:10].tolist()) for q in queries]
+
+    def recall(client):
+        got = [client.query_points("c", query=q.tolist(), using="text-dense", limit=10).points for q in queries]
+        return sum(len({p.id for p in g} & t) for g, t in zip(got, truth, strict=True)) / (10 * len(queries))
+
+    segments, found = {}, {}
+    for mode in ("plain", "bulk"):
+        client = EdgeClient(str(tmp_path / mode))
+        client.create_collection(
+            "c",
+            {"text-dense": models.VectorParams(size=64, distance="Cosine")},
+            hnsw_config=models.HnswConfigDiff(m=4, ef_construct=8, full_scan_threshold=10),
+            metadata={"e5v_qdrant_search": {"hnsw_ef": 10}},
+        )
+        if mode == "bulk":
+            client.update_collection("c", hnsw_config=models.HnswConfigDiff(m=0))
+        for s in range(0, len(x), 1000):
+            client.upsert(
+                "c",
+                [
+                    models.PointStruct(id=s + i, vector={"text-dense": v.tolist()})
+                    for i, v in enumerate(x[s : s + 1000])
+                ],
+            )
+        if mode == "bulk":
+            found["deferred"] = recall(client)
+            segments["deferred"] = client.get_collection("c").segments_count
+            client.update_collection("c", hnsw_config=models.HnswConfigDiff(m=4))
+        info = client.get_collection("c")
+        assert info.points_count == len(x)
+        segments[mode], found[mode] = info.segments_count, recall(client)
+        client.close()
+    assert found["deferred"] == 1.0  # no graphs yet: every segment scanned exactly
+    assert segments["bulk"] == segments["plain"] > 2
+    assert found["bulk"] < 0.9 and abs(found["bulk"] - found["plain"]) < 0.1  # graphs, of the same segments
+
+
+@pytest.mark.parametrize("quantized_on_disk", [False, True])
+def test_edge_turbo4_quantized_collection_is_recorded_reopened_and_rescored(tmp_path, quantized_on_disk):
+    """TurboQuant 4-bit codes (qdrant-edge-py's TurboQuantQuantizationConfig), in RAM or left memory-mapped
+    (``--quantized-on-disk``): the collection reports them after a reopen, and searches with rescoring from float16
+    originals on disk return numpy's exact top-5."""
     config = StoreConfig(
-        qdrant_path=str(tmp_path / "qd"), vector_datatype="float16", on_disk_vectors=True, quantization="turbo4"
+        qdrant_path=str(tmp_path / "qd"),
+        vector_datatype="float16",
+        on_disk_vectors=True,
+        quantization="turbo4",
+        quantized_on_disk=quantized_on_disk,
     )
     points = _points(200)
     with QdrantStore(config) as store:
@@ -164,7 +223,9 @@ def test_edge_turbo4_quantized_collection_is_recorded_reopened_and_rescored(tmp_
     with QdrantStore(config) as store:
         q = store.client.get_collection(store.resolve("docs")).config.quantization_config
         assert q == models.TurboQuantization(
-            turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS4, always_ram=True)
+            turbo=models.TurboQuantQuantizationConfig(
+                bits=models.TurboQuantBitSize.BITS4, always_ram=not quantized_on_disk
+            )
         )
         for p in points[:10]:
             expected = [str(points[i].id) for i in np.argsort(-(matrix @ matrix[points.index(p)]))[:5]]
@@ -187,9 +248,8 @@ def test_the_write_ahead_log_stays_bounded_while_a_large_collection_is_written(t
     """Edge truncates its memory-mapped write-ahead log only up to what a flush persisted. Without periodic flushes
     the log grows with everything written (at 100k E5-V points, 2 GB mapped and resident: benchmarks/store.py)."""
     dim, n, batch = 1024, 64_000, 1_000
-    client = EdgeClient(str(tmp_path / "qd"))
+    client = EdgeClient(str(tmp_path / "qd"), defer_indexing=True)  # no optimizer runs (they flush too)
     client.create_collection("big", {"text-dense": models.VectorParams(size=dim, distance="Cosine")})
-    client.update_collection("big", hnsw_config=models.HnswConfigDiff(m=0))  # no optimizer runs (they flush too)
     rng = np.random.default_rng(0)
     for start in range(0, n, batch):
         vectors = rng.random((batch, dim), dtype=np.float32)

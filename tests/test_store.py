@@ -245,3 +245,62 @@ def test_resolve_and_engine_are_the_same_contract_on_every_embedded_engine(tmp_p
         if embedded == "edge":
             assert isinstance(store.client, EdgeClient)
             assert (store.client.resolve("docs"), store.client.resolve("nope")) == (physical, None)
+
+
+def test_the_store_reads_back_the_search_ef_a_collection_recorded(tmp_path):
+    """The ef a collection was created for (``--hnsw-ef`` at ingest, else the default) is what later searches of that
+    collection get when they name none: Edge applies it itself, a server is sent it (``recorded_ef``). Collections
+    made before it was recorded answer ``None`` (the engine's own default)."""
+    from e5v_qdrant.store import HNSW_EF
+
+    folder = str(tmp_path / "qd")
+    with QdrantStore(StoreConfig(qdrant_path=folder, embedded="edge", hnsw_ef=77)) as store:
+        store.ensure_collection("docs", FakeEncoder(dim=8, fid="abc"))
+        store.create_plain("scratch", 8, storage_options=True)
+    with QdrantStore(StoreConfig(qdrant_path=folder, embedded="edge")) as store:  # a search naming no ef
+        assert (store.recorded_ef("docs"), store.recorded_ef("scratch")) == (77, 77)
+        store.ensure_collection("fresh", FakeEncoder(dim=8, fid="def"))
+        assert store.recorded_ef("fresh") == HNSW_EF
+    from qdrant_client import QdrantClient as LocalModeClient  # not the Edge swap of this module's engine runs
+
+    old = LocalModeClient(":memory:")
+    old.create_collection("legacy", vectors_config={VECTOR_NAME: models.VectorParams(size=8, distance="Cosine")})
+    assert _store(old).recorded_ef("legacy") is None
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="needs a live Qdrant server at QDRANT_URL")
+def test_server_searches_get_the_ef_their_collection_recorded():  # pragma: no cover - needs a server
+    """Two server collections, one sparse graph (m=4, ef_construct=8), recorded ef 10 and 3000: the same search
+    (no ``--hnsw-ef``) through ``QdrantStore.query`` misses most of numpy's exact top 10 in the first and finds them in
+    the second (measured on Edge with the same data: recall 0.15 vs 0.99)."""
+    import uuid
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    queries = rng.normal(size=(30, 64)).astype(np.float32)
+    url, recall = os.environ["QDRANT_URL"], {}
+    for ef in (10, 3000):
+        name = f"e5v-test-ef{ef}-{uuid.uuid4().hex[:8]}"
+        make = QdrantStore(StoreConfig(qdrant_url=url, hnsw_m=4, hnsw_ef_construct=8, hnsw_ef=ef))
+        make.create_plain(name, 64, storage_options=True)
+        make.client.update_collection(name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=1))
+        points = [models.PointStruct(id=i, vector={VECTOR_NAME: v.tolist()}) for i, v in enumerate(x)]
+        make.upsert(name, points)
+        make.close()
+        store = QdrantStore(StoreConfig(qdrant_url=url))  # names no ef
+        try:
+            for _ in range(600):
+                if (store.client.get_collection(name).indexed_vectors_count or 0) >= len(x):
+                    break
+                time.sleep(0.1)
+            hits = sum(
+                len({p.id for p in store.query(name, q, top_k=10)} & set(np.argsort(-(x @ q))[:10].tolist()))
+                for q in queries
+            )
+            recall[ef] = hits / (10 * len(queries))
+        finally:
+            store.client.delete_collection(name)
+            store.close()
+    assert recall[3000] > 0.95 and recall[10] < 0.5

@@ -62,6 +62,13 @@ class StoreConfig(Options):
         choices=("none", "int8", "turbo4", "binary"),
         scope=CREATE,
     )
+    quantized_on_disk: bool = option(
+        False,
+        help="with quantization: leave the quantized vectors in their memory-mapped files (the page cache keeps the "
+        "ones searches touch) instead of reading them all into RAM when the store opens; reopening 1M turbo4 points "
+        "then takes seconds instead of reading 1.9 GiB (README, 'A million points')",
+        scope=CREATE,
+    )
     shard_number: int | None = option(
         None, help="server/cluster only: shards of a new collection (default: server's)", scope=CREATE
     )

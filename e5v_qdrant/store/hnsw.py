@@ -2,16 +2,16 @@
 
 On embedding-shaped 4096-d data (a shared mean direction, intrinsic dimension 64, fresh queries: what E5-V vectors
 look like) Qdrant's generic search ef (= ef_construct = 100) reaches recall@10 0.89 at 20k points and less beyond.
-The graph itself (m=16, ef_construct=100) is good enough when searched wider: ef=1024 gives 0.991 at 100k (p50 24 ms
-on 2 shared cores) and 0.945-0.949 at 250k with int8 quantization (p50 10 ms), where a larger ef_construct buys the same
-for 1.7-3x the build time (README, "Choosing the HNSW defaults", ``benchmarks/store.py --data embedding --sweep``).
-At 250k, written with the store's optimizer (an index every 20,000 points: several segments), ef 1024 gives 0.995
-(TurboQuant 4-bit codes, p50 17 ms); bulk-built into one segment, 0.941-0.949, and that needs ef 2048 (0.983). 2048 is
-not the default: servers are sent ``HNSW_EF`` with every search, also for collections that recorded another.
-``StoreConfig.hnsw_m`` / ``hnsw_ef_construct`` / ``hnsw_ef`` override them; ``QdrantStore`` (CLI ingest, migrate),
-the Edge client (the LlamaIndex store) and searches all read them from here. A collection records what it was built with: HNSW ``m`` /
-``ef_construct`` in its config, the search ``ef`` in its metadata under ``SEARCH_METADATA_KEY`` (Edge applies it to
-queries that name none).
+The graph itself (m=16, ef_construct=100) is good enough when searched wider, where a larger ef_construct buys the
+same for 1.7-3x the build time (README, "Choosing the HNSW defaults", ``benchmarks/store.py --data embedding --sweep``).
+The store's collections are segments of up to ~62,000 float16 points (``edge.convert.MAX_SEGMENT_SIZE_KB``), each
+with its own graph searched with the full ef: ef 512 gives recall@10 0.997 at 20k, 0.979 at 100k (3 segments, p50
+8.5 ms) and 0.990-0.994 at 1M (18 segments, p50 38 ms, where ef 1024 takes 63 ms: over the 50 ms target). One graph
+over a whole collection needs more (``HNSW_EF_ONE_GRAPH``). ``StoreConfig.hnsw_m`` / ``hnsw_ef_construct`` /
+``hnsw_ef`` override them; ``QdrantStore`` (CLI ingest, migrate), the Edge client (the LlamaIndex store) and searches
+all read them from here. A collection records what it was built with: HNSW ``m`` / ``ef_construct`` in its config,
+the search ``ef`` in its metadata under ``SEARCH_METADATA_KEY``; queries that name none get it (Edge applies it,
+``QdrantStore`` sends it to a server), so changing ``HNSW_EF`` changes only new collections.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ __all__ = [
     "HNSW_M",
     "HNSW_EF_CONSTRUCT",
     "HNSW_EF",
+    "HNSW_EF_ONE_GRAPH",
     "FULL_SCAN_THRESHOLD_KB",
     "QDRANT_GENERIC_HNSW",
     "SEARCH_METADATA_KEY",
@@ -34,8 +35,12 @@ __all__ = [
 HNSW_M = 16
 #: Candidates kept while building the graph.
 HNSW_EF_CONSTRUCT = 100
-#: Candidates kept while searching (Qdrant's own default is ``ef_construct``).
-HNSW_EF = 1024
+#: Candidates kept while searching (Qdrant's own default is ``ef_construct``), in every segment of up to ~62,000 float16 points.
+HNSW_EF = 512
+#: The search ef of collections indexed in one graph over everything (the LlamaIndex store's deferred build,
+#: ``EdgeClient(defer_indexing=True)``): one graph of the whole collection needs the wider search (100k points in one
+#: graph: recall@10 0.965 at ef 512, 0.991 at 1024).
+HNSW_EF_ONE_GRAPH = 1024
 #: Segments with less vector data than this (KB) are searched exactly (Qdrant's default).
 FULL_SCAN_THRESHOLD_KB = 10_000
 #: What collections created before these defaults were built with (Qdrant's defaults); their search ef was Qdrant's

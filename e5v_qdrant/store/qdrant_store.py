@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from ..errors import E5VConfigError, E5VError
 from ..identity import differences, stamp_id
 from ..points import INDEXED_FIELDS, SOURCE, SPARSE_VECTOR_NAME, VECTOR_NAME
 from . import engines
-from .hnsw import HNSW_EF
+from .hnsw import recorded_hnsw_ef
 from .retry import StoreError, describe_error, is_transient, retrying
 from .stamp import CollectionMismatchError, CollectionStamp, encoder_record, physical_name
 from .storage_options import FUSIONS, collection_create_kwargs, creation_metadata, search_params
@@ -19,6 +20,9 @@ from .storage_options import FUSIONS, collection_create_kwargs, creation_metadat
 __all__ = ["QdrantStore"]
 
 logger = logging.getLogger("e5v_qdrant.store")
+
+#: Seconds a collection's recorded search ef is reused before it is read again (``QdrantStore.recorded_ef``).
+RECORDED_EF_TTL_S = 60.0
 
 
 class QdrantStore:
@@ -46,6 +50,7 @@ class QdrantStore:
         #: ``"server"``, ``"edge"`` (Qdrant Edge folder) or ``"local"`` (qdrant-client local mode, or ``:memory:``):
         #: decided once, here.
         self.engine = engines.engine_of(self.config, self.client)
+        self._recorded_ef: dict[str, tuple[float, int | None]] = {}
 
     @property
     def is_server(self) -> bool:
@@ -97,6 +102,18 @@ class QdrantStore:
         """The fingerprint stamp of a physical collection (``None`` if not made by this package)."""
         info = self.call(f"reading collection {physical!r}", self.client.get_collection, physical)
         return CollectionStamp.from_metadata(getattr(info.config, "metadata", None))
+
+    def recorded_ef(self, name: str) -> int | None:
+        """The search ef collection (or alias) ``name`` recorded when it was created (``hnsw.SEARCH_METADATA_KEY``);
+        ``None`` for collections made before it was recorded (the engine's default, ``ef_construct``, applies).
+        Read from the engine at most every ``RECORDED_EF_TTL_S`` seconds per name: a reingest may swap an alias to a
+        collection that recorded another."""
+        now = time.monotonic()
+        cached = self._recorded_ef.get(name)
+        if cached is None or now - cached[0] > RECORDED_EF_TTL_S:
+            info = self.call(f"reading collection {name!r}", self.client.get_collection, name)
+            cached = self._recorded_ef[name] = (now, recorded_hnsw_ef(getattr(info.config, "metadata", None)))
+        return cached[1]
 
     def dimension(self, physical: str) -> int | None:
         info = self.call(f"reading collection {physical!r}", self.client.get_collection, physical)
@@ -370,9 +387,11 @@ class QdrantStore:
             raise E5VConfigError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         query_filter = combine(query_filter, build_filter(modality=modality))
         dense = [float(x) for x in vector]
-        # a server gets the store's ef unless asked otherwise; Edge applies the one its collection recorded
+        # the ef asked for, else the one the collection recorded (Edge applies it itself; a server is sent it)
         params = (
-            search_params(self.config, default_ef=HNSW_EF if self.is_server else None) if self.honours_options else None
+            search_params(self.config, default_ef=self.recorded_ef(collection) if self.is_server else None)
+            if self.honours_options
+            else None
         )
         kwargs: dict[str, Any] = {
             "query": dense,
@@ -434,6 +453,8 @@ class QdrantStore:
         """Create an unstamped scratch collection for ``dim``-d dense vectors (evaluation runs; no alias, no payload
         indexes), with this store's storage options when ``storage_options``."""
         kwargs = collection_create_kwargs(self.config, dim, server=storage_options)
+        if storage_options:
+            kwargs["metadata"] = creation_metadata(self.config)
         self.call(f"creating collection {name!r}", self.client.create_collection, collection_name=name, **kwargs)
 
     def collections(self) -> list[dict[str, Any]]:

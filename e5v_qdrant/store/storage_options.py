@@ -32,17 +32,18 @@ def collection_create_kwargs(config: StoreConfig, dim: int, *, server: bool, spa
             params["on_disk"] = True
         if config.vector_datatype == "float16":
             params["datatype"] = models.Datatype.FLOAT16
+        in_ram = not config.quantized_on_disk
         if config.quantization == "int8":
             kwargs["quantization_config"] = models.ScalarQuantization(
-                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=in_ram)
             )
         elif config.quantization == "turbo4":
             kwargs["quantization_config"] = models.TurboQuantization(
-                turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS4, always_ram=True)
+                turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS4, always_ram=in_ram)
             )
         elif config.quantization == "binary":
             kwargs["quantization_config"] = models.BinaryQuantization(
-                binary=models.BinaryQuantizationConfig(always_ram=True)
+                binary=models.BinaryQuantizationConfig(always_ram=in_ram)
             )
         hnsw = index_defaults(config.hnsw_m, config.hnsw_ef_construct)
         kwargs["hnsw_config"] = models.HnswConfigDiff(m=hnsw["m"], ef_construct=hnsw["ef_construct"])

@@ -16,9 +16,11 @@ on top so ``QdrantStore``, ingest, reingest, search, evaluation and the Ray writ
   quantization, metadata, payload schema, counts), not the whole server ``CollectionInfo``.
 - Edge builds indexes only when asked (``EdgeShard.optimize``). ``EdgeClient`` asks after every
   ``INDEX_EVERY_POINTS`` written points and when a client that wrote is closed, unless indexing is deferred
-  (``update_collection(hnsw_config=HnswConfigDiff(m=0))``, what ``store.bulk_load`` sends); restoring ``m`` builds
-  the index once. ``EdgeClient(defer_indexing=True)`` (the LlamaIndex store) never indexes while writing: ``optimize``
-  or ``close`` builds once, and until then searches scan the new points exactly. Segments smaller than ``INDEXING_THRESHOLD_KB`` stay plain (exact brute force, see the README).
+  (``update_collection(hnsw_config=HnswConfigDiff(m=0))``, what ``store.bulk_load`` sends): the shard is then
+  configured with ``m = 0`` and the optimizer seals and merges segments without building graphs; restoring ``m``
+  builds one graph per segment, as a server does. ``EdgeClient(defer_indexing=True)`` (the LlamaIndex store) never
+  indexes while writing: ``optimize`` or ``close`` builds one graph over everything, and until then searches scan the
+  new points exactly. Segments smaller than ``INDEXING_THRESHOLD_KB`` stay plain (exact brute force, see the README).
 - Qdrant maps each appendable-segment vector file twice (read-write, and read-only for sequential reads), so
   while the optimizer copies a segment RSS counts its vectors twice; ``convert.qdrant_edge_module`` sets Qdrant's own opt-out
   (``QDRANT_NO_MULTI_MMAP=1``) unless the caller set it.

@@ -3,9 +3,9 @@
 Collections are shards under ``collections/`` named in the folder's manifest (``folder``); requests and results are
 converted by ``convert``. Edge builds indexes only when asked (``EdgeShard.optimize``): after every
 ``INDEX_EVERY_POINTS`` written points and when a client that wrote is closed, unless indexing is deferred
-(``update_collection(hnsw_config=HnswConfigDiff(m=0))``, what ``store.bulk_load`` sends); restoring ``m`` builds the
-index once. Edge truncates its write-ahead log only up to what a flush persisted, so a shard is flushed every
-``FLUSH_EVERY_POINTS`` written points and before each optimizer run.
+(``update_collection(hnsw_config=HnswConfigDiff(m=0))``, what ``store.bulk_load`` sends: segments are sealed without
+graphs); restoring ``m`` builds one graph per segment. Edge truncates its write-ahead log only up to what a flush
+persisted, so a shard is flushed every ``FLUSH_EVERY_POINTS`` written points and before each optimizer run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ...errors import E5VConfigError
-from ..hnsw import QDRANT_GENERIC_HNSW, index_defaults, recorded_hnsw_ef, search_record
+from ..hnsw import HNSW_EF_ONE_GRAPH, QDRANT_GENERIC_HNSW, index_defaults, recorded_hnsw_ef, search_record
 from .convert import (
     RRF_K,
     client_id,
@@ -130,11 +130,22 @@ class EdgeClient:
             self._shards[physical] = shard
         return shard
 
+    def _reload(self, physical: str) -> None:
+        """Reopen a collection's shard with the configuration its manifest entry now records."""
+        shard = self._shards.pop(physical, None)
+        if shard is not None:
+            shard.flush()
+            shard.close()
+        spec = self._manifest["collections"][physical]
+        path = os.path.join(self.path, "collections", spec["dir"])
+        self._shards[physical] = qdrant_edge_module().EdgeShard.load(path, edge_config(spec))
+        self._unflushed[physical] = 0
+
     def _after_write(self, physical: str, count: int) -> None:
         self._written[physical] = self._written.get(physical, 0) + count
         self._unflushed[physical] = self._unflushed.get(physical, 0) + count
-        if self._written[physical] >= INDEX_EVERY_POINTS and not self.defer_indexing and not self._deferred(physical):
-            self._optimize(physical)  # flushes first
+        if self._written[physical] >= INDEX_EVERY_POINTS and not self.defer_indexing:
+            self._optimize(physical)  # flushes first; deferred (m = 0): seals segments, builds no graph
         elif self._unflushed[physical] >= FLUSH_EVERY_POINTS:
             self._flush(physical)
 
@@ -214,7 +225,8 @@ class EdgeClient:
             "sparse_vectors": {
                 name: p.model_dump(mode="json", exclude_none=True) for name, p in (sparse_vectors_config or {}).items()
             },
-            "metadata": {**search_record(), **(metadata or {})},
+            # deferred indexing builds one graph over everything: the wider search (store.hnsw)
+            "metadata": {**search_record(HNSW_EF_ONE_GRAPH if self.defer_indexing else None), **(metadata or {})},
             "payload_schema": {},
         }
         shard = qdrant_edge_module().EdgeShard.create(
@@ -292,8 +304,10 @@ class EdgeClient:
                 **hnsw_config.model_dump(mode="json", exclude_none=True),
             }
         self._commit(manifest)
+        if was_deferred != self._deferred(physical):
+            self._reload(physical)  # the shard's own HNSW config follows (m = 0: no graphs)
         if was_deferred and not self._deferred(physical):
-            self._optimize(physical)
+            self._optimize(physical)  # a graph per segment
         return True
 
     def create_payload_index(self, collection_name: str, field_name: str, field_schema=None, **_: Any):

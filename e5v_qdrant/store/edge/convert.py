@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...errors import E5VConfigError
-from ..hnsw import HNSW_M, QDRANT_GENERIC_HNSW
+from ..hnsw import QDRANT_GENERIC_HNSW
 
 __all__ = [
     "EdgeNotInstalledError",
@@ -38,6 +38,12 @@ __all__ = [
 #: Segments holding more vector data than this (KB) get an HNSW index when optimized. 20,000 KB (~1,200 float32
 #: 4096-d vectors) is the Qdrant server's own default (``indexing_threshold_kb``, qdrant config/config.yaml).
 INDEXING_THRESHOLD_KB = 20_000
+#: Largest segment (KB of stored vectors) the optimizer builds by merging: ~62,000 float16 (~31,000 float32) 4096-d
+#: points. Each segment has its own graph, searched with the full search ef, so both the recall a search ef gives
+#: and the search time (segments x ef) depend on segment size: pinned to what ``store.hnsw``'s defaults were measured
+#: with, Qdrant Edge's own default on 2 cores (256,000 KB per indexing thread, qdrant ``lib/edge`` optimizers), not
+#: left to grow with the CPU count. (400,000 KB made 26 segments of 1M points instead of 18: p50 53 vs 38 ms.)
+MAX_SEGMENT_SIZE_KB = 512_000
 
 
 class EdgeNotInstalledError(E5VConfigError):
@@ -133,19 +139,21 @@ def edge_config(spec: dict[str, Any]):
     created; entries without them were made with Qdrant's generic defaults)."""
     qe = qdrant_edge_module()
     hnsw = {**QDRANT_GENERIC_HNSW, **{k: v for k, v in (spec.get("hnsw_config") or {}).items() if v is not None}}
-    if not hnsw.get("m"):  # deferred (bulk load) is an optimizer decision here, not a shard setting
-        hnsw["m"] = HNSW_M
     return qe.EdgeConfig(
         vectors={name: _vector_params(p) for name, p in spec["vectors"].items()},
         sparse_vectors={name: _sparse_params(p) for name, p in (spec.get("sparse_vectors") or {}).items()} or None,
         hnsw_config=qe.HnswIndexConfig(
+            # m = 0 (a bulk load): the optimizer seals and merges segments without a graph; restoring m (a shard
+            # reloaded with this config) builds one graph per segment, as a server does
             m=int(hnsw["m"]),
             ef_construct=int(hnsw["ef_construct"]),
             full_scan_threshold=int(hnsw["full_scan_threshold"]),
             payload_m=hnsw.get("payload_m"),
         ),
         quantization_config=_quantization(spec.get("quantization_config")),
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
+        optimizers=qe.EdgeOptimizersConfig(
+            indexing_threshold=INDEXING_THRESHOLD_KB, max_segment_size=MAX_SEGMENT_SIZE_KB
+        ),
     )
 
 

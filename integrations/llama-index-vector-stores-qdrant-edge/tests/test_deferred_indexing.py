@@ -78,3 +78,19 @@ def test_close_builds_the_index_the_adds_deferred(tmp_path):
     assert _indexed(reopened) >= N - BATCH
     assert _search(reopened, x[7], k=1)[0] == [7]
     reopened.close()
+
+
+def test_one_graph_over_everything_is_searched_wider_than_the_clis_segments(tmp_path):
+    """The store builds one graph over all it added (not the CLI's segments of ~50,000 points), and one graph needs
+    the wider search: its collections record search ef 1024 (100k points in one graph: recall@10 0.991, against 0.965
+    at the CLI's 512; e5v-qdrant README, "Choosing the HNSW defaults")."""
+    from e5v_qdrant.config import StoreConfig
+    from e5v_qdrant.store import QdrantStore
+
+    x, _ = _data()
+    store = QdrantEdgeVectorStore(path=str(tmp_path / "qd"), collection_name="nodes")
+    store.add(_nodes(x[:10]))
+    store.close()
+    with QdrantStore(StoreConfig(qdrant_path=str(tmp_path / "qd"))) as cli:
+        cli.create_plain("segments", DIM, storage_options=True)
+        assert (cli.recorded_ef("nodes"), cli.recorded_ef("segments")) == (1024, 512)
