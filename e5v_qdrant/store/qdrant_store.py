@@ -389,7 +389,11 @@ class QdrantStore:
         dense = [float(x) for x in vector]
         # the ef asked for, else the one the collection recorded (Edge applies it itself; a server is sent it)
         params = (
-            search_params(self.config, default_ef=self.recorded_ef(collection) if self.is_server else None)
+            search_params(
+                self.config,
+                # read only when it is used: an explicit ef wins, and Edge applies the recorded one itself
+                default_ef=self.recorded_ef(collection) if self.is_server and self.config.hnsw_ef is None else None,
+            )
             if self.honours_options
             else None
         )
